@@ -1,0 +1,5 @@
+"""Allow ``python -m btrsendd``."""
+
+from btrsendd.cli import main
+
+raise SystemExit(main())

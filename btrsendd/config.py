@@ -1,0 +1,342 @@
+"""The configuration file: TOML in, a typed and validated ``Config`` out.
+
+Parsing and validation live here, apart from the jobs that use the result (as in zrepl), so
+that ``check-config``, the daemon's SIGHUP reload and every command share one definition of
+"valid".  Checks that need the machine (is the source a subvolume, is the key in the keyring)
+live in ``preflight.py``; this module only reads the file.
+
+Every error names the file, the key and what to do about it, because the person reading it is
+usually looking at a unit that failed to start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from btrsendd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/btrsendd/btrsendd.toml")
+CONFIG_ENV = "BTRSENDD_CONFIG"
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: object) -> int:
+    """Turn ``"1GiB"``, ``"512 MiB"``, ``"10MB"`` or a plain integer into bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as \"1GiB\" or a number of bytes")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as \"1GiB\" or a number of bytes")
+    match = _SIZE_RE.match(value)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size; write it like \"1GiB\", \"256MiB\" or 1048576")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+_CRON_FIELD_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+_CRON_NAMES = {
+    3: "jan feb mar apr may jun jul aug sep oct nov dec".split(),
+    4: "sun mon tue wed thu fri sat".split(),
+}
+
+
+def validate_cron(expr: str) -> str:
+    """Accept a standard five-field crontab expression (minute hour day month weekday).
+
+    Checked here, field by field, so a typo is reported with the field it is in instead of
+    surfacing later as a scheduler error inside the daemon.
+    """
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"{expr!r} has {len(fields)} fields; a cron expression has five: "
+            "minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\""
+        )
+    names = ["minute", "hour", "day-of-month", "month", "day-of-week"]
+    for index, field in enumerate(fields):
+        low, high = _CRON_FIELD_RANGES[index]
+        for part in field.split(","):
+            base, _, step = part.partition("/")
+            if step and not step.isdigit():
+                raise ValueError(f"bad step {step!r} in the {names[index]} field of {expr!r}")
+            if base == "*":
+                continue
+            for bound in base.split("-"):
+                word = bound.lower()
+                if word in _CRON_NAMES.get(index, []):
+                    continue
+                if not bound.isdigit() or not low <= int(bound) <= high:
+                    raise ValueError(
+                        f"{bound!r} in the {names[index]} field of {expr!r} is not in "
+                        f"{low}-{high}"
+                    )
+    return expr
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a misspelt key silently ignored is a setting the user
+    # believes is in force and is not.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScheduleConfig(_Section):
+    cron: Annotated[str, BeforeValidator(validate_cron)] = "0 0 * * *"
+    backup_days: tuple[int, ...] = (1, 7, 14, 21)
+    max_incrementals: int = Field(default=11, ge=0, le=1000)
+    chain_lifetime_days: int = Field(default=90, ge=1)
+    catch_up: bool = True
+
+    @field_validator("backup_days")
+    @classmethod
+    def _days_in_month(cls, days: tuple[int, ...]) -> tuple[int, ...]:
+        if not days:
+            raise ValueError("list at least one day of the month, e.g. [1, 7, 14, 21]")
+        bad = [d for d in days if not 1 <= d <= 31]
+        if bad:
+            raise ValueError(f"days of the month run from 1 to 31, not {bad}")
+        return tuple(sorted(set(days)))
+
+
+class SnapshotsConfig(_Section):
+    keep_days: int = Field(default=60, ge=0)
+
+
+class PipelineConfig(_Section):
+    compression: Literal["gzip", "zstd", "none"] = "gzip"
+    level: int | None = Field(default=None, ge=1, le=22)
+    volume_size: Size = Field(default=1024**3, ge=1024**2)
+    # Multipart tuning; defaults suit a home uplink and keep memory at concurrency x part_size.
+    part_size: Size = Field(default=16 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _level_fits_compressor(self) -> PipelineConfig:
+        if self.level is not None:
+            top = 22 if self.compression == "zstd" else 9
+            if self.compression == "none":
+                raise ValueError("level has no meaning with compression = \"none\"; remove it")
+            if self.level > top:
+                raise ValueError(f"{self.compression} levels run from 1 to {top}")
+        return self
+
+    @property
+    def effective_level(self) -> int:
+        """The level actually used: the configured one, or the compressor's usual default."""
+        if self.level is not None:
+            return self.level
+        return 3 if self.compression == "zstd" else 6
+
+
+class EncryptionConfig(_Section):
+    mode: Literal["gpg", "none"] = "gpg"
+    recipients: tuple[str, ...] = ()
+    gnupg_home: Path = Path("/etc/btrsendd/gnupg")
+
+    @model_validator(mode="after")
+    def _recipients_for_gpg(self) -> EncryptionConfig:
+        if self.mode == "gpg" and not self.recipients:
+            raise ValueError(
+                "encryption.recipients is empty: list the fingerprint of at least one public "
+                "key (gpg --list-keys --with-fingerprint), or set mode = \"none\" explicitly"
+            )
+        return self
+
+
+StorageClass = Literal[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+]
+
+
+class StorageConfig(_Section):
+    backend: Literal["s3", "glacier-vault", "local"] = "s3"
+    bucket: str | None = None
+    prefix: str = ""
+    storage_class: StorageClass = "DEEP_ARCHIVE"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    vault: str | None = None
+    path: Path | None = None
+
+    @field_validator("prefix")
+    @classmethod
+    def _clean_prefix(cls, prefix: str) -> str:
+        return prefix.strip("/")
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> StorageConfig:
+        if self.backend == "s3" and not self.bucket:
+            raise ValueError("backend \"s3\" needs storage.bucket = \"<bucket name>\"")
+        if self.backend == "glacier-vault" and not self.vault:
+            raise ValueError("backend \"glacier-vault\" needs storage.vault = \"<vault name>\"")
+        if self.backend == "local" and self.path is None:
+            raise ValueError("backend \"local\" needs storage.path = \"/some/archive/dir\"")
+        return self
+
+
+_SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class SourceConfig(_Section):
+    name: str
+    path: Path
+    snapshot_dir: Path
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        # The name becomes part of object keys and file names: keep it to a safe alphabet.
+        if not _SOURCE_NAME_RE.match(name):
+            raise ValueError(
+                f"source name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return name
+
+    @field_validator("path", "snapshot_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        if not path.is_absolute():
+            raise ValueError(f"{str(path)!r} must be an absolute path")
+        return path
+
+
+class Config(_Section):
+    state_dir: Path = Path("/var/lib/btrsendd")
+    schedule: ScheduleConfig = ScheduleConfig()
+    snapshots: SnapshotsConfig = SnapshotsConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    encryption: EncryptionConfig
+    storage: StorageConfig
+    sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    # Where the file came from, for messages; not a TOML key.
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Config:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        """The source called ``name``; a usage error naming the known ones otherwise."""
+        for src in self.sources:
+            if src.name == name:
+                return src
+        known = ", ".join(s.name for s in self.sources)
+        raise ConfigError(f"no source named {name!r} in the configuration (known: {known})")
+
+    def selected_sources(self, name: str | None) -> Sequence[SourceConfig]:
+        """All sources, or just the one named (``--source``)."""
+        return self.sources if name is None else [self.source(name)]
+
+
+def config_path(cli_path: str | os.PathLike[str] | None) -> Path:
+    """``--config`` wins, then ``$BTRSENDD_CONFIG``, then the system default."""
+    if cli_path:
+        return Path(cli_path)
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def _location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """Render a pydantic error location as the TOML key a user would write."""
+    parts: list[str] = []
+    node: Any = data
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list | tuple) and isinstance(
+                node[item], dict
+            ) else None
+            parts[-1] = f"{parts[-1]}[{item}]" + (f" (name = {name!r})" if name else "")
+            node = node[item] if isinstance(node, list | tuple) and item < len(node) else None
+            continue
+        if item.startswith("function-after") or item.startswith("function-before"):
+            continue
+        parts.append(str(item))
+        node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) if parts else "(top level)"
+
+
+def format_validation_error(err: ValidationError, path: Path, data: dict[str, Any]) -> list[str]:
+    """One line per problem: ``file: key: what is wrong``."""
+    lines = []
+    for problem in err.errors():
+        key = _location(tuple(problem["loc"]), data)
+        if problem["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling against config/btrsendd.toml"
+        elif problem["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {key}: {msg}")
+    return lines
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Parse TOML text; raise ``ConfigError`` whose message lists every problem, one per line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(format_validation_error(exc, path, data))) from None
+    return config.model_copy(update={"source_file": path})
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file; copy config/btrsendd.toml there and edit it, "
+            f"or pass --config PATH (or set {CONFIG_ENV})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(text, path)
