@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -55,18 +56,29 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 def parse_size(value: object) -> int:
     """Turn ``"1GiB"``, ``"512 MiB"``, ``"10MB"`` or a plain integer into bytes."""
     if isinstance(value, bool):
-        raise ValueError("expected a size such as \"1GiB\" or a number of bytes")
+        raise ValueError('expected a size such as "1GiB" or a number of bytes')
     if isinstance(value, int):
         return value
     if not isinstance(value, str):
-        raise ValueError("expected a size such as \"1GiB\" or a number of bytes")
+        raise ValueError('expected a size such as "1GiB" or a number of bytes')
     match = _SIZE_RE.match(value)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size; write it like \"1GiB\", \"256MiB\" or 1048576")
+        raise ValueError(f'{value!r} is not a size; write it like "1GiB", "256MiB" or 1048576')
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _require_absolute(path: Path) -> Path:
+    """Reject relative paths: the daemon runs from ``/``, the CLI from anywhere, so a relative
+    path would name a different place depending on who reads the file."""
+    if not path.is_absolute():
+        raise ValueError(f"{str(path)!r} must be an absolute path")
+    return path
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_require_absolute)]
 
 _CRON_FIELD_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
 _CRON_NAMES = {
@@ -85,7 +97,7 @@ def validate_cron(expr: str) -> str:
     if len(fields) != 5:
         raise ValueError(
             f"{expr!r} has {len(fields)} fields; a cron expression has five: "
-            "minute hour day-of-month month day-of-week, e.g. \"0 0 * * *\""
+            'minute hour day-of-month month day-of-week, e.g. "0 0 * * *"'
         )
     names = ["minute", "hour", "day-of-month", "month", "day-of-week"]
     for index, field in enumerate(fields):
@@ -102,8 +114,7 @@ def validate_cron(expr: str) -> str:
                     continue
                 if not bound.isdigit() or not low <= int(bound) <= high:
                     raise ValueError(
-                        f"{bound!r} in the {names[index]} field of {expr!r} is not in "
-                        f"{low}-{high}"
+                        f"{bound!r} in the {names[index]} field of {expr!r} is not in {low}-{high}"
                     )
     return expr
 
@@ -149,7 +160,7 @@ class PipelineConfig(_Section):
         if self.level is not None:
             top = 22 if self.compression == "zstd" else 9
             if self.compression == "none":
-                raise ValueError("level has no meaning with compression = \"none\"; remove it")
+                raise ValueError('level has no meaning with compression = "none"; remove it')
             if self.level > top:
                 raise ValueError(f"{self.compression} levels run from 1 to {top}")
         return self
@@ -165,14 +176,14 @@ class PipelineConfig(_Section):
 class EncryptionConfig(_Section):
     mode: Literal["gpg", "none"] = "gpg"
     recipients: tuple[str, ...] = ()
-    gnupg_home: Path = Path("/etc/btrsendd/gnupg")
+    gnupg_home: AbsolutePath = Path("/etc/btrsendd/gnupg")
 
     @model_validator(mode="after")
     def _recipients_for_gpg(self) -> EncryptionConfig:
         if self.mode == "gpg" and not self.recipients:
             raise ValueError(
                 "encryption.recipients is empty: list the fingerprint of at least one public "
-                "key (gpg --list-keys --with-fingerprint), or set mode = \"none\" explicitly"
+                'key (gpg --list-keys --with-fingerprint), or set mode = "none" explicitly'
             )
         return self
 
@@ -196,7 +207,7 @@ class StorageConfig(_Section):
     region: str = "us-east-1"
     endpoint_url: str | None = None
     vault: str | None = None
-    path: Path | None = None
+    path: AbsolutePath | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -206,11 +217,11 @@ class StorageConfig(_Section):
     @model_validator(mode="after")
     def _backend_needs(self) -> StorageConfig:
         if self.backend == "s3" and not self.bucket:
-            raise ValueError("backend \"s3\" needs storage.bucket = \"<bucket name>\"")
+            raise ValueError('backend "s3" needs storage.bucket = "<bucket name>"')
         if self.backend == "glacier-vault" and not self.vault:
-            raise ValueError("backend \"glacier-vault\" needs storage.vault = \"<vault name>\"")
+            raise ValueError('backend "glacier-vault" needs storage.vault = "<vault name>"')
         if self.backend == "local" and self.path is None:
-            raise ValueError("backend \"local\" needs storage.path = \"/some/archive/dir\"")
+            raise ValueError('backend "local" needs storage.path = "/some/archive/dir"')
         return self
 
 
@@ -219,8 +230,8 @@ _SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 class SourceConfig(_Section):
     name: str
-    path: Path
-    snapshot_dir: Path
+    path: AbsolutePath
+    snapshot_dir: AbsolutePath
 
     @field_validator("name")
     @classmethod
@@ -233,16 +244,9 @@ class SourceConfig(_Section):
             )
         return name
 
-    @field_validator("path", "snapshot_dir")
-    @classmethod
-    def _absolute(cls, path: Path) -> Path:
-        if not path.is_absolute():
-            raise ValueError(f"{str(path)!r} must be an absolute path")
-        return path
-
 
 class Config(_Section):
-    state_dir: Path = Path("/var/lib/btrsendd")
+    state_dir: AbsolutePath = Path("/var/lib/btrsendd")
     schedule: ScheduleConfig = ScheduleConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()
     pipeline: PipelineConfig = PipelineConfig()
@@ -252,13 +256,15 @@ class Config(_Section):
     # Where the file came from, for messages; not a TOML key.
     source_file: Path | None = Field(default=None, exclude=True)
 
-    @model_validator(mode="after")
-    def _unique_sources(self) -> Config:
-        names = [s.name for s in self.sources]
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, sources: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
+        # A field validator, not a model one, so the error is reported on key "sources".
+        names = [s.name for s in sources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
-        return self
+        return sources
 
     def source(self, name: str) -> SourceConfig:
         """The source called ``name``; a usage error naming the known ones otherwise."""
@@ -287,9 +293,11 @@ def _location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
     node: Any = data
     for item in loc:
         if isinstance(item, int):
-            name = node[item].get("name") if isinstance(node, list | tuple) and isinstance(
-                node[item], dict
-            ) else None
+            name = (
+                node[item].get("name")
+                if isinstance(node, list | tuple) and isinstance(node[item], dict)
+                else None
+            )
             parts[-1] = f"{parts[-1]}[{item}]" + (f" (name = {name!r})" if name else "")
             node = node[item] if isinstance(node, list | tuple) and item < len(node) else None
             continue

@@ -1,0 +1,284 @@
+"""parse_config / load_config: defaults, sizes, and an error naming file and key for every
+kind of mistake."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from btrsendd.config import Config, load_config, parse_config, parse_size
+from btrsendd.errors import ConfigError
+
+FILE = Path("/etc/btrsendd/test.toml")
+
+MINIMAL = """
+[encryption]
+recipients = ["0123456789ABCDEF0123456789ABCDEF01234567"]
+
+[storage]
+bucket = "b"
+
+[[sources]]
+name = "home"
+path = "/home"
+snapshot_dir = "/home/.btrsendd"
+"""
+
+
+def parse(text: str) -> Config:
+    return parse_config(text, FILE)
+
+
+def test_defaults() -> None:
+    config = parse(MINIMAL)
+
+    assert config.source_file == FILE
+    assert config.state_dir == Path("/var/lib/btrsendd")
+    assert config.schedule.cron == "0 0 * * *"
+    assert config.schedule.backup_days == (1, 7, 14, 21)
+    assert config.schedule.max_incrementals == 11
+    assert config.schedule.chain_lifetime_days == 90
+    assert config.schedule.catch_up is True
+    assert config.snapshots.keep_days == 60
+    assert config.pipeline.compression == "gzip"
+    assert config.pipeline.effective_level == 6
+    assert config.pipeline.volume_size == 1024**3
+    assert config.pipeline.part_size == 16 * 1024**2
+    assert config.pipeline.concurrency == 4
+    assert config.encryption.mode == "gpg"
+    assert config.encryption.gnupg_home == Path("/etc/btrsendd/gnupg")
+    assert config.storage.backend == "s3"
+    assert config.storage.storage_class == "DEEP_ARCHIVE"
+    assert config.storage.region == "us-east-1"
+    assert config.storage.prefix == ""
+    [src] = config.sources
+    assert (src.name, src.path, src.snapshot_dir) == (
+        "home",
+        Path("/home"),
+        Path("/home/.btrsendd"),
+    )
+
+
+def test_example_configuration_parses_with_every_key() -> None:
+    example = Path(__file__).parent.parent / "config" / "btrsendd.toml"
+    config = load_config(example)
+
+    assert config.encryption.recipients == ("0123456789ABCDEF0123456789ABCDEF01234567",)
+    assert config.storage.bucket == "example-backups"
+    assert config.storage.prefix == "host1"
+    text = example.read_text()
+    sections = {
+        "schedule": config.schedule,
+        "snapshots": config.snapshots,
+        "pipeline": config.pipeline,
+        "encryption": config.encryption,
+        "storage": config.storage,
+        "[sources]": config.sources[0],
+    }
+    for key in Config.model_fields.keys() - sections.keys() - {"sources", "source_file"}:
+        assert f"\n{key} = " in text, key
+    for section, model in sections.items():
+        assert f"\n[{section}]\n" in text
+        for key in type(model).model_fields:
+            assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{section}.{key}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1GiB", 1024**3),
+        ("512 MiB", 512 * 1024**2),
+        ("10MB", 10 * 1000**2),
+        ("1.5 GiB", 1536 * 1024**2),
+        (1048576, 1048576),
+    ],
+)
+def test_sizes(value: str | int, expected: int) -> None:
+    assert parse_size(value) == expected
+    rendered = f'"{value}"' if isinstance(value, str) else str(value)
+    config = parse(MINIMAL + f"\n[pipeline]\nvolume_size = {rendered}\n")
+    assert config.pipeline.volume_size == expected
+
+
+def with_section(section: str, body: str) -> str:
+    """MINIMAL with ``[section]`` holding ``body``, merged into the table if MINIMAL has it."""
+    header = f"[{section}]\n"
+    if header in MINIMAL:
+        return MINIMAL.replace(header, header + body + "\n")
+    return f"{header}{body}\n{MINIMAL}"
+
+
+BAD_CASES = [
+    pytest.param("bogus = 1\n" + MINIMAL, "bogus", "unknown key", id="unknown-top-level"),
+    pytest.param(
+        with_section("schedule", "crn = '0 0 * * *'"),
+        "schedule.crn",
+        "unknown key",
+        id="unknown-in-section",
+    ),
+    pytest.param(
+        MINIMAL.replace('name = "home"', 'name = "home"\nexclude = ["x"]'),
+        "sources[0] (name = 'home').exclude",
+        "unknown key",
+        id="unknown-in-source",
+    ),
+    pytest.param(
+        with_section("schedule", "cron = '0 0 * *'"),
+        "schedule.cron",
+        "has 4 fields",
+        id="cron-field-count",
+    ),
+    pytest.param(
+        with_section("schedule", "cron = '0 24 * * *'"),
+        "schedule.cron",
+        "'24' in the hour field",
+        id="cron-out-of-range",
+    ),
+    pytest.param(
+        with_section("schedule", "cron = '61 0 * * *'"),
+        "schedule.cron",
+        "'61' in the minute field",
+        id="cron-minute",
+    ),
+    pytest.param(
+        with_section("schedule", "backup_days = [1, 32]"),
+        "schedule.backup_days",
+        "1 to 31, not [32]",
+        id="backup-day-high",
+    ),
+    pytest.param(
+        with_section("schedule", "backup_days = [0]"),
+        "schedule.backup_days",
+        "1 to 31, not [0]",
+        id="backup-day-zero",
+    ),
+    pytest.param(
+        with_section("schedule", "backup_days = []"),
+        "schedule.backup_days",
+        "at least one day",
+        id="backup-days-empty",
+    ),
+    pytest.param(
+        MINIMAL.replace('bucket = "b"', ""),
+        "storage",
+        "needs storage.bucket",
+        id="s3-without-bucket",
+    ),
+    pytest.param(
+        MINIMAL.replace('bucket = "b"', 'backend = "glacier-vault"'),
+        "storage",
+        "needs storage.vault",
+        id="vault-without-vault",
+    ),
+    pytest.param(
+        MINIMAL.replace('recipients = ["0123456789ABCDEF0123456789ABCDEF01234567"]', ""),
+        "encryption",
+        "encryption.recipients is empty",
+        id="gpg-without-recipients",
+    ),
+    pytest.param(
+        MINIMAL + '\n[[sources]]\nname = "home"\npath = "/srv"\nsnapshot_dir = "/srv/.s"\n',
+        "sources",
+        "repeated: home",
+        id="duplicate-source-names",
+    ),
+    pytest.param(
+        MINIMAL.replace('path = "/home"', 'path = "home"'),
+        "sources[0] (name = 'home').path",
+        "'home' must be an absolute path",
+        id="relative-source-path",
+    ),
+    pytest.param(
+        MINIMAL.replace('snapshot_dir = "/home/.btrsendd"', 'snapshot_dir = ".btrsendd"'),
+        "sources[0] (name = 'home').snapshot_dir",
+        "must be an absolute path",
+        id="relative-snapshot-dir",
+    ),
+    pytest.param(
+        'state_dir = "var/lib/btrsendd"\n' + MINIMAL,
+        "state_dir",
+        "must be an absolute path",
+        id="relative-state-dir",
+    ),
+    pytest.param(
+        MINIMAL.replace('bucket = "b"', 'backend = "local"\npath = "archive"'),
+        "storage.path",
+        "must be an absolute path",
+        id="relative-local-path",
+    ),
+    pytest.param(
+        MINIMAL.replace('name = "home"', 'name = "home/x"'),
+        "sources[0] (name = 'home/x').name",
+        "must be 1-64 letters",
+        id="bad-source-name",
+    ),
+    pytest.param(
+        with_section("pipeline", 'volume_size = "1 parsec"'),
+        "pipeline.volume_size",
+        "is not a size",
+        id="bad-size",
+    ),
+    pytest.param(
+        with_section("pipeline", 'compression = "zstd"\nlevel = 23'),
+        "pipeline.level",
+        "less than or equal to 22",
+        id="level-too-high",
+    ),
+    pytest.param(
+        with_section("pipeline", 'compression = "gzip"\nlevel = 12'),
+        "pipeline",
+        "gzip levels run from 1 to 9",
+        id="gzip-level",
+    ),
+    pytest.param(
+        with_section("storage", 'storage_class = "COLD"'),
+        "storage.storage_class",
+        "DEEP_ARCHIVE",
+        id="bad-storage-class",
+    ),
+    pytest.param(
+        MINIMAL.split("[[sources]]")[0], "sources", "required key is missing", id="no-sources"
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "message"), BAD_CASES)
+def test_bad_configuration_names_file_and_key(text: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse(text)
+
+    lines = str(raised.value).splitlines()
+    assert any(line.startswith(f"{FILE}: {key}: ") and message in line for line in lines), lines
+
+
+def test_every_problem_is_reported_on_its_own_line() -> None:
+    text = "bogus = 1\n" + with_section("schedule", "cron = 'x'\nbackup_days = [40]")
+
+    with pytest.raises(ConfigError) as raised:
+        parse(text)
+
+    keys = [line.split(": ")[1] for line in str(raised.value).splitlines()]
+    assert sorted(keys) == ["bogus", "schedule.backup_days", "schedule.cron"]
+
+
+def test_bad_toml() -> None:
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(FILE))}: not valid TOML: .*line 2"):
+        parse("[storage]\nbucket = \n")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "btrsendd.toml"
+
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(missing))}: no such file; copy config/btrsendd"
+    ):
+        load_config(missing)
+
+
+def test_load_config_records_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "btrsendd.toml"
+    path.write_text(MINIMAL)
+
+    assert load_config(path).source_file == path
