@@ -1,0 +1,402 @@
+"""The sqlite catalog: which backups exist, their volumes, and where each one is in its life.
+
+The catalog is a cache of what the bucket holds (the manifests are the truth, see
+``manifest.py``), but it is the cache every decision is made from, so it must never lie:
+every state change is one transaction, WAL keeps readers (``status``, ``list``) from blocking
+the daemon, and ``PRAGMA user_version`` records the schema so an older btrsendd refuses a
+catalog written by a newer one instead of misreading it.
+
+A backup's life: ``uploading`` (rows written before the first byte is sent, volumes added as
+each one is stored) -> ``complete`` (manifest stored) -> ``expiring`` (chain chosen for
+deletion, remote objects being deleted) -> gone.  Only ``complete`` backups count for the
+planner and for restore.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Literal
+
+from btrsendd.errors import OperationalError
+
+SCHEMA_VERSION = 1
+CATALOG_FILE = "catalog.db"
+
+State = Literal["uploading", "complete", "expiring"]
+Kind = Literal["full", "incremental"]
+
+_SCHEMA = """
+CREATE TABLE backups (
+    id            TEXT PRIMARY KEY,
+    source        TEXT NOT NULL,
+    date          TEXT NOT NULL,
+    kind          TEXT NOT NULL CHECK (kind IN ('full', 'incremental')),
+    parent_id     TEXT REFERENCES backups(id),
+    chain         TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('uploading', 'complete', 'expiring')),
+    snapshot      TEXT,
+    snapshot_uuid TEXT,
+    parent_uuid   TEXT,
+    compression   TEXT NOT NULL,
+    recipients    TEXT NOT NULL,
+    storage_class TEXT NOT NULL,
+    raw_bytes     INTEGER NOT NULL DEFAULT 0,
+    stored_bytes  INTEGER NOT NULL DEFAULT 0,
+    created_at    TEXT NOT NULL,
+    completed_at  TEXT
+);
+CREATE INDEX backups_by_source ON backups(source, date);
+-- At most one live backup per source and day: dates name backups in the seed's protocol,
+-- in plan/list output and in restore requests, so they must be unambiguous.
+CREATE UNIQUE INDEX one_backup_per_day ON backups(source, date);
+CREATE TABLE volumes (
+    backup_id     TEXT NOT NULL REFERENCES backups(id) ON DELETE CASCADE,
+    idx           INTEGER NOT NULL,
+    name          TEXT NOT NULL,
+    raw_offset    INTEGER NOT NULL,
+    raw_length    INTEGER NOT NULL,
+    raw_sha256    TEXT NOT NULL,
+    stored_size   INTEGER NOT NULL,
+    stored_sha256 TEXT NOT NULL,
+    PRIMARY KEY (backup_id, idx)
+);
+-- Chains are derived, never stored twice: a view keeps "how long is this chain" in one place.
+CREATE VIEW chains AS
+    SELECT chain AS id, source, MIN(date) AS first_date, MAX(date) AS last_date,
+           COUNT(*) AS length, SUM(stored_bytes) AS stored_bytes
+    FROM backups WHERE state = 'complete' GROUP BY chain, source;
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One stored volume: ``name`` is the object's file name inside its backup's directory."""
+
+    index: int
+    name: str
+    raw_offset: int
+    raw_length: int
+    raw_sha256: str
+    stored_size: int
+    stored_sha256: str
+
+
+@dataclass(frozen=True)
+class BackupRow:
+    id: str
+    source: str
+    date: date
+    kind: Kind
+    parent_id: str | None
+    parent_date: dt.date | None
+    chain: str
+    state: State
+    snapshot: str | None
+    snapshot_uuid: str | None
+    parent_uuid: str | None
+    compression: str
+    recipients: tuple[str, ...]
+    storage_class: str
+    raw_bytes: int
+    stored_bytes: int
+    volume_count: int
+    created_at: str
+    completed_at: str | None
+
+
+_SELECT_BACKUPS = """
+    SELECT b.id, b.source, b.date, b.kind, b.parent_id, p.date, b.chain, b.state, b.snapshot,
+           b.snapshot_uuid, b.parent_uuid, b.compression, b.recipients, b.storage_class,
+           b.raw_bytes, b.stored_bytes,
+           (SELECT COUNT(*) FROM volumes v WHERE v.backup_id = b.id),
+           b.created_at, b.completed_at
+    FROM backups b LEFT JOIN backups p ON p.id = b.parent_id
+"""
+
+
+def _backup_from_row(row: sqlite3.Row | tuple[object, ...]) -> BackupRow:
+    (
+        bid,
+        source,
+        day,
+        kind,
+        parent_id,
+        parent_day,
+        chain,
+        state,
+        snapshot,
+        snap_uuid,
+        parent_uuid,
+        compression,
+        recipients,
+        storage_class,
+        raw,
+        stored,
+        nvol,
+        created,
+        completed,
+    ) = tuple(row)
+    return BackupRow(
+        id=str(bid),
+        source=str(source),
+        date=date.fromisoformat(str(day)),
+        kind="full" if kind == "full" else "incremental",
+        parent_id=None if parent_id is None else str(parent_id),
+        parent_date=None if parent_day is None else date.fromisoformat(str(parent_day)),
+        chain=str(chain),
+        state=_state(str(state)),
+        snapshot=None if snapshot is None else str(snapshot),
+        snapshot_uuid=None if snap_uuid is None else str(snap_uuid),
+        parent_uuid=None if parent_uuid is None else str(parent_uuid),
+        compression=str(compression),
+        recipients=tuple(r for r in str(recipients).split(",") if r),
+        storage_class=str(storage_class),
+        raw_bytes=int(str(raw)),
+        stored_bytes=int(str(stored)),
+        volume_count=int(str(nvol)),
+        created_at=str(created),
+        completed_at=None if completed is None else str(completed),
+    )
+
+
+def _state(value: str) -> State:
+    if value == "uploading":
+        return "uploading"
+    if value == "expiring":
+        return "expiring"
+    return "complete"
+
+
+class Catalog:
+    """One open catalog database.  Use as a context manager, or call ``close()``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise OperationalError(
+                f"{path}: the catalog cannot be opened ({exc}); move it aside and run "
+                "`btrsendd catalog rebuild` to recreate it from the bucket's manifests"
+            ) from None
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Catalog:
+        """Open (creating if needed) the catalog in ``state_dir``, which is kept root-only."""
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OperationalError(
+                f"cannot create state_dir {state_dir}: {exc.strerror}; create it (mode 0700) "
+                "or set state_dir to a writable directory"
+            ) from None
+        return cls(state_dir / CATALOG_FILE)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise OperationalError(
+                f"{self.path}: catalog schema {version} was written by a newer btrsendd "
+                f"(this one knows up to {SCHEMA_VERSION}); upgrade btrsendd"
+            )
+        if version == 0:
+            with self.transaction() as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a block as one IMMEDIATE transaction: all of it lands, or none of it."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    # -- backups -------------------------------------------------------------------------
+
+    def begin_backup(
+        self,
+        *,
+        id: str,
+        source: str,
+        day: date,
+        kind: Kind,
+        parent_id: str | None,
+        chain: str,
+        snapshot: str | None,
+        snapshot_uuid: str | None,
+        parent_uuid: str | None,
+        compression: str,
+        recipients: Sequence[str],
+        storage_class: str,
+    ) -> None:
+        """Record a backup as ``uploading`` before its first byte is sent."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO backups (id, source, date, kind, parent_id, chain, state, snapshot,"
+                " snapshot_uuid, parent_uuid, compression, recipients, storage_class,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'uploading', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    id,
+                    source,
+                    day.isoformat(),
+                    kind,
+                    parent_id,
+                    chain,
+                    snapshot,
+                    snapshot_uuid,
+                    parent_uuid,
+                    compression,
+                    ",".join(recipients),
+                    storage_class,
+                    _now(),
+                ),
+            )
+
+    def add_volume(self, backup_id: str, volume: Volume) -> None:
+        """Record one stored volume and add it to its backup's totals, atomically."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    backup_id,
+                    volume.index,
+                    volume.name,
+                    volume.raw_offset,
+                    volume.raw_length,
+                    volume.raw_sha256,
+                    volume.stored_size,
+                    volume.stored_sha256,
+                ),
+            )
+            db.execute(
+                "UPDATE backups SET raw_bytes = raw_bytes + ?, stored_bytes = stored_bytes + ?"
+                " WHERE id = ?",
+                (volume.raw_length, volume.stored_size, backup_id),
+            )
+
+    def complete_backup(self, backup_id: str, completed_at: str) -> None:
+        """Mark a backup complete: called only after its manifest is stored."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE backups SET state = 'complete', completed_at = ? WHERE id = ?",
+                (completed_at, backup_id),
+            )
+
+    def mark_expiring(self, backup_ids: Iterable[str]) -> None:
+        """Flag a chain for deletion before any of its objects are touched."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE backups SET state = 'expiring' WHERE id = ?", [(i,) for i in backup_ids]
+            )
+
+    def delete_backups(self, backup_ids: Iterable[str]) -> None:
+        """Forget backups (and their volumes) whose remote objects are gone."""
+        ids = list(backup_ids)
+        with self.transaction() as db:
+            # Children first: a chain is deleted as a whole, newest to oldest.
+            db.execute("PRAGMA defer_foreign_keys = ON")
+            db.executemany("DELETE FROM backups WHERE id = ?", [(i,) for i in ids])
+
+    def insert_complete(self, row: BackupRow, volumes: Sequence[Volume]) -> None:
+        """Insert a backup known to be complete (catalog rebuild from a manifest)."""
+        with self.transaction() as db:
+            db.execute("PRAGMA defer_foreign_keys = ON")
+            db.execute(
+                "INSERT INTO backups (id, source, date, kind, parent_id, chain, state, snapshot,"
+                " snapshot_uuid, parent_uuid, compression, recipients, storage_class,"
+                " raw_bytes, stored_bytes, created_at, completed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    row.source,
+                    row.date.isoformat(),
+                    row.kind,
+                    row.parent_id,
+                    row.chain,
+                    row.snapshot,
+                    row.snapshot_uuid,
+                    row.parent_uuid,
+                    row.compression,
+                    ",".join(row.recipients),
+                    row.storage_class,
+                    row.raw_bytes,
+                    row.stored_bytes,
+                    row.created_at,
+                    row.completed_at,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        row.id,
+                        v.index,
+                        v.name,
+                        v.raw_offset,
+                        v.raw_length,
+                        v.raw_sha256,
+                        v.stored_size,
+                        v.stored_sha256,
+                    )
+                    for v in volumes
+                ],
+            )
+
+    def backups(
+        self, source: str | None = None, states: Sequence[State] = ("complete",)
+    ) -> list[BackupRow]:
+        """Backups in the given states, oldest first (by source, then date)."""
+        marks = ",".join("?" for _ in states)
+        query = f"{_SELECT_BACKUPS} WHERE b.state IN ({marks})"
+        args: list[str] = list(states)
+        if source is not None:
+            query += " AND b.source = ?"
+            args.append(source)
+        query += " ORDER BY b.source, b.date"
+        return [_backup_from_row(r) for r in self._db.execute(query, args)]
+
+    def backup(self, backup_id: str) -> BackupRow | None:
+        row = self._db.execute(f"{_SELECT_BACKUPS} WHERE b.id = ?", (backup_id,)).fetchone()
+        return None if row is None else _backup_from_row(row)
+
+    def volumes(self, backup_id: str) -> list[Volume]:
+        rows = self._db.execute(
+            "SELECT idx, name, raw_offset, raw_length, raw_sha256, stored_size, stored_sha256"
+            " FROM volumes WHERE backup_id = ? ORDER BY idx",
+            (backup_id,),
+        )
+        return [Volume(*r) for r in rows]
+
+    def is_empty(self) -> bool:
+        (count,) = self._db.execute("SELECT COUNT(*) FROM backups").fetchone()
+        return bool(count == 0)

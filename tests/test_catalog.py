@@ -1,0 +1,104 @@
+"""The catalog: states, transactions, schema versions and damaged files."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from btrsendd.catalog import SCHEMA_VERSION, Catalog, Volume
+from btrsendd.errors import OperationalError
+from btrsendd.manifest import Manifest
+
+
+def begin(cat: Catalog, bid: str, day: str, parent: str | None = None) -> None:
+    cat.begin_backup(
+        id=bid,
+        source="home",
+        day=date.fromisoformat(day),
+        kind="full" if parent is None else "incremental",
+        parent_id=parent,
+        chain=bid if parent is None else "c1",
+        snapshot=day,
+        snapshot_uuid="ab" * 16,
+        parent_uuid=None,
+        compression="zstd",
+        recipients=["FPR1", "FPR2"],
+        storage_class="DEEP_ARCHIVE",
+    )
+
+
+def vol(i: int) -> Volume:
+    return Volume(i, f"vol-{i:05d}.btrfs.zst.gpg", i * 10, 10, "r" * 64, 7, "s" * 64)
+
+
+def test_life_of_a_backup(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "state") as cat:
+        begin(cat, "c1", "2000-01-01")
+        assert cat.backups("home") == []  # uploading backups do not count
+        cat.add_volume("c1", vol(0))
+        cat.add_volume("c1", vol(1))
+        cat.complete_backup("c1", "2000-01-01T00:10:00+00:00")
+        begin(cat, "i1", "2000-01-07", parent="c1")
+        cat.add_volume("i1", vol(0))
+        cat.complete_backup("i1", "2000-01-07T00:10:00+00:00")
+        full, inc = cat.backups("home")
+        assert (full.raw_bytes, full.stored_bytes, full.volume_count) == (20, 14, 2)
+        assert (inc.parent_id, inc.parent_date, inc.chain) == ("c1", date(2000, 1, 1), "c1")
+        assert full.recipients == ("FPR1", "FPR2")
+        cat.mark_expiring(["c1", "i1"])
+        assert [r.state for r in cat.backups(states=("expiring",))] == ["expiring"] * 2
+        cat.delete_backups(["i1", "c1"])
+        assert cat.is_empty() and cat.volumes("c1") == []
+
+
+def test_failed_transaction_changes_nothing(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+        with pytest.raises(sqlite3.IntegrityError):
+            cat.add_volume("c1", vol(0))
+            cat.add_volume("c1", vol(0))  # duplicate: this transaction rolls back alone
+        assert cat.backups(states=("uploading",))[0].raw_bytes == 10
+
+
+def test_one_backup_per_source_and_day(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+        with pytest.raises(sqlite3.IntegrityError):
+            begin(cat, "c2", "2000-01-01")
+
+
+def test_catalog_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    Catalog.open(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "catalog.db")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(OperationalError, match="newer btrsendd"):
+        Catalog.open(tmp_path)
+
+
+def test_corrupt_catalog_gives_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "catalog.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(OperationalError, match="catalog rebuild"):
+        Catalog.open(tmp_path)
+
+
+def test_manifest_round_trip(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+        cat.add_volume("c1", vol(0))
+        cat.complete_backup("c1", "2000-01-01T00:10:00+00:00")
+        row = cat.backup("c1")
+        assert row is not None
+        manifest = Manifest(row, tuple(cat.volumes("c1")))
+    again = Manifest.from_json(manifest.to_json(), "k")
+    assert again == manifest
+
+
+def test_unknown_manifest_version_is_refused() -> None:
+    with pytest.raises(OperationalError, match="upgrade btrsendd"):
+        Manifest.from_json(b'{"format": "btrsendd-manifest", "version": 99}', "k")
+    with pytest.raises(OperationalError, match="unreadable manifest"):
+        Manifest.from_json(b"{}", "k")
