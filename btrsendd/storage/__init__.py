@@ -1,1 +1,46 @@
 """Storage backends behind one interface (see ``base.py``)."""
+
+from __future__ import annotations
+
+from btrsendd.config import PipelineConfig, StorageConfig
+from btrsendd.errors import UsageError
+from btrsendd.storage.base import Storage
+
+
+def object_key(prefix: str, *parts: str) -> str:
+    """Join a configured prefix and key segments with '/'; an empty prefix adds nothing.
+
+    The prefix is optional in the configuration, and a leading '/' would make S3 keys start
+    with an empty segment (and local paths absolute), so it is skipped rather than joined.
+    """
+    return "/".join((prefix, *parts) if prefix else parts)
+
+
+def open_storage(cfg: StorageConfig, pipeline: PipelineConfig) -> Storage:
+    """Build the configured backend.  Imports are local so the local backend never needs boto3.
+
+    The multipart tuning lives in ``[pipeline]`` because it trades memory against throughput
+    like the rest of the pipeline does.
+    """
+    if cfg.backend == "local":
+        if cfg.path is None:
+            raise UsageError('storage.backend = "local" needs storage.path')
+        from btrsendd.storage.local import LocalStorage
+
+        return LocalStorage(cfg.path)
+    if cfg.backend == "s3":
+        if not cfg.bucket:
+            raise UsageError('storage.backend = "s3" needs storage.bucket')
+        from btrsendd.storage.s3 import S3Storage
+
+        return S3Storage(
+            cfg.bucket,
+            storage_class=cfg.storage_class,
+            region=cfg.region,
+            endpoint_url=cfg.endpoint_url,
+            part_size=pipeline.part_size,
+            concurrency=pipeline.concurrency,
+        )
+    raise UsageError(
+        f'storage.backend = "{cfg.backend}" is not implemented yet; use "s3" or "local"'
+    )

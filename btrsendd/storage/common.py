@@ -1,0 +1,48 @@
+"""Helpers every backend shares: key rules and bounded reads from a stream.
+
+They live here, not in each backend, so that a key accepted by one backend is accepted by all
+(a backup written to a directory can be copied to a bucket and back) and so that "how much of
+the stream is in memory" has one answer.
+"""
+
+from __future__ import annotations
+
+from btrsendd.storage.base import Readable
+
+#: How much one ``read()`` call asks for.  Reading a large block in small calls keeps the
+#: transient copy a single call makes (a pipe's ``read(n)`` allocates ``n`` bytes) small next
+#: to the block being filled.
+READ_CHUNK = 1024 * 1024
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe object key, else raise ``ValueError``.
+
+    Keys are built by btrsendd itself (``object_key``), so a bad one is a bug, not a user
+    error.  The rules are those of the strictest backend, the local directory: no absolute
+    keys, no ``.``/``..`` or empty segments (they would escape or alias paths), no NUL.
+    """
+    if not key or key.startswith("/") or "\0" in key:
+        raise ValueError(f"invalid object key {key!r}: must be relative and non-empty")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid object key {key!r}: empty, '.' or '..' path segment")
+    return key
+
+
+def read_block(stream: Readable, size: int) -> bytearray:
+    """Read exactly ``size`` bytes from ``stream``, or fewer only at end of stream.
+
+    Pipes return short reads long before they end, so one ``read(size)`` is not enough to
+    tell "end of stream" from "the writer is slow".  The block is filled in place so that
+    memory held is the block itself plus at most one ``READ_CHUNK``.
+    """
+    block = bytearray(size)
+    filled = 0
+    while filled < size:
+        chunk = stream.read(min(size - filled, READ_CHUNK))
+        if not chunk:
+            del block[filled:]
+            break
+        block[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    return block

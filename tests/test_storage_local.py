@@ -1,0 +1,211 @@
+"""The local directory backend, the helpers all backends share, and ``open_storage``."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from btrsendd.config import PipelineConfig, StorageConfig
+from btrsendd.errors import StorageError, UsageError
+from btrsendd.storage import object_key, open_storage
+from btrsendd.storage.common import READ_CHUNK, check_key, read_block
+from btrsendd.storage.local import TEMP_PREFIX, LocalStorage
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Dribble:
+    """A reader that returns short reads, like a pipe, and can fail after some bytes."""
+
+    def __init__(self, data: bytes, step: int = 7000, fail_after: int | None = None) -> None:
+        self.data = io.BytesIO(data)
+        self.step = step
+        self.fail_after = fail_after
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self.fail_after is not None and self.data.tell() >= self.fail_after:
+            raise OSError("simulated pipeline failure")
+        return self.data.read(min(self.step, size if size >= 0 else self.step))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "archive")
+
+
+def all_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_stream_and_bytes_round_trip(store: LocalStorage) -> None:
+    data = os.urandom(3 * READ_CHUNK + 123)
+    assert store.put_stream("h/src/b1/vol-00000", Dribble(data)) == len(data)
+    store.put_bytes("h/src/b1/manifest.json", b'{"v": 1}')
+    with store.open_read("h/src/b1/vol-00000") as f:
+        assert f.read() == data
+    assert store.get_bytes("h/src/b1/manifest.json") == b'{"v": 1}'
+    assert store.put_stream("h/empty", io.BytesIO(b"")) == 0
+    assert store.get_bytes("h/empty") == b""
+
+
+def test_files_and_directories_are_private(store: LocalStorage) -> None:
+    old = os.umask(0)  # the backend must not rely on the umask
+    try:
+        store.put_bytes("a/b/c", b"x")
+    finally:
+        os.umask(old)
+    for path in (store.root, store.root / "a", store.root / "a/b"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    assert stat.S_IMODE((store.root / "a/b/c").stat().st_mode) == 0o600
+
+
+def test_failed_stream_leaves_old_object_and_no_temp(store: LocalStorage) -> None:
+    store.put_bytes("k/obj", b"old")
+    with pytest.raises(StorageError, match="simulated pipeline failure"):
+        store.put_stream("k/obj", Dribble(os.urandom(100_000), fail_after=50_000))
+    assert store.get_bytes("k/obj") == b"old"
+    assert all_files(store.root) == ["k/obj"]
+
+
+def test_kill_mid_write_leaves_only_a_hidden_temp_file(store: LocalStorage) -> None:
+    """kill -9 during a write: no object under the final name, and list() shows nothing."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from btrsendd.storage.local import LocalStorage
+
+        class Stalls:
+            sent = 0
+            def read(self, size=-1):
+                if self.sent >= 3:
+                    time.sleep(600)
+                self.sent += 1
+                return b"x" * {READ_CHUNK}
+
+        LocalStorage(Path({str(store.root)!r})).put_stream("src/vol", Stalls())
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 20
+        while not any(
+            p.stat().st_size >= 3 * READ_CHUNK for p in store.root.glob(f"src/{TEMP_PREFIX}*")
+        ):
+            assert proc.poll() is None, "writer exited early"
+            assert time.monotonic() < deadline, "writer never wrote its temp file"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (store.root / "src/vol").exists()
+    assert [p.name.startswith(TEMP_PREFIX) for p in (store.root / "src").iterdir()] == [True]
+    assert list(store.list("")) == []
+
+
+def test_list_uses_s3_prefix_semantics_in_key_order(store: LocalStorage) -> None:
+    for key in ["h/s/2024-b/v1", "h/s/2024-a/v2", "h/s/2024-a/v1", "h/s/2025/v1", "h/t/v1"]:
+        store.put_bytes(key, key.encode())
+    (store.root / "h/s/2024-a" / f"{TEMP_PREFIX}v3-1234").write_bytes(b"partial")
+
+    def keys(prefix: str) -> list[str]:
+        return [info.key for info in store.list(prefix)]
+
+    assert keys("h/s/2024") == ["h/s/2024-a/v1", "h/s/2024-a/v2", "h/s/2024-b/v1"]
+    assert keys("h/s/2024-a/") == ["h/s/2024-a/v1", "h/s/2024-a/v2"]
+    assert keys("h/") == keys("") == keys("h")
+    assert len(keys("")) == 5
+    assert keys("nothing/here/") == []
+    infos = list(store.list("h/t/"))
+    assert [(i.key, i.size, i.storage_class) for i in infos] == [("h/t/v1", 6, "STANDARD")]
+
+
+def test_list_of_a_missing_root_is_empty(tmp_path: Path) -> None:
+    assert list(LocalStorage(tmp_path / "never-created").list("")) == []
+
+
+def test_delete_missing_keys_is_fine_and_prunes_empty_directories(store: LocalStorage) -> None:
+    store.put_bytes("h/s/b1/v0", b"0")
+    store.put_bytes("h/s/b1/v1", b"1")
+    store.put_bytes("h/s/b2/v0", b"2")
+    store.delete(["h/s/b1/v0", "h/s/b1/v1", "h/s/b1/never-existed", "nowhere/x"])
+    assert all_files(store.root) == ["h/s/b2/v0"]
+    assert not (store.root / "h/s/b1").exists()
+    store.delete(["h/s/b2/v0"])
+    assert store.root.is_dir() and not any(store.root.iterdir())
+    store.delete([])
+
+
+def test_missing_object_is_a_storage_error(store: LocalStorage) -> None:
+    with pytest.raises(StorageError, match="no object 'h/nope'"):
+        store.get_bytes("h/nope")
+
+
+def test_always_readable(store: LocalStorage) -> None:
+    store.put_bytes("k", b"v")
+    store.request_thaw("k", "Bulk", 1)
+    assert store.thaw_state("k") == "readable"
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "..", "a//b", "a/", "./a", "a/\0"])
+def test_unsafe_keys_are_refused(store: LocalStorage, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid object key"):
+        store.put_bytes(key, b"x")
+    with pytest.raises(ValueError):
+        check_key(key)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, unmounted at the end: a disk that fills up on demand."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_full_disk_names_the_path_and_leaves_nothing(tiny_fs: Path) -> None:
+    store = LocalStorage(tiny_fs / "archive")
+    with pytest.raises(StorageError) as err:
+        store.put_stream("h/s/vol", io.BytesIO(os.urandom(3 * 1024 * 1024)))
+    message = str(err.value)
+    assert "disk is full" in message and str(tiny_fs / "archive/h/s/vol") in message
+    assert "\n" not in message
+    assert all_files(tiny_fs) == []
+
+
+def test_read_block_fills_blocks_from_short_reads() -> None:
+    data = os.urandom(50_000)
+    reader = Dribble(data, step=333)
+    blocks = [read_block(reader, 20_000) for _ in range(4)]
+    assert [len(b) for b in blocks] == [20_000, 20_000, 10_000, 0]
+    assert b"".join(blocks) == data
+
+
+def test_object_key_skips_an_empty_prefix() -> None:
+    assert object_key("host1", "home", "b1", "manifest.json") == "host1/home/b1/manifest.json"
+    assert object_key("", "home", "b1") == "home/b1"
+    assert object_key("a/b", "c") == "a/b/c"
+
+
+def test_open_storage_builds_the_configured_backend(tmp_path: Path) -> None:
+    pipeline = PipelineConfig()
+    local = open_storage(StorageConfig(backend="local", path=tmp_path), pipeline)
+    assert isinstance(local, LocalStorage) and local.root == tmp_path
+    with pytest.raises(UsageError, match="not implemented yet"):
+        open_storage(StorageConfig(backend="glacier-vault", vault="v"), pipeline)
