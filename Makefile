@@ -37,19 +37,19 @@ $(VENV)/.stamp: pyproject.toml scripts/btrfsutil-requirement | .stamp-apt
 	@touch $@
 
 test: venv
-	$(VPY) -m ruff check btrsendd tests bench
-	$(VPY) -m ruff format --check btrsendd tests bench
+	$(VPY) -m ruff check btrsendd tests bench scripts
+	$(VPY) -m ruff format --check btrsendd tests bench scripts
 	$(VPY) -m mypy
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(VPY) -m ruff check btrsendd tests bench
-	$(VPY) -m ruff format --check btrsendd tests bench
+	$(VPY) -m ruff check btrsendd tests bench scripts
+	$(VPY) -m ruff format --check btrsendd tests bench scripts
 	$(VPY) -m mypy
 
 fmt: venv
-	$(VPY) -m ruff format btrsendd tests bench
-	$(VPY) -m ruff check --fix btrsendd tests bench
+	$(VPY) -m ruff format btrsendd tests bench scripts
+	$(VPY) -m ruff check --fix btrsendd tests bench scripts
 
 demo: venv
 	$(VPY) scripts/demo.py

@@ -1,0 +1,345 @@
+"""One backup cycle for one source: snapshot -> plan -> expire -> upload -> record -> prune.
+
+This is the engine behind ``btrsendd backup``, ``backup-stdin`` and the daemon's scheduled
+cycle; the front ends only choose the date and print the outcome.
+
+Ordering is what makes a crash harmless:
+- a backup's catalog row exists (``uploading``) before its first object, so an interrupted
+  upload is always found and cleaned at the next cycle;
+- its manifest is stored after every volume, and the row turns ``complete`` after the
+  manifest: "complete" in the catalog implies complete in the bucket;
+- expiry marks the chain ``expiring`` first, deletes manifests (so no member looks complete
+  while its volumes vanish), then volumes, then the rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from btrsendd import planner, snapshots
+from btrsendd.catalog import BackupRow, Catalog, Volume
+from btrsendd.config import Config, SourceConfig
+from btrsendd.errors import BtrsenddError, OperationalError
+from btrsendd.lock import state_lock
+from btrsendd.log import get_logger
+from btrsendd.manifest import MANIFEST_NAME, Manifest
+from btrsendd.pipeline import Codec, encode_stream, run_send, send_command
+from btrsendd.progress import Progress
+from btrsendd.storage import object_key, open_storage
+from btrsendd.storage.base import Readable, Storage
+
+
+@dataclass
+class Outcome:
+    """What one cycle did for one source, for the CLI's summary and the daemon's status."""
+
+    source: str
+    date: date
+    action: str
+    reason: str
+    backup_id: str | None = None
+    parent_date: dt.date | None = None
+    expired: list[dt.date] = field(default_factory=list)
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    volumes: int = 0
+
+
+@dataclass
+class Engine:
+    """What every cycle needs: the configuration, the open catalog and the storage backend."""
+
+    config: Config
+    catalog: Catalog
+    storage: Storage
+
+    @property
+    def codec(self) -> Codec:
+        return Codec.from_config(self.config.pipeline, self.config.encryption)
+
+    def schedule(self) -> planner.Schedule:
+        s = self.config.schedule
+        return planner.Schedule(
+            backup_days=s.backup_days,
+            max_incrementals=s.max_incrementals,
+            chain_lifetime_days=s.chain_lifetime_days,
+            catch_up=s.catch_up,
+        )
+
+    def backup_dir(self, source: str, backup_id: str) -> str:
+        return object_key(self.config.storage.prefix, source, backup_id)
+
+    def backup_dir_of(self, row: BackupRow) -> str:
+        return self.backup_dir(row.source, row.id)
+
+    def key(self, row: BackupRow, name: str) -> str:
+        return f"{self.backup_dir_of(row)}/{name}"
+
+    # -- planning ------------------------------------------------------------------------
+
+    def plan(self, source: str, day: date, *, force: bool = False) -> planner.Plan:
+        """The planner's decision for ``source`` on ``day``, from complete backups only."""
+        done = [
+            planner.Backup(id=r.id, date=r.date, chain=r.chain, kind=r.kind)
+            for r in self.catalog.backups(source)
+        ]
+        return planner.plan(self.schedule(), done, day, force=force)
+
+    # -- the cycle -----------------------------------------------------------------------
+
+    def run_cycle(
+        self, src: SourceConfig, day: date, *, force: bool = False, dry_run: bool = False
+    ) -> Outcome:
+        """Snapshot, plan, expire, upload and prune for one source on ``day``."""
+        log = get_logger(source=src.name)
+        if dry_run:
+            decision = self.plan(src.name, day, force=force)
+            return _outcome(src.name, day, decision)
+        self.recover(src.name)
+        snap = snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=force)
+        log.info("snapshot.created", snapshot=str(snap.path), date=day.isoformat())
+        decision = self.plan(src.name, day, force=force)
+        parent_snap: snapshots.Snapshot | None = None
+        if decision.parent is not None:
+            parent_snap = self._parent_snapshot(src, decision.parent.id)
+            if parent_snap is None:
+                log.warning(
+                    "backup.parent_missing",
+                    parent=decision.parent.date.isoformat(),
+                    detail="parent snapshot is gone locally; sending a full backup instead",
+                )
+                decision = planner.as_full(
+                    decision, f"parent snapshot of {decision.parent.date} missing locally"
+                )
+        log.info(
+            "backup.planned",
+            action=decision.action,
+            parent=None if decision.parent is None else decision.parent.date.isoformat(),
+            expire=[b.date.isoformat() for b in decision.expire],
+            reason=decision.reason,
+        )
+        outcome = _outcome(src.name, day, decision)
+        if decision.expire:
+            self.expire(src.name, [b.id for b in decision.expire])
+        if decision.action != "none":
+            cmd = send_command(snap.path, None if parent_snap is None else parent_snap.path)
+            with run_send(cmd) as stream:
+                row = self.upload(src.name, day, decision, stream, snap, parent_snap)
+            outcome.backup_id = row.id
+            outcome.raw_bytes = row.raw_bytes
+            outcome.stored_bytes = row.stored_bytes
+            outcome.volumes = row.volume_count
+        self.prune(src, day)
+        return outcome
+
+    def _parent_snapshot(self, src: SourceConfig, parent_id: str) -> snapshots.Snapshot | None:
+        """The local snapshot a planned incremental is relative to, if it is still there."""
+        parent = self.catalog.backup(parent_id)
+        if parent is None or parent.snapshot is None:
+            return None
+        for snap in snapshots.list_snapshots(src.snapshot_dir):
+            if snap.name == parent.snapshot and (
+                parent.snapshot_uuid is None or snap.uuid == parent.snapshot_uuid
+            ):
+                return snap
+        return None
+
+    def upload(
+        self,
+        source: str,
+        day: date,
+        decision: planner.Plan,
+        stream: Readable,
+        snap: snapshots.Snapshot | None = None,
+        parent_snap: snapshots.Snapshot | None = None,
+    ) -> BackupRow:
+        """Encode ``stream`` into volumes, store them and the manifest, record completion.
+
+        On any failure the partial backup is removed again (objects and row); if even that
+        fails (a dead endpoint), the row stays ``uploading`` and ``recover`` finishes the job
+        at the next cycle.
+        """
+        assert decision.action in ("full", "incremental")
+        kind: Any = decision.action
+        short = "full" if kind == "full" else "inc"
+        backup_id = f"{day.isoformat()}-{short}-{secrets.token_hex(3)}"
+        parent = decision.parent
+        codec = self.codec
+        log = get_logger(source=source, backup_id=backup_id)
+        self.catalog.begin_backup(
+            id=backup_id,
+            source=source,
+            day=day,
+            kind=kind,
+            parent_id=None if parent is None else parent.id,
+            chain=backup_id if parent is None else parent.chain,
+            snapshot=None if snap is None else snap.name,
+            snapshot_uuid=None if snap is None else snap.uuid,
+            parent_uuid=None if parent_snap is None else parent_snap.uuid,
+            compression=codec.compression,
+            recipients=codec.recipients,
+            storage_class=self.storage_class,
+        )
+        names: dict[int, str] = {}
+
+        def store(index: int, data: Readable) -> int:
+            names[index] = f"vol-{index:05d}.{codec.suffix}"
+            return self.storage.put_stream(
+                f"{self.backup_dir(source, backup_id)}/{names[index]}", data
+            )
+
+        progress = Progress(f"{source} {short} {day}", log)
+        started = time.monotonic()
+        log.info("backup.started", kind=kind, date=day.isoformat())
+        try:
+            results = encode_stream(
+                stream,
+                codec,
+                self.config.pipeline.volume_size,
+                store,
+                on_progress=progress.update,
+            )
+            if not results:
+                raise OperationalError(
+                    "the send stream was empty; nothing to back up (is the input a btrfs "
+                    "send stream?)"
+                )
+            for res in results:
+                self.catalog.add_volume(
+                    backup_id,
+                    Volume(
+                        index=res.index,
+                        name=names[res.index],
+                        raw_offset=res.raw_offset,
+                        raw_length=res.raw_length,
+                        raw_sha256=res.raw_sha256,
+                        stored_size=res.stored_size,
+                        stored_sha256=res.stored_sha256,
+                    ),
+                )
+            self.catalog.complete_backup(backup_id, self._write_manifest(backup_id))
+        except BaseException as exc:
+            progress.done()
+            log.error(
+                "backup.failed", error=str(exc) if isinstance(exc, BtrsenddError) else repr(exc)
+            )
+            self._discard(source, backup_id)
+            raise
+        progress.done()
+        row = self.catalog.backup(backup_id)
+        assert row is not None
+        duration = time.monotonic() - started
+        log.info(
+            "backup.completed",
+            kind=kind,
+            date=day.isoformat(),
+            bytes=row.raw_bytes,
+            stored_bytes=row.stored_bytes,
+            volumes=row.volume_count,
+            duration=round(duration, 3),
+            rate=round(row.raw_bytes / max(duration, 1e-6)),
+        )
+        return row
+
+    @property
+    def storage_class(self) -> str:
+        cfg = self.config.storage
+        return "local" if cfg.backend == "local" else cfg.storage_class
+
+    def _write_manifest(self, backup_id: str) -> str:
+        """Store the manifest, the completion marker; returns the completion time it records."""
+        row = self.catalog.backup(backup_id)
+        assert row is not None
+        completed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        row = replace(row, state="complete", completed_at=completed_at)
+        manifest = Manifest(row, tuple(self.catalog.volumes(backup_id)))
+        self.storage.put_bytes(self.key(row, MANIFEST_NAME), manifest.to_json())
+        return completed_at
+
+    def _discard(self, source: str, backup_id: str) -> None:
+        """Remove a partial backup's objects, then its row; ``recover`` retries if that fails."""
+        try:
+            keys = [o.key for o in self.storage.list(self.backup_dir(source, backup_id) + "/")]
+            self.storage.delete(keys)
+        except BtrsenddError as exc:
+            get_logger(source=source, backup_id=backup_id).warning(
+                "backup.cleanup_deferred", error=str(exc)
+            )
+            return
+        self.catalog.delete_backups([backup_id])
+
+    # -- expiry and recovery -------------------------------------------------------------
+
+    def expire(self, source: str, backup_ids: Sequence[str]) -> None:
+        """Delete a whole chain: remote objects first (manifests before volumes), then rows."""
+        rows = [r for r in (self.catalog.backup(i) for i in backup_ids) if r is not None]
+        if not rows:
+            return
+        self.catalog.mark_expiring([r.id for r in rows])
+        self.storage.delete([self.key(r, MANIFEST_NAME) for r in rows])
+        for r in rows:
+            self.storage.delete(
+                [o.key for o in self.storage.list(self.backup_dir(source, r.id) + "/")]
+            )
+        self.catalog.delete_backups([r.id for r in rows])
+        get_logger(source=source).info(
+            "chain.expired",
+            chain=rows[0].chain,
+            dates=[r.date.isoformat() for r in rows],
+            backups=len(rows),
+            stored_bytes=sum(r.stored_bytes for r in rows),
+        )
+
+    def recover(self, source: str) -> None:
+        """Finish what a crash interrupted: discard partial uploads, finish expiries."""
+        for row in self.catalog.backups(source, states=("uploading",)):
+            get_logger(source=source, backup_id=row.id).warning(
+                "backup.discarded", reason="interrupted upload", date=row.date.isoformat()
+            )
+            self._discard(source, row.id)
+        expiring = self.catalog.backups(source, states=("expiring",))
+        if expiring:
+            self.expire(source, [r.id for r in expiring])
+
+    def prune(self, src: SourceConfig, day: date) -> None:
+        """Local retention, keeping the snapshot the next incremental will be sent against."""
+        latest = self.catalog.backups(src.name)
+        keep: set[Path] = set()
+        if latest and latest[-1].snapshot:
+            keep.add(src.snapshot_dir / latest[-1].snapshot)
+        for snap in snapshots.prune(src.snapshot_dir, day, self.config.snapshots.keep_days, keep):
+            get_logger(source=src.name).info("snapshot.deleted", snapshot=str(snap.path))
+
+
+@contextmanager
+def open_engine(config: Config, *, lock: str | None = None) -> Iterator[Engine]:
+    """An engine over the configured catalog and storage.
+
+    ``lock`` names the purpose when the block changes state (backups, expiry): it holds the
+    state directory's lock, so two writers never plan the same backup twice.
+    """
+    with state_lock(config.state_dir, lock) if lock else nullcontext():
+        catalog = Catalog.open(config.state_dir)
+        try:
+            yield Engine(config, catalog, open_storage(config.storage, config.pipeline))
+        finally:
+            catalog.close()
+
+
+def _outcome(source: str, day: date, decision: planner.Plan) -> Outcome:
+    return Outcome(
+        source=source,
+        date=day,
+        action=decision.action,
+        reason=decision.reason,
+        parent_date=None if decision.parent is None else decision.parent.date,
+        expired=[b.date for b in decision.expire],
+    )

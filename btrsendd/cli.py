@@ -1,0 +1,442 @@
+"""Command line: argument parsing and output, nothing else.
+
+Each command loads the configuration, builds an ``Engine`` and calls into ``backup.py`` (or
+``restore.py``); what it prints is either for people (tables, one-line summaries) or, with
+``--json``, a stable format for scripts (DESIGN.md section 7).  Every ``BtrsenddError`` becomes
+one line on stderr and its exit status (2 usage/config, 1 operational); a traceback means a
+bug and is shown only with ``BTRSENDD_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from btrsendd import __version__, preflight, pricing, restore
+from btrsendd.backup import Outcome, open_engine
+from btrsendd.catalog import BackupRow
+from btrsendd.config import Config, config_path, load_config
+from btrsendd.errors import BtrsenddError, UsageError
+from btrsendd.log import configure as configure_logging
+from btrsendd.progress import human_bytes
+from btrsendd.storage import open_storage
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; write YYYY-MM-DD") from None
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(config_path(args.config))
+
+
+def _lazy(target: str) -> Handler:
+    """A handler in another module, imported only when its command runs.
+
+    Keeps start-up of quick commands (``list``, ``plan``) free of what only the daemon and the
+    maintenance commands need (APScheduler, for one).
+    """
+
+    def handler(args: argparse.Namespace) -> int:
+        module, _, name = target.partition(":")
+        return int(getattr(importlib.import_module(module), name)(args))
+
+    return handler
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _config(args)
+    storage = open_storage(config.storage, config.pipeline)
+    check_access = getattr(storage, "check_access", None)
+    findings = preflight.check(config, check_storage=check_access)
+    for line in preflight.format_findings(findings):
+        print(line, file=sys.stderr)
+    if any(f.level == "error" for f in findings):
+        return 2
+    names = ", ".join(s.name for s in config.sources)
+    print(
+        f"{config.source_file}: OK ({len(config.sources)} source(s): {names}; "
+        f"storage: {storage.description})"
+    )
+    return 0
+
+
+def _plan_json(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "source": outcome.source,
+        "date": outcome.date.isoformat(),
+        "action": outcome.action,
+        "parent": None if outcome.parent_date is None else outcome.parent_date.isoformat(),
+        "expire": [d.isoformat() for d in outcome.expired],
+    }
+
+
+def _describe(o: Outcome) -> str:
+    what = {"none": "no backup due", "full": "full backup"}.get(o.action, "incremental")
+    if o.action == "incremental" and o.parent_date:
+        what += f" from {o.parent_date}"
+    line = f"{o.source} {o.date}: {what} ({o.reason})"
+    if o.backup_id:
+        line += (
+            f"; {o.backup_id}: {human_bytes(o.raw_bytes)} sent, "
+            f"{human_bytes(o.stored_bytes)} stored in {o.volumes} volume(s)"
+        )
+    if o.expired:
+        line += f"; expired chain of {len(o.expired)} backup(s) ({o.expired[0]} .. {o.expired[-1]})"
+    return line
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config = _config(args)
+    day = args.date or date.today()
+    with open_engine(config) as engine:
+        outcomes = [
+            engine.run_cycle(src, day, dry_run=True) for src in config.selected_sources(args.source)
+        ]
+    if args.json:
+        print(json.dumps([_plan_json(o) for o in outcomes], indent=2))
+    else:
+        for o in outcomes:
+            print(_describe(o))
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    config = _config(args)
+    day = args.date or date.today()
+    if args.dry_run:
+        args.json = False
+        return cmd_plan(args)
+    failures = 0
+    with open_engine(config, lock="backup") as engine:
+        for src in config.selected_sources(args.source):
+            try:
+                print(_describe(engine.run_cycle(src, day, force=args.force)))
+            except BtrsenddError as exc:
+                # One source failing must not stop the others; the exit status still says so.
+                print(f"btrsendd: error: {src.name}: {exc}", file=sys.stderr)
+                failures += 1
+    return 1 if failures else 0
+
+
+def cmd_backup_stdin(args: argparse.Namespace) -> int:
+    config = _config(args)
+    src = config.source(args.source)
+    with open_engine(config, lock="backup-stdin") as engine:
+        engine.recover(src.name)
+        decision = engine.plan(src.name, args.date)
+        if decision.expire:
+            engine.expire(src.name, [b.id for b in decision.expire])
+        if decision.action == "none":
+            return 0
+        # The seed's protocol: announce what stream is expected, then read it from stdin.
+        print("c" if decision.parent is None else f"i {decision.parent.date}", flush=True)
+        engine.upload(src.name, args.date, decision, sys.stdin.buffer)
+    return 0
+
+
+def _list_json(row: BackupRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "source": row.source,
+        "date": row.date.isoformat(),
+        "kind": row.kind,
+        "parent": None if row.parent_date is None else row.parent_date.isoformat(),
+        "parent_id": row.parent_id,
+        "chain": row.chain,
+        "raw_bytes": row.raw_bytes,
+        "stored_bytes": row.stored_bytes,
+        "volumes": row.volume_count,
+        "state": row.state,
+        "storage_class": row.storage_class,
+        "compression": row.compression,
+        "encrypted": bool(row.recipients),
+        "snapshot": row.snapshot,
+        "completed_at": row.completed_at,
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.source is not None:
+        config.source(args.source)  # an unknown name is a usage error, not an empty list
+    with open_engine(config) as engine:
+        rows = engine.catalog.backups(args.source, states=("complete", "uploading", "expiring"))
+    if args.json:
+        print(json.dumps([_list_json(r) for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no backups yet")
+        return 0
+    header = ("SOURCE", "DATE", "KIND", "PARENT", "STATE", "RAW", "STORED", "VOLS", "ID")
+    table = [header] + [
+        (
+            r.source,
+            str(r.date),
+            r.kind,
+            str(r.parent_date or "-"),
+            r.state,
+            human_bytes(r.raw_bytes),
+            human_bytes(r.stored_bytes),
+            str(r.volume_count),
+            r.id,
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    config = _config(args)
+    config.source(args.source)
+    with open_engine(config) as engine:
+        chain = restore.resolve_chain(engine.catalog, args.source, args.date)
+        vols = restore.volume_keys(engine.catalog, chain, engine.backup_dir_of)
+        stored = sum(r.stored_bytes for r in chain)
+        classes = sorted({r.storage_class for r in chain})
+        cost = sum(
+            pricing.estimate(r.storage_class, args.tier, r.stored_bytes, r.volume_count)
+            for r in chain
+        )
+        waits = {
+            p.wait for p in (pricing.retrieval(c, args.tier) for c in classes) if p is not None
+        }
+        print(f"Restore {args.source} as of {chain[-1].date} into {args.target}:")
+        for r in chain:
+            print(
+                f"  {r.date}  {r.kind:<11}  {human_bytes(r.stored_bytes):>10}  "
+                f"{r.volume_count} volume(s)  {r.storage_class}  {r.id}"
+            )
+        print(
+            f"  {len(vols)} object(s), {human_bytes(stored)} stored, class {', '.join(classes)}; "
+            f"tier {args.tier}: estimated ${cost:.2f}, wait "
+            + (", ".join(sorted(waits)) if waits else "none (readable now)")
+        )
+        if not args.yes and not _confirm("Proceed?"):
+            print("nothing requested")
+            return 1
+        ready = restore.thaw(engine.storage, vols, tier=args.tier, wait=not args.no_wait)
+        if not ready:
+            print("restore requested; run the same command again later to download")
+            return 0
+        path = restore.receive_chain(
+            engine.catalog,
+            engine.storage,
+            chain,
+            engine.backup_dir_of,
+            args.target,
+            gnupg_home=args.gnupg_home,
+        )
+    print(f"restored {args.source} {chain[-1].date} to {path}")
+    if args.writable:
+        restore.writable_copy(path, args.writable)
+        print(f"writable snapshot at {args.writable}")
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise UsageError("not asking for confirmation without a terminal: pass --yes")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="btrsendd",
+        description=(
+            "Incremental, encrypted backups of btrfs subvolumes to AWS cold storage. "
+            "Snapshots on a schedule, uploads full and incremental `btrfs send` streams "
+            "(compressed, gpg-encrypted), and restores any backed-up day."
+        ),
+        epilog="Exit status: 0 success, 1 operational failure, 2 usage or configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"btrsendd {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="configuration file (default: $BTRSENDD_CONFIG or /etc/btrsendd/btrsendd.toml)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json"],
+        default="auto",
+        help="log lines on stderr: readable on a terminal, JSON otherwise (default: auto)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    command(
+        "check-config",
+        cmd_check_config,
+        "validate the configuration and the machine: sources, keys, storage access",
+    )
+
+    p = command(
+        "plan", cmd_plan, "show what a backup run would do today (or on --date); changes nothing"
+    )
+    p.add_argument("--source", metavar="NAME", help="only this source")
+    p.add_argument("--date", type=_date, metavar="YYYY-MM-DD", help="decide for this date")
+    p.add_argument("--json", action="store_true", help="print a JSON array, one object per source")
+
+    p = command(
+        "backup",
+        cmd_backup,
+        "snapshot each source, then upload a full or incremental backup when one is due",
+    )
+    p.add_argument("--source", metavar="NAME", help="only this source")
+    p.add_argument(
+        "--date",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="the backup's date and the snapshot's name (default: today)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="back up even if the schedule says no backup is due"
+    )
+    p.add_argument("--dry-run", action="store_true", help="only show the plan, like `plan`")
+
+    p = command(
+        "backup-stdin",
+        cmd_backup_stdin,
+        "the seed's protocol: print nothing, 'c' or 'i YYYY-MM-DD', then store the send "
+        "stream read from stdin",
+    )
+    p.add_argument("--source", metavar="NAME", required=True, help="the source to back up")
+    p.add_argument("--date", type=_date, metavar="YYYY-MM-DD", required=True, help="its date")
+
+    p = command("list", cmd_list, "list backups from the catalog")
+    p.add_argument("--source", metavar="NAME", help="only this source")
+    p.add_argument("--json", action="store_true", help="print a JSON array, one object per backup")
+    p = command(
+        "restore",
+        cmd_restore,
+        "restore the newest backup dated on or before --date into --target (a btrfs directory)",
+    )
+    p.add_argument("--source", metavar="NAME", required=True, help="the source to restore")
+    p.add_argument("--date", type=_date, metavar="YYYY-MM-DD", required=True, help="the day")
+    p.add_argument(
+        "--target",
+        type=Path,
+        metavar="DIR",
+        required=True,
+        help="an existing directory on a btrfs filesystem",
+    )
+    p.add_argument(
+        "--tier",
+        choices=["Bulk", "Standard", "Expedited"],
+        default="Standard",
+        help="retrieval tier for archived objects (default: Standard)",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask before requesting retrievals")
+    p.add_argument(
+        "--gnupg-home",
+        type=Path,
+        metavar="DIR",
+        help="keyring holding the private key (default: gpg's own default)",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="request retrievals and exit; run again later to download",
+    )
+    p.add_argument(
+        "--writable",
+        type=Path,
+        metavar="PATH",
+        help="also make a writable snapshot of the restored day at PATH",
+    )
+    command(
+        "run",
+        _lazy("btrsendd.daemon:cmd_run"),
+        "run the daemon in the foreground (systemd: Type=notify); backs up on schedule.cron",
+    )
+    command(
+        "trigger",
+        _lazy("btrsendd.daemon:cmd_trigger"),
+        "ask the running daemon for a backup cycle now (sends it SIGUSR1)",
+    )
+    p = command(
+        "status",
+        _lazy("btrsendd.status:cmd_status"),
+        "per source: last and next backup, chain, stored bytes, a running upload, last error",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = command(
+        "verify",
+        _lazy("btrsendd.verify:cmd_verify"),
+        "check that every volume and manifest is stored as recorded (no retrieval cost)",
+    )
+    p.add_argument("--source", metavar="NAME", help="only this source")
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="also restore the newest backup of each source into a scratch btrfs and compare "
+        "(costs retrievals)",
+    )
+    p.add_argument(
+        "--clean", action="store_true", help="delete orphans: objects no manifest references"
+    )
+    p = command("catalog", _lazy("btrsendd.rebuild:cmd_catalog"), "catalog maintenance")
+    catalog_sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
+    p = catalog_sub.add_parser(
+        "rebuild",
+        help="recreate the catalog from the manifests in the bucket (for a new machine)",
+        description="recreate the catalog from the manifests in the bucket (for a new machine)",
+    )
+    p.add_argument("--force", action="store_true", help="replace a catalog that is not empty")
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="glacier-vault: start the inventory job and exit; run again later",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format)
+    try:
+        return int(args.handler(args))
+    except BtrsenddError as exc:
+        for line in str(exc).splitlines() or ["failed"]:
+            print(f"btrsendd: error: {line}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("btrsendd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for debugging
+        if os.environ.get("BTRSENDD_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"btrsendd: internal error: {type(exc).__name__}: {exc} "
+            "(set BTRSENDD_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,105 @@
+"""A small world for end-to-end tests: a source subvolume, a config, and the real CLI.
+
+Tests drive ``btrsendd`` as a user does, as a subprocess with a config file, and assert on
+outcomes: what ``list --json`` reports, what is in the bucket, and what a restore produces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.btrfs import make_subvolume
+from tests.fixtures.gpg import GpgKey
+
+BTRSENDD = str(Path(sys.executable).with_name("btrsendd"))
+
+
+@dataclass
+class World:
+    root: Path  # the source filesystem's mount point
+    work: Path  # scratch space outside btrfs: config, state, local archive
+    key: GpgKey
+    storage: str  # the [storage] section's body
+    pipeline: str = 'compression = "zstd"\nvolume_size = "1MiB"'
+    schedule: str = "max_incrementals = 2"
+    encryption: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def source(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def config(self) -> Path:
+        return self.work / "btrsendd.toml"
+
+    def write_config(self) -> Path:
+        encryption = self.encryption or (
+            f'mode = "gpg"\nrecipients = ["{self.key.fingerprint}"]\n'
+            f'gnupg_home = "{self.key.public_home}"'
+        )
+        self.config.write_text(
+            textwrap.dedent(f"""\
+                state_dir = "{self.work / "state"}"
+                [schedule]
+                {{schedule}}
+                [snapshots]
+                keep_days = 3650
+                [pipeline]
+                {{pipeline}}
+                [encryption]
+                {{encryption}}
+                [storage]
+                {{storage}}
+                [[sources]]
+                name = "data"
+                path = "{self.source}"
+                snapshot_dir = "{self.snapshots}"
+                """).format(
+                schedule=self.schedule,
+                pipeline=self.pipeline,
+                encryption=encryption,
+                storage=self.storage,
+            )
+        )
+        self.config.chmod(0o600)
+        return self.config
+
+    def run(
+        self, *args: str, check: bool = True, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run the real command line; on unexpected failure show what it printed."""
+        if not self.config.exists():
+            self.write_config()
+        proc = subprocess.run(
+            [BTRSENDD, "--config", str(self.config), "--log-format", "json", *args],
+            capture_output=True,
+            input=input,
+            env={**os.environ, **self.env},
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"btrsendd {' '.join(args)} exited {proc.returncode}:\n"
+                f"{proc.stdout.decode()}\n{proc.stderr.decode()}"
+            )
+        return proc
+
+    def list(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads(self.run("list", "--json").stdout)
+        return result
+
+
+def make_world(root: Path, work: Path, key: GpgKey, storage: str) -> World:
+    make_subvolume(root / "data")
+    return World(root=root, work=work, key=key, storage=storage)
