@@ -15,6 +15,7 @@ Ordering is what makes a crash harmless:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -31,7 +32,7 @@ from btrsendd.errors import BtrsenddError, OperationalError
 from btrsendd.lock import state_lock
 from btrsendd.log import get_logger
 from btrsendd.manifest import MANIFEST_NAME, Manifest
-from btrsendd.pipeline import Codec, encode_stream, run_send, send_command
+from btrsendd.pipeline import CHUNK, Codec, encode_volumes, run_send, send_command
 from btrsendd.progress import Progress
 from btrsendd.storage import object_key, open_storage
 from btrsendd.storage.base import Readable, Storage
@@ -103,7 +104,7 @@ class Engine:
         if dry_run:
             decision = self.plan(src.name, day, force=force)
             return _outcome(src.name, day, decision)
-        self.recover(src.name)
+        self.recover(src.name, src)
         snap = snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=force)
         log.info("snapshot.created", snapshot=str(snap.path), date=day.isoformat())
         decision = self.plan(src.name, day, force=force)
@@ -163,9 +164,9 @@ class Engine:
     ) -> BackupRow:
         """Encode ``stream`` into volumes, store them and the manifest, record completion.
 
-        On any failure the partial backup is removed again (objects and row); if even that
-        fails (a dead endpoint), the row stays ``uploading`` and ``recover`` finishes the job
-        at the next cycle.
+        Each stored volume is recorded at once.  If the upload fails after some volumes are
+        stored, the backup stays ``uploading`` and the next cycle resumes it from the first
+        missing volume (``recover``); with nothing stored yet, it is simply removed.
         """
         assert decision.action in ("full", "incremental")
         kind: Any = decision.action
@@ -173,7 +174,6 @@ class Engine:
         backup_id = f"{day.isoformat()}-{short}-{secrets.token_hex(3)}"
         parent = decision.parent
         codec = self.codec
-        log = get_logger(source=source, backup_id=backup_id)
         self.catalog.begin_backup(
             id=backup_id,
             source=source,
@@ -188,36 +188,41 @@ class Engine:
             recipients=codec.recipients,
             storage_class=self.storage_class,
         )
-        names: dict[int, str] = {}
+        get_logger(source=source, backup_id=backup_id).info(
+            "backup.started", kind=kind, date=day.isoformat()
+        )
+        return self._store_and_finish(backup_id, stream, skipped=[])
+
+    def _store_and_finish(
+        self, backup_id: str, stream: Readable, skipped: Sequence[Volume]
+    ) -> BackupRow:
+        """Store the rest of ``stream`` as volumes after ``skipped``, then the manifest."""
+        row = self.catalog.backup(backup_id)
+        assert row is not None
+        log = get_logger(source=row.source, backup_id=backup_id)
+        codec = self.codec
+        skipped_bytes = sum(v.raw_length for v in skipped)
+        progress = Progress(f"{row.source} {row.kind} {row.date}", log)
 
         def store(index: int, data: Readable) -> int:
-            names[index] = f"vol-{index:05d}.{codec.suffix}"
-            return self.storage.put_stream(
-                f"{self.backup_dir(source, backup_id)}/{names[index]}", data
-            )
+            return self.storage.put_stream(self.key(row, _volume_name(index, codec)), data)
 
-        progress = Progress(f"{source} {short} {day}", log)
         started = time.monotonic()
-        log.info("backup.started", kind=kind, date=day.isoformat())
         try:
-            results = encode_stream(
+            for res in encode_volumes(
                 stream,
                 codec,
                 self.config.pipeline.volume_size,
                 store,
                 on_progress=progress.update,
-            )
-            if not results:
-                raise OperationalError(
-                    "the send stream was empty; nothing to back up (is the input a btrfs "
-                    "send stream?)"
-                )
-            for res in results:
+                first_index=len(skipped),
+                first_offset=skipped_bytes,
+            ):
                 self.catalog.add_volume(
                     backup_id,
                     Volume(
                         index=res.index,
-                        name=names[res.index],
+                        name=_volume_name(res.index, codec),
                         raw_offset=res.raw_offset,
                         raw_length=res.raw_length,
                         raw_sha256=res.raw_sha256,
@@ -225,29 +230,41 @@ class Engine:
                         stored_sha256=res.stored_sha256,
                     ),
                 )
+            if not self.catalog.volumes(backup_id):
+                raise OperationalError(
+                    "the send stream was empty; nothing to back up (is the input a btrfs "
+                    "send stream?)"
+                )
             self.catalog.complete_backup(backup_id, self._write_manifest(backup_id))
         except BaseException as exc:
             progress.done()
+            stored = len(self.catalog.volumes(backup_id))
             log.error(
-                "backup.failed", error=str(exc) if isinstance(exc, BtrsenddError) else repr(exc)
+                "backup.failed",
+                error=str(exc) if isinstance(exc, BtrsenddError) else repr(exc),
+                volumes_stored=stored,
+                next_step="resume at the next cycle" if stored else "discarded",
             )
-            self._discard(source, backup_id)
+            if not stored:
+                self._discard(row.source, backup_id)
             raise
         progress.done()
-        row = self.catalog.backup(backup_id)
-        assert row is not None
+        done = self.catalog.backup(backup_id)
+        assert done is not None
         duration = time.monotonic() - started
+        sent = done.raw_bytes - skipped_bytes
         log.info(
             "backup.completed",
-            kind=kind,
-            date=day.isoformat(),
-            bytes=row.raw_bytes,
-            stored_bytes=row.stored_bytes,
-            volumes=row.volume_count,
+            kind=done.kind,
+            date=done.date.isoformat(),
+            bytes=done.raw_bytes,
+            stored_bytes=done.stored_bytes,
+            volumes=done.volume_count,
+            resumed_bytes=skipped_bytes,
             duration=round(duration, 3),
-            rate=round(row.raw_bytes / max(duration, 1e-6)),
+            rate=round(sent / max(duration, 1e-6)),
         )
-        return row
+        return done
 
     @property
     def storage_class(self) -> str:
@@ -298,16 +315,90 @@ class Engine:
             stored_bytes=sum(r.stored_bytes for r in rows),
         )
 
-    def recover(self, source: str) -> None:
-        """Finish what a crash interrupted: discard partial uploads, finish expiries."""
+    def recover(self, source: str, src: SourceConfig | None = None) -> None:
+        """Finish what an interruption left: resume or discard uploads, finish expiries.
+
+        An interrupted upload is resumed when its snapshots are still there (``src`` tells
+        where; ``backup-stdin`` streams cannot be replayed, so without it they are
+        discarded).  A resume that cannot prove the skipped volumes match discards the partial
+        backup instead, and the planner then starts afresh.
+        """
         for row in self.catalog.backups(source, states=("uploading",)):
-            get_logger(source=source, backup_id=row.id).warning(
-                "backup.discarded", reason="interrupted upload", date=row.date.isoformat()
-            )
-            self._discard(source, row.id)
+            self._abort_leftover_uploads(row)
+            plan = None if src is None else self._resume_plan(src, row)
+            if plan is None:
+                get_logger(source=source, backup_id=row.id).warning(
+                    "backup.discarded",
+                    reason="interrupted upload that cannot be resumed",
+                    date=row.date.isoformat(),
+                )
+                self._discard(source, row.id)
+                continue
+            snap, parent_snap = plan
+            try:
+                self._resume(row, snap, parent_snap)
+            except _ResumeMismatch as exc:
+                get_logger(source=source, backup_id=row.id).warning(
+                    "backup.discarded", reason=str(exc), date=row.date.isoformat()
+                )
+                self._discard(source, row.id)
         expiring = self.catalog.backups(source, states=("expiring",))
         if expiring:
             self.expire(source, [r.id for r in expiring])
+
+    def _abort_leftover_uploads(self, row: BackupRow) -> None:
+        """Abort multipart uploads an interrupted volume left open (they cost money)."""
+        abort = getattr(self.storage, "abort_incomplete_uploads", None)
+        if abort is not None:
+            abort(self.backup_dir_of(row) + "/")
+
+    def _resume_plan(
+        self, src: SourceConfig, row: BackupRow
+    ) -> tuple[snapshots.Snapshot, snapshots.Snapshot | None] | None:
+        """The snapshots to replay ``row``'s send from, if all are present and unchanged."""
+        codec = self.codec
+        if (row.compression, row.recipients) != (codec.compression, codec.recipients):
+            return None  # the configuration changed: the stored volumes no longer fit
+        local = {s.name: s for s in snapshots.list_snapshots(src.snapshot_dir)}
+        snap = local.get(row.snapshot or "")
+        if snap is None or snap.uuid != row.snapshot_uuid:
+            return None
+        if row.parent_id is None:
+            return snap, None
+        parent_snap = self._parent_snapshot(src, row.parent_id)
+        if parent_snap is None or parent_snap.uuid != row.parent_uuid:
+            return None
+        return snap, parent_snap
+
+    def _resume(
+        self, row: BackupRow, snap: snapshots.Snapshot, parent_snap: snapshots.Snapshot | None
+    ) -> BackupRow:
+        """Re-run the same ``btrfs send``, prove the stored volumes match, upload the rest.
+
+        ``btrfs send`` of the same snapshot pair is deterministic, so the raw bytes of each
+        recorded volume must hash to what was recorded; anything else means the stream is not
+        the one the stored volumes came from.
+        """
+        done = self.catalog.volumes(row.id)
+        keep = {self.key(row, v.name) for v in done} | {self.key(row, MANIFEST_NAME)}
+        stray = [o.key for o in self.storage.list(self.backup_dir_of(row) + "/")]
+        self.storage.delete([k for k in stray if k not in keep])
+        log = get_logger(source=row.source, backup_id=row.id)
+        cmd = send_command(snap.path, None if parent_snap is None else parent_snap.path)
+        with run_send(cmd) as stream:
+            for vol in done:
+                if _hash_prefix(stream, vol.raw_length) != vol.raw_sha256:
+                    raise _ResumeMismatch(
+                        f"the send stream differs from stored volume {vol.index}; "
+                        "starting the backup afresh"
+                    )
+            log.info(
+                "backup.resumed",
+                date=row.date.isoformat(),
+                volumes_skipped=len(done),
+                bytes_saved=sum(v.raw_length for v in done),
+            )
+            return self._store_and_finish(row.id, stream, skipped=done)
 
     def prune(self, src: SourceConfig, day: date) -> None:
         """Local retention, keeping the snapshot the next incremental will be sent against."""
@@ -332,6 +423,26 @@ def open_engine(config: Config, *, lock: str | None = None) -> Iterator[Engine]:
             yield Engine(config, catalog, open_storage(config.storage, config.pipeline))
         finally:
             catalog.close()
+
+
+class _ResumeMismatch(OperationalError):
+    """The replayed send stream does not match what was stored: resume is impossible."""
+
+
+def _volume_name(index: int, codec: Codec) -> str:
+    return f"vol-{index:05d}.{codec.suffix}"
+
+
+def _hash_prefix(stream: Readable, length: int) -> str:
+    """SHA-256 of the next ``length`` bytes of ``stream`` (fewer if it ends early)."""
+    digest = hashlib.sha256()
+    while length > 0:
+        data = stream.read(min(CHUNK, length))
+        if not data:
+            break
+        digest.update(data)
+        length -= len(data)
+    return digest.hexdigest() if length == 0 else "short stream"
 
 
 def _outcome(source: str, day: date, decision: planner.Plan) -> Outcome:

@@ -496,6 +496,20 @@ def encode_stream(
     store_volume: Callable[[int, Readable], int],
     on_progress: Callable[[int], None] | None = None,
 ) -> list[VolumeResult]:
+    """All volumes of ``raw`` at once: ``encode_volumes`` for callers that need no resume."""
+    return list(encode_volumes(raw, codec, volume_size, store_volume, on_progress))
+
+
+def encode_volumes(
+    raw: Readable,
+    codec: Codec,
+    volume_size: int,
+    store_volume: Callable[[int, Readable], int],
+    on_progress: Callable[[int], None] | None = None,
+    *,
+    first_index: int = 0,
+    first_offset: int = 0,
+) -> Iterator[VolumeResult]:
     """Split ``raw`` into volumes, compress and encrypt each, and hand each to ``store_volume``.
 
     Each volume holds ``volume_size`` raw bytes (the last may hold fewer; empty input makes
@@ -503,17 +517,19 @@ def encode_stream(
     the number of bytes it stored; ``stored.read`` raises ``PipelineError`` instead of
     ending if a stage (or ``raw`` itself) failed, so a failed volume is never stored whole.
     ``on_progress(raw_bytes_so_far)`` is called from the feeder thread as raw bytes enter
-    the pipeline.  Volumes are processed one after the other, which bounds memory.
+    the pipeline.  Volumes are processed one after the other, which bounds memory, and each
+    is yielded once stored, so the caller can record it before the next one starts: that
+    record is what a resumed upload skips.  A resumed upload starts numbering at
+    ``first_index`` and counting raw bytes at ``first_offset``.
     """
     if volume_size <= 0:
         raise ValueError(f"volume_size must be positive, not {volume_size}")
     stages = _encode_stages(codec)
-    results: list[VolumeResult] = []
-    offset = 0
+    index = first_index
+    offset = first_offset
     # Read a volume's first chunk before starting its stages: only then is it known that
     # another volume exists at all (an input of exactly N volumes must not make N + 1).
     while first := raw.read(min(CHUNK, volume_size)):
-        index = len(results)
         chunks = _volume_chunks(raw, first, volume_size)
         with _Flow(stages, chunks, _progress(offset, on_progress)) as flow:
             stored = flow.output
@@ -532,18 +548,16 @@ def encode_stream(
                     f"volume {index}: the storage reports {size} bytes stored, "
                     f"but the volume has {stored.size}"
                 )
-        results.append(
-            VolumeResult(
-                index=index,
-                raw_offset=offset,
-                raw_length=flow.input_size,
-                raw_sha256=flow.input_sha256,
-                stored_size=stored.size,
-                stored_sha256=stored.sha256,
-            )
+        yield VolumeResult(
+            index=index,
+            raw_offset=offset,
+            raw_length=flow.input_size,
+            raw_sha256=flow.input_sha256,
+            stored_size=stored.size,
+            stored_sha256=stored.sha256,
         )
+        index += 1
         offset += flow.input_size
-    return results
 
 
 def decode_volume(
