@@ -18,10 +18,11 @@ import datetime as dt
 import hashlib
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,11 @@ class Engine:
     config: Config
     catalog: Catalog
     storage: Storage
+    #: Called with every progress update of an upload, from the pipeline's feeder thread.
+    #: The daemon publishes bytes and rate from it, and aborts the upload on SIGTERM by
+    #: raising from it: the pipeline then stops its stages and the upload fails as any
+    #: failed upload does (resumed or discarded at the next cycle).
+    on_progress: Callable[[str, Progress], None] | None = None
 
     @property
     def codec(self) -> Codec:
@@ -105,9 +111,12 @@ class Engine:
             decision = self.plan(src.name, day, force=force)
             return _outcome(src.name, day, decision)
         self.recover(src.name, src)
-        snap = snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=force)
-        log.info("snapshot.created", snapshot=str(snap.path), date=day.isoformat())
+        self._check_clock(src.name, day)
         decision = self.plan(src.name, day, force=force)
+        # A forced backup sends the data as it is now, not as the day's first snapshot saw it.
+        fresh = force and decision.action != "none"
+        snap = snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=fresh)
+        log.info("snapshot.created", snapshot=str(snap.path), date=day.isoformat())
         parent_snap: snapshots.Snapshot | None = None
         if decision.parent is not None:
             parent_snap = self._parent_snapshot(src, decision.parent.id)
@@ -140,6 +149,20 @@ class Engine:
             outcome.volumes = row.volume_count
         self.prune(src, day)
         return outcome
+
+    def _check_clock(self, source: str, day: date) -> None:
+        """Refuse to act on a date before the newest backup: the clock (or --date) is wrong.
+
+        Snapshots and backups are named by date; one dated before the newest backup would
+        sort wrongly in every chain, so nothing is done until the date is right again.
+        """
+        done = self.catalog.backups(source)
+        if done and day < done[-1].date:
+            raise OperationalError(
+                f"{source}: the date {day} is earlier than the newest backup "
+                f"({done[-1].date}); has the clock moved backwards? Nothing was done; fix the "
+                "system clock (or --date)"
+            )
 
     def _parent_snapshot(self, src: SourceConfig, parent_id: str) -> snapshots.Snapshot | None:
         """The local snapshot a planned incremental is relative to, if it is still there."""
@@ -214,7 +237,7 @@ class Engine:
                 codec,
                 self.config.pipeline.volume_size,
                 store,
-                on_progress=progress.update,
+                on_progress=partial(self._progress, row.source, progress),
                 first_index=len(skipped),
                 first_offset=skipped_bytes,
             ):
@@ -265,6 +288,11 @@ class Engine:
             rate=round(sent / max(duration, 1e-6)),
         )
         return done
+
+    def _progress(self, source: str, progress: Progress, total_bytes: int) -> None:
+        progress.update(total_bytes)
+        if self.on_progress is not None:
+            self.on_progress(source, progress)
 
     @property
     def storage_class(self) -> str:

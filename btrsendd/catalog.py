@@ -66,6 +66,14 @@ CREATE TABLE volumes (
     stored_sha256 TEXT NOT NULL,
     PRIMARY KEY (backup_id, idx)
 );
+-- Restore requests this host has made: a restore restarted after an interruption (or run
+-- with --no-wait) keeps waiting for these instead of paying for a second retrieval.
+CREATE TABLE restore_requests (
+    key           TEXT PRIMARY KEY,
+    backup_id     TEXT NOT NULL REFERENCES backups(id) ON DELETE CASCADE,
+    tier          TEXT NOT NULL,
+    requested_at  TEXT NOT NULL
+);
 -- Chains are derived, never stored twice: a view keeps "how long is this chain" in one place.
 CREATE VIEW chains AS
     SELECT chain AS id, source, MIN(date) AS first_date, MAX(date) AS last_date,
@@ -89,6 +97,16 @@ class Volume:
     raw_sha256: str
     stored_size: int
     stored_sha256: str
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """A retrieval this host asked the storage for: which object, at which tier, when."""
+
+    key: str
+    backup_id: str
+    tier: str
+    requested_at: datetime
 
 
 @dataclass(frozen=True)
@@ -187,6 +205,9 @@ class Catalog:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=FULL")
+            (health,) = self._db.execute("PRAGMA quick_check").fetchone()
+            if health != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {health}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise OperationalError(
@@ -396,6 +417,29 @@ class Catalog:
             (backup_id,),
         )
         return [Volume(*r) for r in rows]
+
+    # -- restore requests ----------------------------------------------------------------
+
+    def record_restore_request(self, key: str, backup_id: str, tier: str) -> None:
+        """Remember that ``key`` was asked to be restored now (replacing an older request)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO restore_requests VALUES (?, ?, ?, ?)",
+                (key, backup_id, tier, _now()),
+            )
+
+    def restore_requests(self) -> dict[str, RestoreRequest]:
+        """Every recorded restore request, by object key."""
+        rows = self._db.execute("SELECT key, backup_id, tier, requested_at FROM restore_requests")
+        return {
+            key: RestoreRequest(key, backup_id, tier, datetime.fromisoformat(at))
+            for key, backup_id, tier, at in rows
+        }
+
+    def forget_restore_requests(self, keys: Iterable[str]) -> None:
+        """Drop requests whose objects have been read: their restored copies expire anyway."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM restore_requests WHERE key = ?", [(k,) for k in keys])
 
     def is_empty(self) -> bool:
         (count,) = self._db.execute("SELECT COUNT(*) FROM backups").fetchone()

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -123,7 +124,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if args.dry_run:
         args.json = False
         return cmd_plan(args)
-    failures = 0
+    status = 0
     with open_engine(config, lock="backup") as engine:
         for src in config.selected_sources(args.source):
             try:
@@ -131,8 +132,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
             except BtrsenddError as exc:
                 # One source failing must not stop the others; the exit status still says so.
                 print(f"btrsendd: error: {src.name}: {exc}", file=sys.stderr)
-                failures += 1
-    return 1 if failures else 0
+                status = max(status, exc.exit_status)
+    return status
 
 
 def cmd_backup_stdin(args: argparse.Namespace) -> int:
@@ -428,6 +429,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines() or ["failed"]:
             print(f"btrsendd: error: {line}", file=sys.stderr)
         return exc.exit_status
+    except sqlite3.Error as exc:
+        # Only the catalog speaks sqlite; a failure there is the state directory's disk or file.
+        print(
+            f"btrsendd: error: the catalog failed: {exc}; check free space in state_dir, or "
+            "move catalog.db aside and run `btrsendd catalog rebuild`",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("btrsendd: interrupted", file=sys.stderr)
         return 130

@@ -79,6 +79,7 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     findings += _compressor(config.pipeline)
     findings += _encryption(config.encryption)
     findings += _local_storage(config.storage)
+    findings += _compatible_endpoint(config.storage)
     findings += _sources(config.sources)
     if check_storage is not None:
         try:
@@ -324,6 +325,25 @@ def _local_storage(storage: StorageConfig) -> list[Finding]:
             )
         ]
     return []
+
+
+_COLD_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+
+
+def _compatible_endpoint(storage: StorageConfig) -> list[Finding]:
+    """S3-compatible servers rarely implement cold classes or restore requests."""
+    if storage.backend != "s3" or storage.endpoint_url is None:
+        return []
+    if storage.storage_class not in _COLD_CLASSES:
+        return []
+    return [
+        _warning(
+            "storage.storage_class",
+            f"{storage.storage_class} with endpoint_url {storage.endpoint_url}: S3-compatible "
+            "servers (MinIO, SeaweedFS, ...) usually lack cold classes and refuse restore "
+            'requests; use storage_class = "STANDARD" unless the server supports them',
+        )
+    ]
 
 
 def average_backup_gap(backup_days: Sequence[int]) -> float:

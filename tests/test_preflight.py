@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +13,7 @@ from btrsendd.config import Config
 from btrsendd.errors import StorageError
 from btrsendd.preflight import Finding, average_backup_gap, check, format_findings
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
-from tests.fixtures.gpg import GpgKey
+from tests.fixtures.gpg import BadKeys, GpgKey
 
 SRC = "sources[0].path (name = 'home')"
 SNAPDIR = "sources[0].snapshot_dir (name = 'home')"
@@ -202,54 +200,6 @@ def test_recipient_not_named_by_fingerprint(setup: Setup, gpg_key: GpgKey) -> No
     assert "is not a full fingerprint" in finding.message
 
 
-@dataclass(frozen=True)
-class BadKeys:
-    home: Path
-    expired: str
-    revoked: str
-    sign_only: str
-
-
-def _gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    argv = ["gpg", "--homedir", str(home), "--batch", "--passphrase", ""]
-    argv += ["--pinentry-mode", "loopback", *args]
-    return subprocess.run(argv, input=stdin, check=True, capture_output=True).stdout
-
-
-def _new_key(home: Path, uid: str, *args: str) -> str:
-    _gpg(home, *args, "--quick-gen-key", uid, "ed25519", "sign,cert", "1d")
-    listing = _gpg(home, "--with-colons", "--list-keys", uid).decode()
-    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
-
-
-@pytest.fixture(scope="module")
-def bad_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadKeys]:
-    """Public keys gpg will not encrypt to: expired, revoked, and without encryption subkey."""
-    workdir = tmp_path_factory.mktemp("badkeys")
-    secret, public = workdir / "secret", workdir / "public"
-    secret.mkdir(mode=0o700)
-    public.mkdir(mode=0o700)
-    try:
-        past = ("--faked-system-time", "20000101T000000")
-        expired = _new_key(secret, "expired <e@example.invalid>", *past)
-        _gpg(secret, *past, "--quick-add-key", expired, "cv25519", "encr", "1d")
-        revoked = _new_key(secret, "revoked <r@example.invalid>")
-        _gpg(secret, "--quick-add-key", revoked, "cv25519", "encr", "1d")
-        certificate = (secret / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
-        # gpg stores the certificate with its armor line defused by a leading ':'.
-        _gpg(secret, "--import", stdin=certificate.replace(":-----BEGIN", "-----BEGIN").encode())
-        sign_only = _new_key(secret, "sign only <s@example.invalid>")
-        _gpg(public, "--import", stdin=_gpg(secret, "--export"))
-        yield BadKeys(public, expired, revoked, sign_only)
-    finally:
-        for home in (secret, public):
-            subprocess.run(
-                ["gpgconf", "--homedir", str(home), "--kill", "all"],
-                check=False,
-                capture_output=True,
-            )
-
-
 @pytest.mark.parametrize(
     ("which", "text"),
     [
@@ -418,3 +368,15 @@ def test_early_deletion_without_incrementals(setup: Setup) -> None:
     assert 'raise chain_lifetime_days to 180 or choose storage_class = "STANDARD_IA"' in (
         finding.message
     )
+
+
+def test_cold_class_on_a_compatible_endpoint_warns(setup: Setup) -> None:
+    setup.data["storage"] = {
+        "backend": "s3",
+        "bucket": "b",
+        "endpoint_url": "http://127.0.0.1:8333",
+        "storage_class": "DEEP_ARCHIVE",
+    }
+    warnings = only(setup.findings(), "storage.storage_class")
+    assert [f.level for f in warnings] == ["warning"]
+    assert 'storage_class = "STANDARD"' in warnings[0].message
