@@ -448,7 +448,9 @@ def open_engine(config: Config, *, lock: str | None = None) -> Iterator[Engine]:
     with state_lock(config.state_dir, lock) if lock else nullcontext():
         catalog = Catalog.open(config.state_dir)
         try:
-            yield Engine(config, catalog, open_storage(config.storage, config.pipeline))
+            yield Engine(
+                config, catalog, open_storage(config.storage, config.pipeline, config.state_dir)
+            )
         finally:
             catalog.close()
 

@@ -63,7 +63,7 @@ def _lazy(target: str) -> Handler:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _config(args)
-    storage = open_storage(config.storage, config.pipeline)
+    storage = open_storage(config.storage, config.pipeline, config.state_dir)
     check_access = getattr(storage, "check_access", None)
     findings = preflight.check(config, check_storage=check_access)
     for line in preflight.format_findings(findings):
@@ -209,45 +209,38 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     config = _config(args)
     config.source(args.source)
+    prices = pricing.Prices.from_config(config.restore)
     with open_engine(config) as engine:
         chain = restore.resolve_chain(engine.catalog, args.source, args.date)
-        vols = restore.volume_keys(engine.catalog, chain, engine.backup_dir_of)
-        stored = sum(r.stored_bytes for r in chain)
-        classes = sorted({r.storage_class for r in chain})
-        cost = sum(
-            pricing.estimate(r.storage_class, args.tier, r.stored_bytes, r.volume_count)
-            for r in chain
-        )
-        waits = {
-            p.wait for p in (pricing.retrieval(c, args.tier) for c in classes) if p is not None
-        }
-        print(f"Restore {args.source} as of {chain[-1].date} into {args.target}:")
-        for r in chain:
-            print(
-                f"  {r.date}  {r.kind:<11}  {human_bytes(r.stored_bytes):>10}  "
-                f"{r.volume_count} volume(s)  {r.storage_class}  {r.id}"
-            )
+        wanted = chain[-1]
+        restore.check_target(args.target, wanted.snapshot, args.writable)
+        job = restore.RestoreJob.prepare(engine, chain, args.gnupg_home)
         print(
-            f"  {len(vols)} object(s), {human_bytes(stored)} stored, class {', '.join(classes)}; "
-            f"tier {args.tier}: estimated ${cost:.2f}, wait "
-            + (", ".join(sorted(waits)) if waits else "none (readable now)")
+            f"Restore {args.source} as of {wanted.date} (newest backup on or before "
+            f"{args.date}) into {args.target}:"
         )
+        for line in job.plan(prices, args.tier):
+            print(line)
         if not args.yes and not _confirm("Proceed?"):
             print("nothing requested")
             return 1
-        ready = restore.thaw(engine.storage, vols, tier=args.tier, wait=not args.no_wait)
-        if not ready:
-            print("restore requested; run the same command again later to download")
+        waiting = job.survey.waiting
+        if waiting and args.no_wait:
+            job.thaw(args.tier, wait=False)
+            print(
+                f"{len(waiting)} object(s) are being restored from cold storage; run the same "
+                "command again later to download them (nothing will be requested twice)"
+            )
             return 0
-        path = restore.receive_chain(
-            engine.catalog,
-            engine.storage,
-            chain,
-            engine.backup_dir_of,
-            args.target,
-            gnupg_home=args.gnupg_home,
-        )
-    print(f"restored {args.source} {chain[-1].date} to {path}")
+        if waiting:
+            print(
+                f"waiting for {len(waiting)} object(s) to be restored from cold storage; "
+                "interrupting is safe: the same command later keeps waiting, without new requests",
+                flush=True,
+            )
+            job.thaw(args.tier, wait=True)
+        path = job.receive(args.target, args.gnupg_home)
+    print(f"restored {args.source} {wanted.date} to {path}")
     if args.writable:
         restore.writable_copy(path, args.writable)
         print(f"writable snapshot at {args.writable}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from btrsendd.config import PipelineConfig, StorageConfig
-from btrsendd.errors import StorageError, UsageError
+from btrsendd.errors import StorageError
 from btrsendd.storage import object_key, open_storage
 from btrsendd.storage.common import READ_CHUNK, check_key, read_block
 from btrsendd.storage.local import TEMP_PREFIX, LocalStorage
@@ -207,5 +207,5 @@ def test_open_storage_builds_the_configured_backend(tmp_path: Path) -> None:
     pipeline = PipelineConfig()
     local = open_storage(StorageConfig(backend="local", path=tmp_path), pipeline)
     assert isinstance(local, LocalStorage) and local.root == tmp_path
-    with pytest.raises(UsageError, match="not implemented yet"):
+    with pytest.raises(ValueError, match="state_dir"):
         open_storage(StorageConfig(backend="glacier-vault", vault="v"), pipeline)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from btrsendd.config import PipelineConfig, StorageConfig
 from btrsendd.errors import UsageError
 from btrsendd.storage.base import Storage
@@ -16,11 +18,14 @@ def object_key(prefix: str, *parts: str) -> str:
     return "/".join((prefix, *parts) if prefix else parts)
 
 
-def open_storage(cfg: StorageConfig, pipeline: PipelineConfig) -> Storage:
+def open_storage(
+    cfg: StorageConfig, pipeline: PipelineConfig, state_dir: Path | None = None
+) -> Storage:
     """Build the configured backend.  Imports are local so the local backend never needs boto3.
 
     The multipart tuning lives in ``[pipeline]`` because it trades memory against throughput
-    like the rest of the pipeline does.
+    like the rest of the pipeline does.  ``state_dir`` holds the glacier-vault backend's
+    key -> archive index (vaults have no keys of their own); the other backends ignore it.
     """
     if cfg.backend == "local":
         if cfg.path is None:
@@ -41,6 +46,20 @@ def open_storage(cfg: StorageConfig, pipeline: PipelineConfig) -> Storage:
             part_size=pipeline.part_size,
             concurrency=pipeline.concurrency,
         )
-    raise UsageError(
-        f'storage.backend = "{cfg.backend}" is not implemented yet; use "s3" or "local"'
-    )
+    if cfg.backend == "glacier-vault":
+        if not cfg.vault:
+            raise UsageError('storage.backend = "glacier-vault" needs storage.vault')
+        if state_dir is None:
+            raise ValueError("open_storage needs state_dir for the glacier-vault backend")
+        from btrsendd.storage.vault import VaultStorage
+
+        return VaultStorage(
+            cfg.vault,
+            index_path=state_dir / f"vault-{cfg.region}-{cfg.vault}.db",
+            region=cfg.region,
+            endpoint_url=cfg.endpoint_url,
+            volume_size=pipeline.volume_size,
+            part_size=pipeline.part_size,
+            concurrency=pipeline.concurrency,
+        )
+    raise UsageError(f'storage.backend = "{cfg.backend}" is not known; use "s3" or "local"')
