@@ -2,33 +2,66 @@
 
 A day is restored by receiving its chain in order: the full backup, then each incremental,
 each one's volumes streamed through gpg, the decompressor and ``btrfs receive`` with both the
-stored and the raw SHA-256 of every volume checked against the catalog.  Intermediate members
-are received into a working directory beside the target and deleted as soon as the next member
-is in, so the target ends up holding only the requested day.  Any failure deletes whatever was
-received and names the backup and volume that failed: a half-restored tree that looks whole is
-the worst outcome a restore can have.
+stored and the raw SHA-256 of every volume checked against the catalog.
+
+Everything is received into a working directory inside the target, and the finished day is
+put into the target as a read-only snapshot of the last member, so the target only ever gains
+a complete subvolume: a failure (or a kill) leaves nothing there that looks whole.  A failure
+deletes the working directory and names the backup and volume that failed; one left by a
+killed restore is deleted by the next restore into the same target.
+
+Before anything is spent, restore checks what it can for free: every volume is in storage
+with its recorded size, the keyring holds a private key the chain can be decrypted with, and
+the target is a btrfs directory without that day in it.  Retrievals it requests are recorded
+in the catalog, so a restore run again (after ``--no-wait``, Ctrl-C or a reboot) waits for
+them instead of paying twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from itertools import groupby
 from pathlib import Path
 
 import btrfsutil
 
-from btrsendd.catalog import BackupRow, Catalog
-from btrsendd.errors import BtrsenddError, OperationalError, UsageError
+from btrsendd import snapshots
+from btrsendd.backup import Engine
+from btrsendd.catalog import BackupRow, Catalog, RestoreRequest, Volume
+from btrsendd.errors import BtrsenddError, OperationalError, PipelineError, UsageError
 from btrsendd.log import get_logger
-from btrsendd.pipeline import Codec, Compression, decode_volume
-from btrsendd.storage.base import Storage, Tier
+from btrsendd.pipeline import CHUNK, Codec, Compression, decode_volume
+from btrsendd.pricing import Fetch, Prices
+from btrsendd.progress import human_bytes
+from btrsendd.storage.base import Readable, Storage, Tier
 
+#: Working directories inside the target start with this; leftovers of a killed restore are
+#: recognised by it and removed by the next restore into the same target.
 WORKDIR_PREFIX = ".btrsendd-restore-"
+
+#: How long a thawed copy stays readable.  Long enough to download a large chain after a
+#: 48-hour Bulk retrieval; the copy is billed as STANDARD storage meanwhile.
+RESTORE_DAYS = 7
+
+#: Seconds between polls of objects being thawed, at most (the interval doubles up to it).
+#: Thawing takes hours; each poll is one HEAD request per waiting object.
+POLL_SECONDS_ENV = "BTRSENDD_POLL_SECONDS"
+DEFAULT_POLL_SECONDS = 600.0
+FIRST_POLL_SECONDS = 5.0
+
+_HEX = re.compile(r"^[0-9A-F]{8,}$")
 
 
 def resolve_chain(catalog: Catalog, source: str, day: date) -> list[BackupRow]:
@@ -55,69 +88,256 @@ def resolve_chain(catalog: Catalog, source: str, day: date) -> list[BackupRow]:
 
 @dataclass(frozen=True)
 class Located:
-    """A volume with the storage key it lives under."""
+    """A volume with the backup it belongs to and the storage key it lives under."""
 
     backup: BackupRow
-    index: int
+    volume: Volume
     key: str
 
+    @property
+    def index(self) -> int:
+        return self.volume.index
 
-def volume_keys(
-    catalog: Catalog, chain: Sequence[BackupRow], backup_dir: Callable[[BackupRow], str]
-) -> list[Located]:
+    def describe(self) -> str:
+        """How errors name it: by backup and volume, the way ``list`` and the bucket do."""
+        return f"backup {self.backup.id} ({self.backup.date}), volume {self.index} ({self.key})"
+
+
+def volume_keys(engine: Engine, chain: Sequence[BackupRow]) -> list[Located]:
+    """Every volume of ``chain``, in the order a restore reads them."""
     return [
-        Located(row, v.index, f"{backup_dir(row)}/{v.name}")
+        Located(row, v, engine.key(row, v.name))
         for row in chain
-        for v in catalog.volumes(row.id)
+        for v in engine.catalog.volumes(row.id)
     ]
+
+
+# -- checks that cost nothing ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A volume that is not stored as recorded."""
+
+    volume: Located
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.volume.describe()}: {self.problem}"
+
+
+def listed_sizes(storage: Storage, volumes: Sequence[Located]) -> dict[str, int]:
+    """The stored size of every object in the volumes' backup directories.
+
+    One listing per backup directory: as cheap on S3 as on a disk, and no retrieval.
+    """
+    sizes: dict[str, int] = {}
+    for directory in dict.fromkeys(v.key.rpartition("/")[0] for v in volumes):
+        sizes.update((o.key, o.size) for o in storage.list(directory + "/"))
+    return sizes
+
+
+def stored_damage(volumes: Sequence[Located], sizes: Mapping[str, int]) -> list[Damage]:
+    """Volumes missing from ``sizes`` (a listing) or stored with another size than recorded."""
+    damage = []
+    for vol in volumes:
+        size = sizes.get(vol.key)
+        if size is None:
+            damage.append(Damage(vol, "missing from storage"))
+        elif size != vol.volume.stored_size:
+            damage.append(
+                Damage(vol, f"{size} bytes stored, but {vol.volume.stored_size} recorded")
+            )
+    return damage
+
+
+def check_target(target: Path, name: str | None, writable: Path | None) -> None:
+    """Refuse, before anything is spent, a target the restored day cannot be put into."""
+    if not target.is_dir():
+        raise UsageError(f"restore target {target} is not a directory; create it first")
+    # same_filesystem is false when a path is not on btrfs, so this asks "is it btrfs".
+    if not snapshots.same_filesystem(target, target):
+        raise UsageError(
+            f"restore target {target} is not on a btrfs filesystem; btrfs receive needs one"
+        )
+    if name is not None and os.path.lexists(target / name):
+        what = "a subvolume" if snapshots.is_subvolume(target / name) else "an entry"
+        raise UsageError(
+            f"{target} already contains {what} named {name}; delete it or choose another --target"
+        )
+    if writable is not None:
+        if os.path.lexists(writable):
+            raise UsageError(f"--writable {writable} already exists; choose a new path")
+        if not snapshots.same_filesystem(target, writable.parent):
+            raise UsageError(
+                f"--writable {writable} must be on the same btrfs filesystem as {target}"
+            )
+
+
+def _secret_fingerprints(gnupg_home: Path | None) -> set[str]:
+    """Fingerprints of every key and subkey whose private part the keyring holds."""
+    homedir = ["--homedir", str(gnupg_home)] if gnupg_home is not None else []
+    try:
+        listing = subprocess.run(
+            ["gpg", "--batch", "--no-tty", *homedir, "--with-colons", "--list-secret-keys"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    except FileNotFoundError:
+        raise OperationalError("gpg not found on PATH: install gnupg") from None
+    # An empty or unreadable keyring lists nothing (and exits non-zero): it holds no keys.
+    return {line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")}
+
+
+def _holds_key(recipient: str, secret: set[str]) -> bool | None:
+    """Whether ``secret`` has the key for a recipient; None if the recipient is not a key ID
+    or fingerprint (a name or address), where only gpg itself can tell."""
+    wanted = recipient.replace(" ", "").upper().removeprefix("0X").removesuffix("!")
+    if not _HEX.match(wanted):
+        return None
+    return any(fpr.endswith(wanted) for fpr in secret)
+
+
+def check_private_keys(chain: Sequence[BackupRow], gnupg_home: Path | None) -> None:
+    """Refuse to start (and pay for retrievals) without a private key that can decrypt."""
+    if not any(row.recipients for row in chain):
+        return
+    if gnupg_home is not None and not gnupg_home.is_dir():
+        raise UsageError(f"--gnupg-home {gnupg_home} is not a directory")
+    secret = _secret_fingerprints(gnupg_home)
+    where = str(gnupg_home) if gnupg_home else "gpg's default keyring ($GNUPGHOME or ~/.gnupg)"
+    for row in chain:
+        held = [_holds_key(r, secret) for r in row.recipients]
+        if held and all(h is False for h in held):
+            raise UsageError(
+                f"{where} holds no private key for {', '.join(row.recipients)}, which backup "
+                f"{row.id} ({row.date}) is encrypted to; point --gnupg-home (or GNUPGHOME) at "
+                "the keyring with that private key"
+            )
+
+
+# -- thawing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Survey:
+    """Where every volume stands before (or while) waiting for retrievals."""
+
+    readable: list[Located]
+    #: Being thawed: requested by an earlier run, or by anyone (the storage says so).
+    pending: list[Located]
+    to_request: list[Located]
+    #: This host's recorded requests for the pending volumes, for messages.
+    requests: dict[str, RestoreRequest]
+
+    @property
+    def waiting(self) -> list[Located]:
+        return self.pending + self.to_request
+
+
+def survey(
+    storage: Storage,
+    catalog: Catalog,
+    volumes: Sequence[Located],
+    *,
+    now: datetime | None = None,
+) -> Survey:
+    """Ask the storage where each volume stands (a HEAD each on S3: no retrieval cost).
+
+    An archived volume with a request recorded less than ``RESTORE_DAYS`` ago counts as
+    pending, not as one to request: its thawed copy cannot have expired yet, so the request
+    is still being worked on.  An older request's copy has expired and is requested again.
+    """
+    now = now or datetime.now(UTC)
+    recorded = catalog.restore_requests()
+    result = Survey([], [], [], {})
+    for vol in volumes:
+        try:
+            state = storage.thaw_state(vol.key)
+        except BtrsenddError as exc:
+            raise OperationalError(f"{vol.describe()}: {exc}") from None
+        request = recorded.get(vol.key)
+        if state == "readable":
+            result.readable.append(vol)
+            continue
+        fresh = request is not None and now - request.requested_at < _thaw_lifetime(storage)
+        if state == "pending" or fresh:
+            result.pending.append(vol)
+            if request is not None:
+                result.requests[vol.key] = request
+        else:
+            result.to_request.append(vol)
+    return result
+
+
+def _thaw_lifetime(storage: Storage) -> timedelta:
+    """How long a thawed copy stays readable: S3 keeps it the days we ask for; a vault's
+    job output lives 24 hours, and the backend says so with ``thaw_lifetime``."""
+    lifetime = getattr(storage, "thaw_lifetime", None)
+    return lifetime if isinstance(lifetime, timedelta) else timedelta(days=RESTORE_DAYS)
+
+
+def poll_seconds() -> float:
+    """The longest pause between polls: ``$BTRSENDD_POLL_SECONDS`` or ten minutes."""
+    text = os.environ.get(POLL_SECONDS_ENV)
+    if text is None:
+        return DEFAULT_POLL_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise UsageError(f"{POLL_SECONDS_ENV}={text!r} must be a positive number of seconds")
+    return value
+
+
+def _request(storage: Storage, catalog: Catalog, volumes: Sequence[Located], tier: Tier) -> None:
+    for vol in volumes:
+        storage.request_thaw(vol.key, tier, RESTORE_DAYS)
+        # Recorded only once the storage has accepted it; a crash in between is harmless,
+        # since the storage itself then reports the object as pending.
+        catalog.record_restore_request(vol.key, vol.backup.id, tier)
+        get_logger(source=vol.backup.source).info(
+            "restore.requested", backup_id=vol.backup.id, volume=vol.index, key=vol.key, tier=tier
+        )
 
 
 def thaw(
     storage: Storage,
-    volumes: Sequence[Located],
+    catalog: Catalog,
+    start: Survey,
     *,
     tier: Tier,
-    days: int = 7,
-    wait: bool = True,
-    poll_seconds: float = 60.0,
-    timeout: float | None = None,
+    wait: bool,
+    max_poll: float,
 ) -> bool:
-    """Make every volume readable: request restores for archived ones, then wait.
+    """Request what ``start`` says needs requesting; with ``wait``, poll until all is readable.
 
-    Requests are idempotent on the storage side, so running this again after an interruption
-    never pays twice for an object already being restored.  Returns whether all are readable
-    (always True when ``wait``).
+    The first poll comes at once, then they back off from ``FIRST_POLL_SECONDS`` to
+    ``max_poll``.  Returns whether every volume is readable (always True with ``wait``).
     """
-    log = get_logger()
-    pending = []
-    for vol in volumes:
-        state = storage.thaw_state(vol.key)
-        if state == "archived":
-            storage.request_thaw(vol.key, tier, days)
-            log.info("restore.requested", key=vol.key, tier=tier)
-        if state != "readable":
-            pending.append(vol)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    delay = min(poll_seconds, 5.0)
-    while pending and wait:
-        if deadline is not None and time.monotonic() > deadline:
-            raise OperationalError(
-                f"{len(pending)} object(s) still being restored after {timeout:.0f} s; "
-                "run the same restore command again later"
-            )
+    _request(storage, catalog, start.to_request, tier)
+    waiting = start.waiting
+    delay = 0.0  # the first check follows at once: some thaws take minutes, or less
+    while waiting and wait:
         time.sleep(delay)
-        delay = min(delay * 2, poll_seconds)
-        pending = [v for v in pending if storage.thaw_state(v.key) != "readable"]
-        log.info("restore.waiting", pending=len(pending))
-    return not pending
+        delay = min(max(delay * 2, FIRST_POLL_SECONDS), max_poll)
+        now = survey(storage, catalog, waiting)
+        _request(storage, catalog, now.to_request, tier)
+        waiting = now.waiting
+        get_logger().info("restore.waiting", pending=len(waiting), next_poll=delay)
+    return not waiting
 
 
-def _codec(row: BackupRow, gnupg_home: Path | None) -> Codec:
+# -- receiving -----------------------------------------------------------------------------
+
+
+def _codec(row: BackupRow) -> Codec:
     return Codec(
         compression=_compression(row.compression),
         level=1,
         recipients=row.recipients,
-        gnupg_home=gnupg_home,
+        gnupg_home=None,
     )
 
 
@@ -140,99 +360,269 @@ def _delete_subvolume(path: Path) -> None:
         subprocess.run(["btrfs", "subvolume", "delete", str(path)], capture_output=True)
 
 
-def receive_backup(
-    storage: Storage,
-    row: BackupRow,
-    volumes: Sequence[Located],
-    expected: dict[int, tuple[str, str]],
-    dest: Path,
-    gnupg_home: Path | None,
+def _remove_workdir(work: Path) -> None:
+    """Delete a working directory and every subvolume received into it."""
+    for name in _subvolumes_in(work):
+        _delete_subvolume(work / name)
+    shutil.rmtree(work, ignore_errors=True)
+    if work.exists():
+        get_logger().warning(
+            "restore.cleanup_failed", path=str(work), detail="delete it by hand (as root)"
+        )
+
+
+@contextlib.contextmanager
+def _exclusive(target: Path) -> Iterator[None]:
+    """Hold an flock on the target directory: one restore at a time writes into it, so the
+    working directories found there belong to dead restores and can be removed."""
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OperationalError(
+                f"another btrsendd restore is writing into {target}; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+class _Hashing:
+    """A stored object's body, hashed as it is read, so a failed decode can still tell
+    whether the stored bytes were damaged (gpg and zstd fail on damage before the end)."""
+
+    def __init__(self, body: Readable) -> None:
+        self._body = body
+        self._sha = hashlib.sha256()
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._body.read(size)
+        self._sha.update(data)
+        return data
+
+    def rest_sha256(self) -> str:
+        """Read the rest of the body and return the SHA-256 of all of it."""
+        while self.read(CHUNK):
+            pass
+        return self._sha.hexdigest()
+
+
+def _receive_volume(storage: Storage, vol: Located, out: int, gnupg_home: Path | None) -> None:
+    """Decode one volume into ``out`` (btrfs receive's stdin) and check both its hashes."""
+    expected = vol.volume
+    with storage.open_read(vol.key) as body:
+        stored = _Hashing(body)
+        try:
+            got = decode_volume(stored, _codec(vol.backup), out, gnupg_home=gnupg_home)
+        except PipelineError as exc:
+            if stored.rest_sha256() != expected.stored_sha256:
+                raise OperationalError(
+                    "the stored object is damaged: its SHA-256 differs from the one recorded "
+                    f"when it was backed up ({exc})"
+                ) from None
+            if exc.stage == "gpg":
+                raise OperationalError(
+                    f"{exc}; the private key must be in --gnupg-home and usable without a "
+                    "prompt (unlock a passphrase-protected key in gpg-agent first)"
+                ) from None
+            raise
+    if got.stored_sha256 != expected.stored_sha256:
+        raise OperationalError("the stored object's SHA-256 differs from the one recorded")
+    if (got.raw_length, got.raw_sha256) != (expected.raw_length, expected.raw_sha256):
+        raise OperationalError("the decoded bytes differ from the send stream recorded")
+
+
+def _receive_backup(
+    storage: Storage, volumes: Sequence[Located], work: Path, gnupg_home: Path | None
 ) -> Path:
-    """Receive one backup's volumes into ``dest``; return the new subvolume's path."""
-    before = _subvolumes_in(dest)
+    """Receive one backup's volumes into ``work``; return the new subvolume.
+
+    On failure whatever was received stays in ``work``, which the caller deletes.
+    """
+    row = volumes[0].backup
+    before = _subvolumes_in(work)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            ["btrfs", "receive", "-e", str(dest)], stdin=subprocess.PIPE, stdout=err, stderr=err
+            ["btrfs", "receive", "-e", str(work)], stdin=subprocess.PIPE, stdout=err, stderr=err
         )
         assert proc.stdin is not None
-        current = -1
+        current: Located | None = None
+
+        def receive_failure() -> str:
+            err.seek(0)
+            detail = err.read().decode(errors="replace").strip().splitlines()
+            return f"btrfs receive failed: {' '.join(detail[-3:]) or f'exit {proc.returncode}'}"
+
         try:
             for vol in volumes:
-                current = vol.index
-                with storage.open_read(vol.key) as body:
-                    got = decode_volume(body, _codec(row, gnupg_home), proc.stdin.fileno())
-                stored_sha, raw_sha = expected[vol.index]
-                if got.stored_sha256 != stored_sha:
-                    raise OperationalError("stored bytes do not match their recorded SHA-256")
-                if got.raw_sha256 != raw_sha:
-                    raise OperationalError("decoded bytes do not match their recorded SHA-256")
+                current = vol
+                _receive_volume(storage, vol, proc.stdin.fileno(), gnupg_home)
+            current = None
             proc.stdin.close()
             if proc.wait() != 0:
-                err.seek(0)
-                detail = err.read().decode(errors="replace").strip().splitlines()
-                raise OperationalError(f"btrfs receive failed: {' '.join(detail[-3:])}")
+                raise OperationalError(receive_failure())
         except BaseException as exc:
             proc.kill()
             proc.wait()
-            for name in _subvolumes_in(dest) - before:
-                _delete_subvolume(dest / name)
-            if isinstance(exc, BtrsenddError):
-                where = f"backup {row.id} ({row.date})"
-                if current >= 0:
-                    where += f", volume {current}"
+            where = f"backup {row.id} ({row.date})" if current is None else current.describe()
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                # btrfs receive stopped reading: its own error is the one worth reporting.
+                raise OperationalError(f"restore of {where} failed: {receive_failure()}") from None
+            if isinstance(exc, OperationalError):
                 raise OperationalError(f"restore of {where} failed: {exc}") from None
             raise
-    new = _subvolumes_in(dest) - before
+    new = _subvolumes_in(work) - before
     if len(new) != 1:
         raise OperationalError(f"btrfs receive of {row.id} created {len(new)} subvolumes")
-    return dest / new.pop()
+    return work / new.pop()
 
 
 def receive_chain(
-    catalog: Catalog,
-    storage: Storage,
-    chain: Sequence[BackupRow],
-    backup_dir: Callable[[BackupRow], str],
-    target: Path,
-    *,
-    gnupg_home: Path | None = None,
+    storage: Storage, volumes: Sequence[Located], target: Path, *, gnupg_home: Path | None
 ) -> Path:
-    """Receive ``chain`` in order; ``target`` ends up holding only the last member."""
-    if not target.is_dir():
-        raise UsageError(f"restore target {target} is not a directory; create it first")
-    log = get_logger(source=chain[-1].source)
-    work = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=target))
-    previous: Path | None = None
-    try:
-        for position, row in enumerate(chain):
-            last = position == len(chain) - 1
-            vols = [v for v in volume_keys(catalog, [row], backup_dir)]
-            expected = {v.index: (v.stored_sha256, v.raw_sha256) for v in catalog.volumes(row.id)}
-            started = time.monotonic()
-            received = receive_backup(
-                storage, row, vols, expected, target if last else work, gnupg_home
-            )
-            log.info(
-                "restore.received",
-                backup_id=row.id,
-                date=row.date.isoformat(),
-                bytes=row.raw_bytes,
-                duration=round(time.monotonic() - started, 3),
-            )
-            if previous is not None:
-                _delete_subvolume(previous)
-            previous = received
-        assert previous is not None
-        return previous
-    finally:
-        for leftover in _subvolumes_in(work):
-            _delete_subvolume(work / leftover)
-        shutil.rmtree(work, ignore_errors=True)
+    """Receive every backup of a chain in order; return the restored day's subvolume.
+
+    Members are received into a working directory in ``target`` and each is deleted once
+    the next one is in; the last becomes a read-only snapshot in ``target`` (a received
+    read-only subvolume cannot be moved to another directory).
+    """
+    log = get_logger(source=volumes[0].backup.source)
+    with _exclusive(target):
+        for leftover in target.glob(WORKDIR_PREFIX + "*"):
+            log.warning("restore.leftover_removed", path=str(leftover))
+            _remove_workdir(leftover)
+        try:
+            work = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=target))
+        except OSError as exc:
+            raise OperationalError(f"cannot write into {target}: {exc.strerror}") from None
+        try:
+            previous: Path | None = None
+            for _, group in groupby(volumes, key=lambda v: v.backup.id):
+                members = list(group)
+                row = members[0].backup
+                started = time.monotonic()
+                received = _receive_backup(storage, members, work, gnupg_home)
+                log.info(
+                    "restore.received",
+                    backup_id=row.id,
+                    date=row.date.isoformat(),
+                    bytes=row.raw_bytes,
+                    duration=round(time.monotonic() - started, 3),
+                )
+                if previous is not None:
+                    _delete_subvolume(previous)
+                previous = received
+            assert previous is not None
+            final = target / previous.name
+            try:
+                btrfsutil.create_snapshot(previous, final, read_only=True)
+            except btrfsutil.BtrfsUtilError as exc:
+                raise OperationalError(f"cannot create {final}: {exc.strerror}") from None
+            return final
+        except OperationalError as exc:
+            raise OperationalError(f"{exc}; nothing was left in {target}") from None
+        finally:
+            _remove_workdir(work)
 
 
 def writable_copy(subvolume: Path, path: Path) -> None:
-    """A writable snapshot of a restored (read-only, received) subvolume."""
+    """A writable snapshot of a restored (read-only) subvolume."""
     try:
         btrfsutil.create_snapshot(subvolume, path)
     except btrfsutil.BtrfsUtilError as exc:
         raise OperationalError(f"cannot create writable snapshot {path}: {exc}") from None
+
+
+# -- one restore, start to end -------------------------------------------------------------
+
+
+@dataclass
+class RestoreJob:
+    """One chain on its way from storage to a target: what ``restore`` and ``verify --deep``
+    share, from the free checks to the received subvolume."""
+
+    engine: Engine
+    chain: list[BackupRow]
+    volumes: list[Located]
+    survey: Survey
+
+    @classmethod
+    def prepare(cls, engine: Engine, chain: list[BackupRow], gnupg_home: Path | None) -> RestoreJob:
+        """Run every check that costs nothing, and survey the volumes' thaw states."""
+        volumes = volume_keys(engine, chain)
+        damage = stored_damage(volumes, listed_sizes(engine.storage, volumes))
+        if damage:
+            more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
+            raise OperationalError(
+                f"cannot restore {chain[-1].source} {chain[-1].date}: {damage[0]}{more}; "
+                "nothing was requested (run `btrsendd verify` for the whole list)"
+            )
+        check_private_keys(chain, gnupg_home)
+        return cls(engine, chain, volumes, survey(engine.storage, engine.catalog, volumes))
+
+    def fetches(self) -> list[Fetch]:
+        to_request = {v.key for v in self.survey.to_request}
+        return [
+            Fetch(v.backup.storage_class, v.volume.stored_size, v.key in to_request)
+            for v in self.volumes
+        ]
+
+    def plan(self, prices: Prices, tier: str) -> list[str]:
+        """What will be read, requested, paid and waited for: printed before anything is."""
+        s = self.survey
+        stored = sum(v.volume.stored_size for v in self.volumes)
+        lines = [
+            f"  {r.date}  {r.kind:<11}  {human_bytes(r.stored_bytes):>10}  "
+            f"{r.volume_count:>3} volume(s)  {r.storage_class}  {r.id}"
+            for r in self.chain
+        ]
+        state = [f"{len(s.readable)} readable now"]
+        if s.pending:
+            requested = sorted(
+                {f"{r.tier} at {r.requested_at:%Y-%m-%d %H:%M} UTC" for r in s.requests.values()}
+            )
+            state.append(
+                f"{len(s.pending)} being restored"
+                + (f" (requested {', '.join(requested)})" if requested else "")
+            )
+        if s.to_request:
+            state.append(f"{len(s.to_request)} to request")
+        lines.append(
+            f"  {len(self.volumes)} object(s), {human_bytes(stored)} stored: {', '.join(state)}"
+        )
+        fetches = self.fetches()
+        if not s.to_request:
+            cost = prices.estimate(fetches, tier)
+            if cost:
+                lines.append(f"  estimated cost (download): ${cost:.2f}")
+            return lines
+        prices.waits(fetches, tier)  # a --tier the storage class lacks fails here
+        classes = {v.backup.storage_class for v in s.to_request}
+        lines.append(f"  {'tier':<10} {'wait':<18} estimated cost")
+        for option in prices.tiers(classes):
+            mark = "  <- --tier" if option == tier else ""
+            wait = ", ".join(prices.waits(fetches, option))
+            cost = prices.estimate(fetches, option)
+            lines.append(f"  {option:<10} {wait:<18} ${cost:.2f}{mark}")
+        lines.append(
+            f"  Thawed copies stay readable for {RESTORE_DAYS} days.  Estimates from AWS list "
+            "prices (us-east-1) or [restore] in the configuration."
+        )
+        return lines
+
+    def thaw(self, tier: Tier, *, wait: bool) -> bool:
+        return thaw(
+            self.engine.storage,
+            self.engine.catalog,
+            self.survey,
+            tier=tier,
+            wait=wait,
+            max_poll=poll_seconds(),
+        )
+
+    def receive(self, target: Path, gnupg_home: Path | None) -> Path:
+        """Receive the chain into ``target``; the thawed copies are no longer waited for."""
+        path = receive_chain(self.engine.storage, self.volumes, target, gnupg_home=gnupg_home)
+        self.engine.catalog.forget_restore_requests(v.key for v in self.volumes)
+        return path

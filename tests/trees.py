@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import random
-import stat
 from pathlib import Path
+
+from btrsendd.treediff import Entry, diff_trees, tree_entries
 
 ODD_NAME = "odd name\nwith newline.txt"
 
@@ -67,60 +68,15 @@ def mutate(root: Path, day: int) -> None:
     (root / "a" / "b" / "c" / f"small-{day % 20}.txt").write_text(f"changed on {day}\n")
 
 
-def _entry(path: Path) -> tuple[object, ...]:
-    st = path.lstat()
-    kind = stat.S_IFMT(st.st_mode)
-    xattrs = {}
-    if not stat.S_ISLNK(st.st_mode):
-        xattrs = {name: os.getxattr(path, name) for name in sorted(os.listxattr(path))}
-    if stat.S_ISLNK(st.st_mode):
-        content: object = os.readlink(path)
-    elif stat.S_ISREG(st.st_mode):
-        content = path.read_bytes()
-    else:
-        content = None
-    mtime = st.st_mtime_ns if not stat.S_ISDIR(st.st_mode) else None
-    return (
-        kind,
-        stat.S_IMODE(st.st_mode),
-        st.st_uid,
-        st.st_gid,
-        st.st_size,
-        mtime,
-        xattrs,
-        content,
-    )
-
-
-def snapshot_of(root: Path) -> dict[str, tuple[object, ...]]:
-    """Everything about a tree that a restore must reproduce, keyed by relative path.
-
-    Hardlinks are captured as groups of paths sharing an inode, so a restore that turns them
-    into copies fails the comparison.
-    """
-    result: dict[str, tuple[object, ...]] = {}
-    inodes: dict[int, list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            result[rel] = _entry(path)
-            st = path.lstat()
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                inodes.setdefault(st.st_ino, []).append(rel)
-    result["<hardlink groups>"] = tuple(sorted(tuple(sorted(g)) for g in inodes.values()))
-    return result
+def snapshot_of(root: Path) -> dict[str, Entry]:
+    """Everything about a tree that a restore must reproduce (see ``btrsendd.treediff``)."""
+    return tree_entries(root)
 
 
 def assert_same_tree(expected: Path, actual: Path) -> None:
     """Fail with the first differing paths if the trees differ in anything restore keeps."""
-    want, got = snapshot_of(expected), snapshot_of(actual)
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    differing = sorted(k for k in set(want) & set(got) if want[k] != got[k])
-    assert not (missing or extra or differing), (
-        f"trees differ: missing {missing[:5]}, extra {extra[:5]}, differing {differing[:5]}"
-    )
+    diff = diff_trees(expected, actual)
+    assert not diff, f"trees differ: {diff.summary()}"
 
 
 def is_sparse(path: Path) -> bool:

@@ -1,0 +1,348 @@
+"""``btrsendd verify``: is every backup stored as the catalog says, and nothing else?
+
+Shallow (the default) costs no retrieval: one listing per source checks that every volume of
+every complete backup is there with its recorded size, every manifest is read (manifests are
+STANDARD) and compared with the catalog, and objects nothing refers to are reported as
+orphans.  The local backend also re-hashes every volume, since reading a file is free; on S3
+the check is by size, because reading an archived object is a paid retrieval and the
+checksum S3 keeps for a multipart object is a checksum of part checksums, not the SHA-256
+the manifest records.
+
+``--deep`` restores the newest backup of each source into a scratch btrfs on a loop device
+and compares it file by file with the local snapshot of that day: the one check that proves
+the private key, the codecs and ``btrfs receive`` all still work.  It pays for retrievals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from btrsendd import snapshots
+from btrsendd.backup import Engine, open_engine
+from btrsendd.catalog import BackupRow, Volume
+from btrsendd.config import SourceConfig, config_path, load_config
+from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
+from btrsendd.manifest import MANIFEST_NAME, Manifest
+from btrsendd.pipeline import CHUNK
+from btrsendd.pricing import Prices
+from btrsendd.progress import human_bytes
+from btrsendd.restore import Damage, RestoreJob, resolve_chain, stored_damage, volume_keys
+from btrsendd.storage import object_key
+from btrsendd.storage.base import ObjectInfo, Tier
+from btrsendd.treediff import diff_trees
+
+#: ``--deep`` thaws with the cheapest tier: a check is rarely urgent.
+DEEP_TIER: Tier = "Bulk"
+
+#: Catalog fields a manifest must agree on (timestamps are informational).
+_MANIFEST_FIELDS = (
+    "id",
+    "source",
+    "date",
+    "kind",
+    "parent_id",
+    "chain",
+    "snapshot",
+    "snapshot_uuid",
+    "parent_uuid",
+    "compression",
+    "recipients",
+    "storage_class",
+    "raw_bytes",
+    "stored_bytes",
+)
+
+
+@dataclass
+class Report:
+    """What verifying one source found."""
+
+    source: str
+    problems: list[str] = field(default_factory=list)
+    orphans: list[ObjectInfo] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _sha256_of(engine: Engine, key: str) -> str:
+    sha = hashlib.sha256()
+    with engine.storage.open_read(key) as f:
+        while chunk := f.read(CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _manifest_differences(manifest: Manifest, row: BackupRow, volumes: list[Volume]) -> list[str]:
+    differing = [
+        name for name in _MANIFEST_FIELDS if getattr(manifest.backup, name) != getattr(row, name)
+    ]
+    if manifest.volumes != tuple(volumes):
+        differing.append("volumes")
+    return differing
+
+
+def _read_manifest(engine: Engine, key: str) -> Manifest | str | None:
+    """The manifest at ``key``; a problem's text if it is unreadable; None if archived.
+
+    Manifests are STANDARD on S3 and files locally; only a vault archives them, and reading
+    one there is a paid retrieval that a shallow check does not make.
+    """
+    try:
+        return Manifest.from_json(engine.storage.get_bytes(key), key)
+    except NotThawedError:
+        return None
+    except BtrsenddError as exc:
+        return str(exc)
+
+
+def _check_manifests(
+    engine: Engine, complete: Sequence[BackupRow], stored: set[str], report: Report
+) -> int:
+    """Compare each complete backup's manifest with the catalog; returns how many could not
+    be read for free (archived)."""
+    archived = 0
+    for row in complete:
+        key = engine.key(row, MANIFEST_NAME)
+        if key not in stored:
+            report.problems.append(
+                f"backup {row.id} ({row.date}): its manifest {key} is missing, so a catalog "
+                "rebuild would lose this backup"
+            )
+            continue
+        manifest = _read_manifest(engine, key)
+        if isinstance(manifest, str):
+            report.problems.append(f"backup {row.id} ({row.date}): {manifest}")
+        elif manifest is None:
+            archived += 1
+        else:
+            differing = _manifest_differences(manifest, row, engine.catalog.volumes(row.id))
+            if differing:
+                report.problems.append(
+                    f"backup {row.id} ({row.date}): its manifest {key} disagrees with the "
+                    f"catalog on {', '.join(differing)}"
+                )
+    return archived
+
+
+def _unknown_backups(
+    engine: Engine, root: str, keys: set[str], known: set[str], report: Report
+) -> set[str]:
+    """Report backups whose manifests the catalog does not know; return the keys they own.
+
+    They are backups, not litter: a rebuild adopts them, and ``--clean`` must never delete
+    them.
+    """
+    owned = set()
+    for key in keys:
+        backup_id, _, name = key[len(root) :].partition("/")
+        if name != MANIFEST_NAME or backup_id in known:
+            continue
+        owned.add(key)
+        manifest = _read_manifest(engine, key)
+        if isinstance(manifest, str):
+            report.problems.append(manifest)
+            continue
+        directory = key.rpartition("/")[0] + "/"
+        when = ""
+        if manifest is None:  # archived: all of its directory may be its volumes
+            owned.update(k for k in keys if k.startswith(directory))
+        else:
+            owned.update(directory + v.name for v in manifest.volumes)
+            when = f" ({manifest.backup.date})"
+        report.problems.append(
+            f"backup {backup_id}{when} is in storage but not in the catalog; "
+            "`btrsendd catalog rebuild --force` adopts it"
+        )
+    return owned
+
+
+def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
+    """The shallow check of one source: volumes, manifests, orphans."""
+    report = Report(source)
+    root = object_key(engine.config.storage.prefix, source) + "/"
+    objects = {o.key: o for o in engine.storage.list(root)}
+    rows = engine.catalog.backups(source, states=("complete", "uploading", "expiring"))
+    complete = [r for r in rows if r.state == "complete"]
+    volumes = volume_keys(engine, complete)
+    damage = stored_damage(volumes, {key: o.size for key, o in objects.items()})
+    broken = {d.volume.key for d in damage}
+    if rehash:
+        damage += [
+            Damage(v, "its SHA-256 differs from the one recorded when it was backed up")
+            for v in volumes
+            if v.key not in broken and _sha256_of(engine, v.key) != v.volume.stored_sha256
+        ]
+    report.problems += [str(d) for d in damage]
+    archived = _check_manifests(engine, complete, set(objects), report)
+    referenced = {v.key for v in volumes} | {engine.key(r, MANIFEST_NAME) for r in complete}
+    referenced |= _unknown_backups(engine, root, set(objects), {r.id for r in rows}, report)
+    # Backups in flight (or interrupted) own their whole directory: the engine cleans them.
+    in_flight = [engine.backup_dir_of(r) + "/" for r in rows if r.state != "complete"]
+    report.orphans = [
+        o
+        for key, o in objects.items()
+        if key not in referenced and not any(key.startswith(d) for d in in_flight)
+    ]
+    report.notes.append(
+        f"{len(complete)} backup(s), {len(volumes)} volume(s), "
+        f"{human_bytes(sum(v.volume.stored_size for v in volumes))} checked by size"
+        + (" and SHA-256" if rehash else "")
+        + (f"; {archived} archived manifest(s) not compared" if archived else "")
+    )
+    return report
+
+
+def _run(argv: Sequence[str]) -> None:
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True)
+    except FileNotFoundError:
+        raise OperationalError(f"{argv[0]} not found on PATH: install btrfs-progs") from None
+    if proc.returncode != 0:
+        detail = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
+        raise OperationalError(f"{' '.join(argv)} failed: {detail}")
+
+
+@contextlib.contextmanager
+def scratch_btrfs(parent: Path, size: int) -> Iterator[Path]:
+    """A throwaway btrfs: a sparse image in ``parent``, loop-mounted; always unmounted and
+    deleted afterwards, whatever happened inside."""
+    work = Path(tempfile.mkdtemp(prefix="verify-scratch-", dir=parent))
+    image, mnt = work / "fs.img", work / "mnt"
+    try:
+        mnt.mkdir()
+        with image.open("wb") as f:
+            f.truncate(size)
+        _run(["mkfs.btrfs", "-q", "-f", str(image)])
+        _run(["mount", "-o", "loop", str(image), str(mnt)])
+        try:
+            yield mnt
+        finally:
+            # A lazy unmount is the fallback when something still holds a file open; the
+            # loop device of `mount -o loop` is released with the last unmount either way.
+            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _local_snapshot(src: SourceConfig, row: BackupRow) -> Path | None:
+    """The local snapshot ``row`` was sent from, if it is still there (same name and UUID)."""
+    for snap in snapshots.list_snapshots(src.snapshot_dir):
+        if snap.name == row.snapshot and row.snapshot_uuid in (None, snap.uuid):
+            return snap.path
+    return None
+
+
+def deep_check(engine: Engine, src: SourceConfig, prices: Prices, report: Report) -> None:
+    """Restore the newest backup of ``src`` into a scratch btrfs and compare it."""
+    rows = engine.catalog.backups(src.name)
+    if not rows:
+        report.notes.append("no backup to restore")
+        return
+    chain = resolve_chain(engine.catalog, src.name, rows[-1].date)
+    newest = chain[-1]
+    try:
+        job = RestoreJob.prepare(engine, chain, None)
+    except BtrsenddError as exc:
+        report.problems.append(f"deep check of {newest.id} ({newest.date}): {exc}")
+        return
+    print(
+        f"btrsendd: warning: verify --deep restores {src.name} {newest.date}, which can cost "
+        f"money and take hours (tier {DEEP_TIER}):",
+        file=sys.stderr,
+    )
+    for line in job.plan(prices, DEEP_TIER):
+        print(line, file=sys.stderr)
+    needed = sum(r.raw_bytes for r in chain)
+    free = shutil.disk_usage(engine.config.state_dir).free
+    if free < needed:
+        raise OperationalError(
+            f"verify --deep needs about {human_bytes(needed)} free in "
+            f"{engine.config.state_dir} for its scratch filesystem; {human_bytes(free)} is free"
+        )
+    job.thaw(DEEP_TIER, wait=True)
+    # Sparse: the image takes only what is written; room for two chain members at once.
+    size = max(2 * needed + 256 * 1024**2, 1024**3)
+    with scratch_btrfs(engine.config.state_dir, size) as mnt:
+        try:
+            restored = job.receive(mnt, None)
+        except BtrsenddError as exc:
+            report.problems.append(f"deep check: {exc}")
+            return
+        local = _local_snapshot(src, newest)
+        if local is None:
+            report.notes.append(
+                f"restored {newest.date} ({newest.id}), every volume matching its SHA-256; "
+                "no local snapshot of that day to compare with"
+            )
+            return
+        diff = diff_trees(local, restored)
+        if diff:
+            report.problems.append(
+                f"restored {newest.date} ({newest.id}) differs from the local snapshot "
+                f"{local}: {diff.summary()}"
+            )
+        else:
+            report.notes.append(
+                f"restored {newest.date} ({newest.id}) equals the local snapshot {local}"
+            )
+
+
+def _clean(engine: Engine, report: Report) -> list[str]:
+    """Delete the orphans and abort unfinished multipart uploads; what was done, as lines."""
+    done = []
+    if report.orphans:
+        engine.storage.delete([o.key for o in report.orphans])
+        done.append(f"deleted {len(report.orphans)} orphan(s)")
+        report.orphans = []
+    abort = getattr(engine.storage, "abort_incomplete_uploads", None)
+    if abort is not None:
+        root = object_key(engine.config.storage.prefix, report.source) + "/"
+        aborted = int(abort(root))
+        if aborted:
+            done.append(f"aborted {aborted} unfinished multipart upload(s)")
+    return done
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Print every problem and orphan, one per line; exit 1 if anything is wrong."""
+    config = load_config(config_path(args.config))
+    sources = config.selected_sources(args.source)
+    rehash = config.storage.backend == "local"
+    # --clean deletes: it holds the state lock, so no backup is writing meanwhile.
+    with open_engine(config, lock="verify --clean" if args.clean else None) as engine:
+        reports = [check_source(engine, src.name, rehash=rehash) for src in sources]
+        if args.clean:
+            for report in reports:
+                report.notes += _clean(engine, report)
+    if args.deep:
+        # Outside the lock: waiting for thaws can take days, and backups must go on.
+        prices = Prices.from_config(config.restore)
+        with open_engine(config) as engine:
+            for src, report in zip(sources, reports, strict=True):
+                deep_check(engine, src, prices, report)
+    problems = sum(len(r.problems) for r in reports)
+    orphans = sum(len(r.orphans) for r in reports)
+    for r in reports:
+        for line in r.notes:
+            print(f"{r.source}: {line}")
+        for line in r.problems:
+            print(f"{r.source}: PROBLEM: {line}")
+        for o in r.orphans:
+            print(f"{r.source}: ORPHAN: {o.key} ({human_bytes(o.size)})")
+    if not problems and not orphans:
+        print("verify: OK")
+        return 0
+    print(
+        f"verify: {problems} problem(s), {orphans} orphan(s)"
+        + ("; `btrsendd verify --clean` deletes the orphans" if orphans else "")
+    )
+    return 1

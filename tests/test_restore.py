@@ -1,0 +1,459 @@
+"""Restore on real btrfs, gpg and storage servers, through the real command line.
+
+Round trips over ten days of changing data, Glacier semantics on moto (nothing is readable
+before it is thawed, a thaw is requested once however often restore runs), and every way a
+restore can fail: damaged and missing volumes, a wrong, missing or locked private key, a send
+stream btrfs refuses, a bad target.  A failed restore must name the backup and volume and
+leave nothing in the target.  Unit tests at the end cover thawing and prices without btrfs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import btrfsutil
+import pytest
+
+from btrsendd.catalog import BackupRow, Catalog, Volume
+from btrsendd.config import RestoreConfig, load_config
+from btrsendd.errors import NotThawedError, UsageError
+from btrsendd.pricing import GIB, Fetch, Prices
+from btrsendd.restore import (
+    POLL_SECONDS_ENV,
+    RESTORE_DAYS,
+    Located,
+    survey,
+    thaw,
+)
+from btrsendd.storage import open_storage
+from btrsendd.storage.base import Storage, ThawState, Tier
+from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
+from tests.fixtures.gpg import GpgKey
+from tests.fixtures.s3servers import S3Server
+from tests.test_backup_e2e import restore, storage_section
+from tests.trees import assert_same_tree, mutate, populate
+from tests.world import World, make_world
+
+#: Ten backup days: with max_incrementals = 3, chains of 4, 4 and 2 backups.
+TEN_DAYS = [date(2000, m, d) for m in (1, 2, 3) for d in (1, 7, 14, 21)][:10]
+
+
+def backend_world(
+    backend: str,
+    request: pytest.FixtureRequest,
+    make_btrfs: MakeBtrfs,
+    key: GpgKey,
+    tmp_path: Path,
+) -> World:
+    """A world on ``backend`` ("local" or "moto") that polls thaws every 50 ms."""
+    work = tmp_path / "work"
+    work.mkdir()
+    w = make_world(make_btrfs("src"), work, key, storage_section(backend, request, work))
+    w.env[POLL_SECONDS_ENV] = "0.05"
+    return w
+
+
+def back_up(world: World, days: list[date], *, max_incrementals: int = 3) -> list[dict[str, Any]]:
+    """Populate the source, back it up on ``days`` (changing it in between); ``list --json``."""
+    world.schedule = f"max_incrementals = {max_incrementals}"
+    populate(world.source)
+    for n, day in enumerate(days):
+        if n:
+            mutate(world.source, n)
+        world.run("backup", "--date", day.isoformat())
+    return world.list()
+
+
+def world_storage(world: World) -> Storage:
+    config = load_config(world.config)
+    return open_storage(config.storage, config.pipeline)
+
+
+def stored_volumes(world: World, backup: dict[str, Any]) -> list[str]:
+    """The stored volumes of one backup (as ``list --json`` shows it), in order."""
+    listing = world_storage(world).list(f"{backup_prefix(world)}{backup['id']}/")
+    return [o.key for o in listing if "/vol-" in o.key]
+
+
+def backup_prefix(world: World) -> str:
+    return "data/" if 'backend = "local"' in world.storage else "host1/data/"
+
+
+def try_restore(
+    world: World, day: date, target: Path, *extra: str, home: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``restore --yes`` that may fail; ``home`` is the keyring (default: the right one)."""
+    return world.run(
+        "restore",
+        "--source",
+        "data",
+        "--date",
+        day.isoformat(),
+        "--target",
+        str(target),
+        "--yes",
+        "--gnupg-home",
+        str(home or world.key.secret_home),
+        *extra,
+        check=False,
+    )
+
+
+def error_lines(proc: subprocess.CompletedProcess[bytes]) -> list[str]:
+    return [line for line in proc.stderr.decode().splitlines() if line.startswith("btrsendd: ")]
+
+
+def events(proc: subprocess.CompletedProcess[bytes], name: str) -> list[dict[str, Any]]:
+    """The JSON log events called ``name`` that a command wrote to stderr."""
+    found = []
+    for line in proc.stderr.decode().splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == name:
+                found.append(event)
+    return found
+
+
+def assert_failed_cleanly(
+    proc: subprocess.CompletedProcess[bytes], target: Path, *named: str
+) -> str:
+    """Exit 1, one error line naming everything in ``named``, and an untouched target."""
+    assert proc.returncode == 1, proc.stderr.decode()
+    [line] = error_lines(proc)
+    for text in named:
+        assert text in line, line
+    assert list(target.iterdir()) == [], "a failed restore must leave nothing in the target"
+    return line
+
+
+# -- round trips ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["local", "moto"])
+def test_ten_days_restore_exactly(
+    backend: str,
+    request: pytest.FixtureRequest,
+    make_btrfs: MakeBtrfs,
+    gpg_key: GpgKey,
+    tmp_path: Path,
+) -> None:
+    w = backend_world(backend, request, make_btrfs, gpg_key, tmp_path)
+    backups = back_up(w, TEN_DAYS)
+    kinds = ["full"] + ["incremental"] * 3
+    assert [b["kind"] for b in backups] == kinds + kinds + kinds[:2]
+    assert w.run("verify").stdout.decode().endswith("verify: OK\n")
+
+    if backend == "moto":
+        # Glacier semantics: a DEEP_ARCHIVE volume cannot be read before it is thawed.
+        [first, *_] = stored_volumes(w, backups[-1])
+        with pytest.raises(NotThawedError), world_storage(w).open_read(first):
+            pass
+
+    # The first day (a full backup), a date between backups (the newest before it, the third
+    # member of its chain) and the last day.
+    for asked, expected in [
+        (TEN_DAYS[0], TEN_DAYS[0]),
+        (date(2000, 2, 20), TEN_DAYS[6]),
+        (TEN_DAYS[-1], TEN_DAYS[-1]),
+    ]:
+        fs = make_btrfs(f"dst-{expected}")
+        target = fs / "restore"
+        target.mkdir()
+        proc = try_restore(w, asked, target, "--tier", "Bulk", "--writable", str(fs / "rw"))
+        assert proc.returncode == 0, proc.stderr.decode()
+        restored = target / expected.isoformat()
+        out = proc.stdout.decode()
+        assert f"restored data {expected} to {restored}" in out
+        assert ("to request" in out) == (backend == "moto"), out
+        assert_same_tree(w.snapshots / expected.isoformat(), restored)
+        # Only the day itself is left in the target: no chain members, no working directory.
+        assert list(target.iterdir()) == [restored]
+        assert btrfsutil.get_subvolume_read_only(restored)
+        assert_same_tree(restored, fs / "rw")
+        (fs / "rw" / "written after restore").write_text("writable\n")
+
+    with Catalog.open(w.work / "state") as catalog:
+        assert catalog.restore_requests() == {}, "finished restores wait for nothing"
+
+
+def test_restore_requested_once_resumes_after_no_wait(
+    request: pytest.FixtureRequest,
+    make_btrfs: MakeBtrfs,
+    gpg_key: GpgKey,
+    moto_server: S3Server,
+    tmp_path: Path,
+) -> None:
+    w = backend_world("moto", request, make_btrfs, gpg_key, tmp_path)
+    backups = back_up(w, TEN_DAYS[:3])
+    chain_keys = {k for b in backups for k in stored_volumes(w, b)}
+    target = make_btrfs("dst")
+
+    first = try_restore(w, TEN_DAYS[2], target, "--no-wait", "--tier", "Bulk")
+    assert first.returncode == 0, first.stderr.decode()
+    assert "run the same command again later" in first.stdout.decode()
+    assert {e["key"] for e in events(first, "restore.requested")} == chain_keys
+    assert list(target.iterdir()) == []
+    with Catalog.open(w.work / "state") as catalog:
+        recorded = catalog.restore_requests()
+    assert set(recorded) == chain_keys
+    assert {r.tier for r in recorded.values()} == {"Bulk"}
+
+    # moto stamps every restore request with a new expiry (to the second): unchanged stamps
+    # after the second run prove no request reached the server.
+    client = moto_server.client()
+    bucket = load_config(w.config).storage.bucket
+    assert bucket is not None
+
+    def stamps() -> dict[str, str]:
+        return {k: client.head_object(Bucket=bucket, Key=k)["Restore"] for k in chain_keys}
+
+    before = stamps()
+    time.sleep(1.1)
+    second = try_restore(w, TEN_DAYS[2], target, "--tier", "Bulk")
+    assert second.returncode == 0, second.stderr.decode()
+    assert events(second, "restore.requested") == []
+    assert stamps() == before
+    assert_same_tree(w.snapshots / TEN_DAYS[2].isoformat(), target / TEN_DAYS[2].isoformat())
+    with Catalog.open(w.work / "state") as catalog:
+        assert catalog.restore_requests() == {}
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_damaged_and_missing_volumes_fail_cleanly(
+    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
+    # Two chains: one with a flipped byte in its incremental, one missing its incremental's
+    # volume.
+    _, flipped, _, lost = back_up(w, TEN_DAYS[:4], max_incrementals=1)
+    archive = w.work / "archive"
+    flipped_key, *_ = stored_volumes(w, flipped)
+    data = bytearray((archive / flipped_key).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (archive / flipped_key).write_bytes(bytes(data))
+    lost_key, *_ = stored_volumes(w, lost)
+    (archive / lost_key).unlink()
+
+    checked = w.run("verify", check=False)
+    assert checked.returncode == 1
+    report = checked.stdout.decode()
+    assert f"backup {flipped['id']} (2000-01-07), volume 0 ({flipped_key}): its SHA-256" in report
+    assert f"backup {lost['id']} (2000-01-21), volume 0 ({lost_key}): missing" in report
+
+    target = make_btrfs("dst")
+    # The damage shows only while decoding: the full backup is received first, then dropped.
+    line = assert_failed_cleanly(
+        try_restore(w, TEN_DAYS[1], target), target, flipped["id"], "volume 0", "damaged"
+    )
+    assert "nothing was left in" in line
+    # A missing volume is found before anything is requested or received.
+    line = assert_failed_cleanly(
+        try_restore(w, TEN_DAYS[3], target), target, lost["id"], "volume 0", "missing"
+    )
+    assert "nothing was requested" in line
+
+    # The undamaged day of the second chain still restores, and the working directory a
+    # killed restore left behind (a half-received subvolume in it) is cleaned up on the way.
+    leftover = target / ".btrsendd-restore-killed"
+    leftover.mkdir()
+    make_subvolume(leftover / "2000-01-07")
+    assert_same_tree(w.snapshots / "2000-01-14", restore(w, TEN_DAYS[2], target))
+    assert [p.name for p in target.iterdir()] == ["2000-01-14"]
+
+    # Targets that cannot take the day are refused before anything is spent.
+    plain = tmp_path / "not-btrfs"
+    plain.mkdir()
+    for bad, message in [
+        (target, "already contains a subvolume named 2000-01-14"),
+        (plain, "is not on a btrfs filesystem"),
+        (target / "missing", "is not a directory"),
+    ]:
+        proc = try_restore(w, TEN_DAYS[2], bad)
+        assert proc.returncode == 2
+        [line] = error_lines(proc)
+        assert message in line
+
+
+@contextlib.contextmanager
+def passphrase_key(workdir: Path) -> Iterator[GpgKey]:
+    """A key pair whose private key has a passphrase, which gpg in batch mode cannot ask for."""
+    secret, public = workdir / "secret", workdir / "public"
+    for home in (secret, public):
+        home.mkdir(mode=0o700, parents=True)
+
+    def gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
+        argv = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", *args]
+        return subprocess.run(argv, input=stdin, check=True, capture_output=True).stdout
+
+    try:
+        uid = "locked <locked@example.invalid>"
+        gpg(secret, "--passphrase", "s3cret", "--quick-gen-key", uid, "future-default")
+        listing = gpg(secret, "--with-colons", "--list-keys").decode()
+        fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
+        gpg(public, "--import", stdin=gpg(secret, "--export", fpr))
+        yield GpgKey(secret, public, fpr)
+    finally:
+        for home in (secret, public):
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+def test_wrong_missing_or_locked_private_key(
+    request: pytest.FixtureRequest,
+    make_btrfs: MakeBtrfs,
+    other_gpg_key: GpgKey,
+    tmp_path: Path,
+) -> None:
+    with passphrase_key(tmp_path / "gpg") as locked:
+        w = backend_world("local", request, make_btrfs, locked, tmp_path)
+        full, _ = back_up(w, TEN_DAYS[:2])
+        target = make_btrfs("dst")
+        empty = tmp_path / "empty-keyring"
+        empty.mkdir(mode=0o700)
+
+        # Without the private key nothing is requested or received: a usage error.
+        for home in (other_gpg_key.secret_home, empty):
+            proc = try_restore(w, TEN_DAYS[1], target, home=home)
+            assert proc.returncode == 2, proc.stderr.decode()
+            [line] = error_lines(proc)
+            assert f"{home} holds no private key for {locked.fingerprint}" in line
+            assert list(target.iterdir()) == []
+
+        # The key is there but locked: gpg fails while the first volume is decoded.
+        line = assert_failed_cleanly(
+            try_restore(w, TEN_DAYS[1], target, home=locked.secret_home),
+            target,
+            f"backup {full['id']} (2000-01-01), volume 0",
+            "gpg failed",
+            "unlock a passphrase-protected key",
+        )
+        assert "nothing was left in" in line
+
+
+def test_send_stream_btrfs_refuses_fails_cleanly(
+    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
+    # backup-stdin stores whatever it is given, hashes and all: a stream only btrfs rejects.
+    proc = w.run("backup-stdin", "--source", "data", "--date", "2000-01-01", input=b"x" * 3_000_000)
+    assert proc.stdout == b"c\n"
+    [backup] = w.list()
+    target = make_btrfs("dst")
+    assert_failed_cleanly(
+        try_restore(w, date(2000, 1, 1), target),
+        target,
+        f"backup {backup['id']} (2000-01-01)",
+        "btrfs receive failed",
+    )
+
+
+# -- thawing and prices, without btrfs -----------------------------------------------------
+
+
+class ColdStorage:
+    """Thaw states as S3 reports them, with restores that take ``polls`` checks to finish."""
+
+    def __init__(self, states: dict[str, ThawState], polls: int = 2) -> None:
+        self.states = states
+        self.polls = polls
+        self.checks: dict[str, int] = {}
+        self.requests: list[tuple[str, Tier]] = []
+
+    def thaw_state(self, key: str) -> ThawState:
+        self.checks[key] = self.checks.get(key, 0) + 1
+        if self.states[key] == "pending" and self.checks[key] > self.polls:
+            self.states[key] = "readable"
+        return self.states[key]
+
+    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+        assert days == RESTORE_DAYS
+        self.requests.append((key, tier))
+        self.states[key] = "pending"
+        self.checks[key] = 0
+
+
+def catalog_with_backup(tmp_path: Path) -> tuple[Catalog, BackupRow, Volume]:
+    row = BackupRow(
+        id="2000-01-01-full-abcdef",
+        source="data",
+        date=date(2000, 1, 1),
+        kind="full",
+        parent_id=None,
+        parent_date=None,
+        chain="2000-01-01-full-abcdef",
+        state="complete",
+        snapshot="2000-01-01",
+        snapshot_uuid=None,
+        parent_uuid=None,
+        compression="zstd",
+        recipients=(),
+        storage_class="DEEP_ARCHIVE",
+        raw_bytes=10,
+        stored_bytes=10,
+        volume_count=1,
+        created_at="2000-01-01T00:00:00+00:00",
+        completed_at="2000-01-01T00:10:00+00:00",
+    )
+    volume = Volume(0, "vol-00000.btrfs.zst", 0, 10, "r" * 64, 10, "s" * 64)
+    catalog = Catalog.open(tmp_path / "state")
+    catalog.insert_complete(row, [volume])
+    return catalog, row, volume
+
+
+def test_thaw_requests_each_object_once_and_waits(tmp_path: Path) -> None:
+    catalog, row, volume = catalog_with_backup(tmp_path)
+    volumes = [Located(row, replace(volume, index=i), f"k{i}") for i in range(3)]
+    storage: Any = ColdStorage({"k0": "archived", "k1": "pending", "k2": "readable"})
+    with catalog:
+        start = survey(storage, catalog, volumes)
+        assert [[v.key for v in group] for group in (start.to_request, start.pending)] == [
+            ["k0"],
+            ["k1"],
+        ]
+        assert not thaw(storage, catalog, start, tier="Bulk", wait=False, max_poll=0.01)
+        assert storage.requests == [("k0", "Bulk")]
+        assert set(catalog.restore_requests()) == {"k0"}
+
+        # S3 may not show a fresh request yet: recorded and young, it is waited for, not
+        # requested again.
+        storage.states["k0"] = "archived"
+        again = survey(storage, catalog, volumes)
+        assert [v.key for v in again.pending] == ["k0", "k1"] and not again.to_request
+        assert "k0" in again.requests
+        storage.states["k0"] = "pending"
+        assert thaw(storage, catalog, again, tier="Bulk", wait=True, max_poll=0.01)
+        assert storage.requests == [("k0", "Bulk")]
+
+        # A thawed copy expires after RESTORE_DAYS: an older request is made again.
+        storage.states["k0"] = "archived"
+        later = datetime.now(UTC) + timedelta(days=RESTORE_DAYS, minutes=1)
+        assert [v.key for v in survey(storage, catalog, volumes, now=later).to_request] == ["k0"]
+
+
+def test_prices_with_overrides() -> None:
+    prices = Prices.from_config(
+        RestoreConfig.model_validate(
+            {"transfer_out_per_gb": 0, "prices": {"DEEP_ARCHIVE": {"Bulk": {"per_gb": 0.01}}}}
+        )
+    )
+    thawed = [Fetch("DEEP_ARCHIVE", 10 * GIB, needs_thaw=True)] * 2
+    # 20 GiB at the overridden 0.01/GB plus two requests at the built-in 0.025 per 1,000.
+    assert prices.estimate(thawed, "Bulk") == pytest.approx(0.2 + 2 * 0.025 / 1000)
+    assert prices.waits(thawed, "Standard") == ["within 12 hours"]
+    assert prices.tiers(["DEEP_ARCHIVE", "GLACIER"]) == ["Standard", "Bulk"]
+    with pytest.raises(UsageError, match="use --tier Standard or --tier Bulk"):
+        prices.estimate(thawed, "Expedited")
+    # Already thawed, or instantly readable: download and read fees only.
+    defaults = Prices.from_config(RestoreConfig())
+    assert defaults.estimate([Fetch("DEEP_ARCHIVE", GIB, needs_thaw=False)], "Bulk") == 0.09
+    assert defaults.estimate([Fetch("GLACIER_IR", GIB, needs_thaw=False)], "Bulk") == 0.12
+    assert defaults.estimate([Fetch("local", GIB, needs_thaw=False)], "Bulk") == 0

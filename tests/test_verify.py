@@ -1,0 +1,141 @@
+"""``verify``: volumes, manifests and orphans checked for free; ``--deep`` restores and compares.
+
+The damaged and missing volume cases are in ``test_restore.py``, next to the restores they
+make fail.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import btrfsutil
+import pytest
+
+from btrsendd.config import load_config
+from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.gpg import GpgKey
+from tests.fixtures.s3servers import S3Server
+from tests.test_restore import TEN_DAYS, back_up, backend_world, error_lines
+from tests.trees import mutate
+
+
+def test_orphans_listed_and_cleaned(
+    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
+    full, _ = back_up(w, TEN_DAYS[:2])
+    data = w.work / "archive" / "data"
+    orphans = {
+        "data/stray.bin": b"stray",
+        "data/1999-12-31-full-ffffff/vol-00000.btrfs.zst.gpg": b"never completed",
+        f"data/{full['id']}/vol-00099.btrfs.zst.gpg": b"not in the manifest",
+    }
+    for key, content in orphans.items():
+        path = data.parent / key
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(content)
+
+    proc = w.run("verify", check=False)
+    assert proc.returncode == 1
+    lines = proc.stdout.decode().splitlines()
+    assert sorted(line.split(" (")[0] for line in lines if "ORPHAN" in line) == sorted(
+        f"data: ORPHAN: {key}" for key in orphans
+    )
+    assert (
+        "verify: 0 problem(s), 3 orphan(s); `btrsendd verify --clean` deletes the orphans" in lines
+    )
+
+    cleaned = w.run("verify", "--clean")
+    assert "data: deleted 3 orphan(s)" in cleaned.stdout.decode()
+    assert not any((data.parent / key).exists() for key in orphans)
+    assert not (data / "1999-12-31-full-ffffff").exists()
+    assert w.run("verify").stdout.decode().endswith("verify: OK\n")
+
+
+def test_manifests_checked_against_the_catalog(
+    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
+    full, inc = back_up(w, TEN_DAYS[:2])
+    manifest = w.work / "archive" / "data" / inc["id"] / "manifest.json"
+    original = manifest.read_bytes()
+    doc = json.loads(original)
+    doc["volumes"][0]["raw_sha256"] = "0" * 64
+    manifest.write_text(json.dumps(doc))
+    proc = w.run("verify", check=False)
+    assert proc.returncode == 1
+    assert (
+        f"data: PROBLEM: backup {inc['id']} (2000-01-07): its manifest data/{inc['id']}/"
+        "manifest.json disagrees with the catalog on volumes"
+    ) in proc.stdout.decode()
+    manifest.write_bytes(original)
+
+    # A catalog that lost backups (a new one, after the state directory was lost): they are
+    # reported, and --clean never deletes a backup that has a manifest.
+    shutil.rmtree(w.work / "state")
+    mutate(w.source, 2)
+    w.run("backup", "--date", "2000-02-01")
+    proc = w.run("verify", "--clean", check=False)
+    assert proc.returncode == 1
+    out = proc.stdout.decode()
+    for backup in (full, inc):
+        assert (
+            f"backup {backup['id']} ({backup['date']}) is in storage but not in the catalog; "
+            "`btrsendd catalog rebuild --force` adopts it"
+        ) in out
+    assert "ORPHAN" not in out and "deleted" not in out
+    w.run("catalog", "rebuild", "--force")
+    assert w.run("verify").stdout.decode().endswith("verify: OK\n")
+
+
+def test_clean_aborts_unfinished_uploads_on_s3(
+    request: pytest.FixtureRequest,
+    make_btrfs: MakeBtrfs,
+    gpg_key: GpgKey,
+    moto_server: S3Server,
+    tmp_path: Path,
+) -> None:
+    w = backend_world("moto", request, make_btrfs, gpg_key, tmp_path)
+    back_up(w, TEN_DAYS[:1])
+    client = moto_server.client()
+    bucket = load_config(w.config).storage.bucket
+    assert bucket is not None
+    client.create_multipart_upload(
+        Bucket=bucket, Key="host1/data/2000-01-07-inc-abcdef/vol-00000.btrfs.zst.gpg"
+    )
+    # On S3 only sizes are compared: reading an archived volume would be a paid retrieval.
+    assert "checked by size\n" in w.run("verify").stdout.decode()
+    cleaned = w.run("verify", "--clean")
+    assert "data: aborted 1 unfinished multipart upload(s)" in cleaned.stdout.decode()
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_deep_restores_the_newest_day_and_compares(
+    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
+    newest = back_up(w, TEN_DAYS[:3])[-1]
+    w.env["GNUPGHOME"] = str(w.key.secret_home)  # --deep decrypts: it needs the private key
+    state = w.work / "state"
+
+    proc = w.run("verify", "--deep")
+    assert (
+        f"data: restored 2000-01-14 ({newest['id']}) equals the local snapshot "
+        f"{w.snapshots / '2000-01-14'}"
+    ) in proc.stdout.decode()
+    assert "warning: verify --deep restores data 2000-01-14" in proc.stderr.decode()
+    assert str(state) not in Path("/proc/self/mounts").read_text()
+    assert not list(state.glob("verify-scratch-*"))
+
+    # The local snapshot changed behind btrsendd's back: the restored day no longer matches.
+    snapshot = w.snapshots / "2000-01-14"
+    btrfsutil.set_subvolume_read_only(snapshot, False)
+    (snapshot / "docs" / "readme.txt").write_text("changed\n")
+    btrfsutil.set_subvolume_read_only(snapshot, True)
+    proc = w.run("verify", "--deep", check=False)
+    assert proc.returncode == 1
+    assert "differs from the local snapshot" in proc.stdout.decode()
+    assert "differing 1 ('docs/readme.txt')" in proc.stdout.decode()
+    assert not error_lines(proc)[1:], "only the cost warning goes to stderr"
