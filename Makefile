@@ -57,5 +57,30 @@ demo: venv
 bench: venv
 	$(VPY) -m bench
 
+# `make install` (as root): btrsendd in a virtualenv of its own, the command on PATH, the
+# unit, and the example configuration (mode 0600, only if there is none yet: an existing
+# configuration is never overwritten).  Each destination can be overridden, e.g. for a
+# package build.  Then: edit the configuration, `btrsendd check-config`,
+# `systemctl enable --now btrsendd` (see README.md, "Running as a service").
+INSTALL_VENV ?= /opt/btrsendd
+BINDIR ?= /usr/local/bin
+UNITDIR ?= /etc/systemd/system
+CONFDIR ?= /etc/btrsendd
+DOCDIR ?= /usr/local/share/doc/btrsendd
+
+install: .stamp-apt
+	test -x $(INSTALL_VENV)/bin/python || $(PYTHON) -m venv $(INSTALL_VENV)
+	$(INSTALL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(INSTALL_VENV)/bin/python -m pip install -q "$$(scripts/btrfsutil-requirement)" .
+	$(INSTALL_VENV)/bin/python -c 'import btrfsutil' || { echo "btrfsutil does not import against the system libbtrfsutil; see scripts/btrfsutil-requirement" >&2; exit 1; }
+	install -d $(BINDIR)
+	ln -sfn $(INSTALL_VENV)/bin/btrsendd $(BINDIR)/btrsendd
+	install -D -m 0644 systemd/btrsendd.service $(UNITDIR)/btrsendd.service
+	install -D -m 0644 README.md $(DOCDIR)/README.md
+	install -d -m 0700 $(CONFDIR)
+	test -e $(CONFDIR)/btrsendd.toml || install -m 0600 config/btrsendd.toml $(CONFDIR)/btrsendd.toml
+	if [ -d /run/systemd/system ] && [ "$(UNITDIR)" = /etc/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; next: edit $(CONFDIR)/btrsendd.toml, run 'btrsendd check-config', then 'systemctl enable --now btrsendd'"
+
 clean:
 	rm -rf $(VENV) .stamp-apt .pytest_cache .mypy_cache .ruff_cache build *.egg-info
