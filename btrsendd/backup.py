@@ -29,7 +29,7 @@ from typing import Any
 from btrsendd import planner, snapshots
 from btrsendd.catalog import BackupRow, Catalog, Volume
 from btrsendd.config import Config, SourceConfig
-from btrsendd.errors import BtrsenddError, OperationalError
+from btrsendd.errors import BtrsenddError, OperationalError, StorageError
 from btrsendd.lock import state_lock
 from btrsendd.log import get_logger
 from btrsendd.manifest import MANIFEST_NAME, Manifest
@@ -266,9 +266,14 @@ class Engine:
                 "backup.failed",
                 error=str(exc) if isinstance(exc, BtrsenddError) else repr(exc),
                 volumes_stored=stored,
-                next_step="resume at the next cycle" if stored else "discarded",
+                next_step="discarded"
+                if not stored and not isinstance(exc, StorageError)
+                else "resume at the next cycle",
             )
-            if not stored:
+            # With nothing stored the partial backup is dropped, unless storage itself failed:
+            # cleaning up would only wait out a second retry budget on the same dead
+            # endpoint, and the next cycle resumes (from volume 0) or discards it anyway.
+            if not stored and not isinstance(exc, StorageError):
                 self._discard(row.source, backup_id)
             raise
         progress.done()
@@ -296,8 +301,13 @@ class Engine:
 
     @property
     def storage_class(self) -> str:
-        cfg = self.config.storage
-        return "local" if cfg.backend == "local" else cfg.storage_class
+        """The class volumes are stored in, as restore prices and ``status`` costs know it."""
+        backend = self.config.storage.backend
+        if backend == "local":
+            return "local"
+        if backend == "glacier-vault":
+            return "GLACIER_VAULT"
+        return self.config.storage.storage_class
 
     def _write_manifest(self, backup_id: str) -> str:
         """Store the manifest, the completion marker; returns the completion time it records."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -15,18 +14,9 @@ import pytest
 
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
+from tests.sabotage import events, faulty_zstd
 from tests.trees import assert_same_tree, populate
 from tests.world import BTRSENDD, World, make_world
-
-FAULTY_ZSTD = """#!/bin/sh
-# A zstd that misbehaves on its Nth start (one start per volume): exits or hangs.
-n=$(($(cat "{counter}" 2>/dev/null || echo 0) + 1))
-echo "$n" > "{counter}"
-if [ "$n" -eq {nth} ]; then
-  {action}
-fi
-exec {real} "$@"
-"""
 
 
 @pytest.fixture
@@ -36,24 +26,6 @@ def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
     )
     populate(w.source, big=5 * 1024**2)  # about 8 volumes of 1 MiB
     return w
-
-
-def faulty_zstd(world: World, nth: int, action: str) -> Path:
-    """Put a zstd on PATH that fails (or hangs) on its ``nth`` start; returns its counter."""
-    fake = world.work / "fakebin"
-    fake.mkdir(exist_ok=True)
-    counter = world.work / "zstd-starts"
-    script = fake / "zstd"
-    real = subprocess.run(["which", "zstd"], capture_output=True, text=True).stdout.strip()
-    script.write_text(FAULTY_ZSTD.format(counter=counter, nth=nth, action=action, real=real))
-    script.chmod(0o755)
-    world.env["PATH"] = f"{fake}:{os.environ['PATH']}"
-    return counter
-
-
-def events(proc: subprocess.CompletedProcess[bytes], name: str) -> list[dict[str, object]]:
-    lines = [json.loads(x) for x in proc.stderr.decode().splitlines() if x.startswith("{")]
-    return [e for e in lines if e.get("event") == name]
 
 
 def archive_volumes(world: World) -> list[str]:

@@ -36,6 +36,23 @@ def _os_error(action: str, path: Path, exc: OSError) -> StorageError:
     return StorageError(f"cannot {action} {path}: {exc.strerror or exc}")
 
 
+def _chunks(stream: Readable) -> Iterator[memoryview | bytes]:
+    """``stream`` in pieces of up to ``READ_CHUNK`` bytes, each valid until the next.
+
+    A stream with ``readinto`` (the pipeline's output, files) is read into one reused
+    buffer: a volume then costs no allocation per chunk, where ``read`` makes a new object
+    every time.
+    """
+    readinto = getattr(stream, "readinto", None)
+    if readinto is None:
+        while chunk := stream.read(READ_CHUNK):
+            yield chunk
+        return
+    view = memoryview(bytearray(READ_CHUNK))
+    while count := readinto(view):
+        yield view[:count]
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a rename or a new entry in ``path`` durable: file fsync alone does not cover it."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -80,7 +97,7 @@ class LocalStorage:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             with open(fd, "wb") as out:
-                while chunk := stream.read(READ_CHUNK):
+                for chunk in _chunks(stream):
                     out.write(chunk)
                     written += len(chunk)
                 out.flush()

@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
 import boto3
@@ -26,21 +27,28 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, StorageError
+from btrsendd.log import get_logger
 from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
 from btrsendd.storage.common import check_key, read_block
-from btrsendd.storage.retry import retry_call
+from btrsendd.storage.retry import equal_jitter, retry_call
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
     from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.literals import StorageClassType
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
+    from mypy_boto3_s3.type_defs import (
+        CompletedPartTypeDef,
+        GetObjectOutputTypeDef,
+        ListObjectsV2OutputTypeDef,
+        ObjectIdentifierTypeDef,
+    )
 
 T = TypeVar("T")
 
@@ -61,11 +69,25 @@ PART_GROWTH_INTERVAL = 900
 #: DeleteObjects takes at most this many keys per request.
 DELETE_BATCH = 1000
 
-#: Retries of a whole part (or small object) upload on top of botocore's per-request ones: a
-#: part is worth minutes of the pipeline's work, so riding out an endpoint restart beats
-#: failing the volume.
-UPLOAD_ATTEMPTS = 4
+#: How long a failing request keeps being retried, counted from its first failure: long
+#: enough to ride out an endpoint restart, throttling or a flapping uplink, short enough that
+#: an outage fails the cycle within minutes instead of hanging it; the next cycle resumes from
+#: the last stored volume.  Every request is retried this way (``_retrying``), except
+#: ``check_access``, which answers a person running ``check-config`` at once.
+RETRY_BUDGET = 300.0
+#: The first wait between attempts; it doubles per attempt up to ``RETRY_MAX_DELAY``, with
+#: jitter so that concurrent parts do not retry in lockstep.
 UPLOAD_RETRY_DELAY = 1.0
+RETRY_MAX_DELAY = 30.0
+#: Aborting is best effort (``abort_incomplete_uploads`` sweeps up at the next cycle): a few
+#: tries, so an outage is reported without spending the budget a second time.
+ABORT_ATTEMPTS = 3
+#: botocore's socket timeouts.  Its 60 s default to connect would let a dead endpoint use up
+#: the budget in a handful of attempts; 60 s to read still lets a busy endpoint answer a part.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+#: Said when retrying gave up, after the endpoint's last error.
+_GAVE_UP_ADVICE = "an interrupted backup resumes from its last stored volume at the next cycle"
 
 #: Classes whose objects need a restore request before they can be read.  GLACIER_IR is
 #: archived-priced but instantly readable, so it is not among them.
@@ -84,8 +106,18 @@ _ACCESS_CODES = frozenset(
     }
 )
 
-#: Client errors worth retrying a whole part for: corruption in transit, a slow client.
-_TRANSIENT_CODES = frozenset({"BadDigest", "RequestTimeout", "SlowDown"})
+#: Client errors worth retrying: corruption in transit, a slow client, throttling.
+_TRANSIENT_CODES = frozenset(
+    {
+        "BadDigest",
+        "RequestTimeout",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "TooManyRequests",
+    }
+)
 
 _ONGOING_RE = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
 
@@ -126,13 +158,65 @@ def _error_code(exc: ClientError) -> str:
 
 
 def _is_transient(exc: Exception) -> bool:
-    """Whether trying the same request again may succeed: network trouble or a 5xx."""
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
+    """Whether trying the same request again may succeed: network trouble, 5xx, throttling.
+
+    ``IncompleteReadError`` is a response body cut short: a connection dropped mid-download.
+    """
+    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
         return True
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or _error_code(exc) in _TRANSIENT_CODES
+        return status >= 500 or status == 429 or _error_code(exc) in _TRANSIENT_CODES
     return False
+
+
+def _cause(exc: Exception) -> str:
+    """The endpoint's own words for a failure: its error code and message, or the network's."""
+    if isinstance(exc, ClientError):
+        message = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split())
+        return f"{_error_code(exc)}: {message}"
+    return str(exc)
+
+
+class _ResumingBody:
+    """A GetObject body that picks up where a broken connection left it.
+
+    A restore reads each volume for minutes; a reset or a stalled read is retried (within the
+    budget) by a ranged GET from the first byte not yet returned, so a dropped connection costs
+    a reconnect instead of the restore.  ``If-Match`` on the ETag makes the range come from the
+    same object: keys are never rewritten, but if one were, splicing two objects must fail.
+    """
+
+    def __init__(
+        self,
+        first: GetObjectOutputTypeDef,
+        reopen: Callable[[str, int], StreamingBody],
+        retrying: Callable[[Callable[[], bytes]], bytes],
+    ) -> None:
+        self._body: StreamingBody | None = first["Body"]
+        self._etag = first["ETag"]
+        self._reopen = reopen
+        self._retrying = retrying
+        self._position = 0
+
+    def read(self, size: int) -> bytes:
+        data = self._retrying(partial(self._read_once, size))
+        self._position += len(data)
+        return data
+
+    def _read_once(self, size: int) -> bytes:
+        if self._body is None:
+            self._body = self._reopen(self._etag, self._position)
+        try:
+            return self._body.read(size)
+        except BotoCoreError:
+            self.close()  # the next attempt reconnects at self._position
+            raise
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
 
 
 class _BodyReader(io.RawIOBase):
@@ -142,7 +226,7 @@ class _BodyReader(io.RawIOBase):
     check failing at the end) must reach the user as one clear line, not a botocore trace.
     """
 
-    def __init__(self, body: StreamingBody, describe: Callable[[Exception], StorageError]) -> None:
+    def __init__(self, body: _ResumingBody, describe: Callable[[Exception], StorageError]) -> None:
         super().__init__()
         self._body = body
         self._describe = describe
@@ -154,7 +238,7 @@ class _BodyReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         try:
             data = self._body.read(len(view))
-        except BotoCoreError as exc:
+        except (BotoCoreError, ClientError) as exc:
             raise self._describe(exc) from exc
         view[: len(data)] = data
         return len(data)
@@ -168,8 +252,13 @@ class S3Storage:
     """The ``Storage`` protocol on one S3 bucket (AWS or an S3-compatible endpoint).
 
     Credentials come from boto3's standard chain (environment, ``~/.aws``, instance role),
-    never from arguments, so they cannot end up in a config file or a message.
-    ``max_attempts`` is botocore's total attempts per request (its "standard" retry mode).
+    never from arguments, so they cannot end up in a config file or a message.  botocore
+    refreshes credentials that expire (assumed roles, instance and container roles, SSO) before
+    they do; static keys that expired fail at once as "access denied".
+
+    Retrying is done here, under ``retry_budget`` seconds per request (see ``RETRY_BUDGET``);
+    ``max_attempts`` is botocore's own total attempts per request, 1 by default so that the two
+    layers do not multiply and every retry is logged (``storage.retrying``).
     """
 
     def __init__(
@@ -181,7 +270,10 @@ class S3Storage:
         endpoint_url: str | None = None,
         part_size: int = 16 * MiB,
         concurrency: int = 4,
-        max_attempts: int = 5,
+        max_attempts: int = 1,
+        retry_budget: float = RETRY_BUDGET,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
     ) -> None:
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be 5 MiB..5 GiB, not {part_size}")
@@ -192,10 +284,13 @@ class S3Storage:
         self.endpoint_url = endpoint_url
         self.part_size = part_size
         self.concurrency = concurrency
+        self.retry_budget = retry_budget
         self.description = f"s3://{bucket}" + (f" at {endpoint_url}" if endpoint_url else "")
         config = Config(
             region_name=region,
             retries={"mode": "standard", "total_max_attempts": max_attempts},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
             # One connection per part in flight, plus the main thread's requests.
             max_pool_connections=max(10, concurrency + 1),
             # We send SHA-256 ourselves; botocore's default CRC trailers (aws-chunked
@@ -219,33 +314,38 @@ class S3Storage:
         """One line for the user: what failed and, for the usual causes, what to do.
 
         Only the endpoint's error code and message are used, never request details, so no
-        credential or signature can leak into logs.
+        credential or signature can leak into logs.  When retrying gave up, the line also says
+        for how long it tried (``retry_call``'s note) and that nothing is lost.
         """
+        notes = getattr(exc, "__notes__", [])
+        gave_up = "".join(f"; {note}" for note in [*notes, _GAVE_UP_ADVICE] if notes)
+        return StorageError(self._explain(what, exc) + gave_up)
+
+    def _explain(self, what: str, exc: Exception) -> str:
         if isinstance(exc, ClientError):
             code = _error_code(exc)
-            message = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split())
             if code == "NoSuchBucket":
-                return StorageError(
+                return (
                     f"{what} failed: bucket {self.bucket!r} does not exist"
                     + (f" at {self.endpoint_url}" if self.endpoint_url else "")
                     + ": create it or fix storage.bucket"
                 )
             if code in _ACCESS_CODES:
-                return StorageError(
-                    f"{what} failed: access denied ({code}: {message}); check the AWS "
+                return (
+                    f"{what} failed: access denied ({_cause(exc)}); check the AWS "
                     "credentials (environment, ~/.aws, instance role) and the bucket's "
                     "permissions"
                 )
-            return StorageError(f"{what} failed: {code}: {message}")
+            return f"{what} failed: {_cause(exc)}"
         if isinstance(exc, NoCredentialsError):
-            return StorageError(
+            return (
                 f"{what} failed: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, configure ~/.aws/credentials or use an instance role"
             )
-        if isinstance(exc, BotoConnectionError | HTTPClientError):
+        if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
             endpoint = self.endpoint_url or "the S3 endpoint"
-            return StorageError(f"{what} failed: cannot reach {endpoint}: {exc}")
-        return StorageError(f"{what} failed: {exc}")
+            return f"{what} failed: cannot reach {endpoint}: {exc}"
+        return f"{what} failed: {exc}"
 
     @contextlib.contextmanager
     def _translate(self, what: str) -> Iterator[None]:
@@ -255,9 +355,26 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(what, exc) from exc
 
-    def _retrying(self, func: Callable[[], T]) -> T:
+    def _retrying(self, what: str, func: Callable[[], T], *, attempts: int | None = None) -> T:
+        """``func()`` (one request), retried on transient failures within the budget."""
         return retry_call(
-            func, attempts=UPLOAD_ATTEMPTS, base_delay=UPLOAD_RETRY_DELAY, retryable=_is_transient
+            func,
+            retryable=_is_transient,
+            base_delay=UPLOAD_RETRY_DELAY,
+            max_delay=RETRY_MAX_DELAY,
+            attempts=attempts,
+            budget=self.retry_budget,
+            jitter=equal_jitter,
+            on_retry=partial(self._log_retry, what),
+        )
+
+    def _log_retry(self, what: str, exc: Exception, attempt: int, delay: float) -> None:
+        get_logger().warning(
+            "storage.retrying",
+            operation=what,
+            error=_cause(exc),
+            attempt=attempt,
+            delay=round(delay, 1),
         )
 
     # -- writing ---------------------------------------------------------------------------
@@ -267,6 +384,7 @@ class S3Storage:
     ) -> None:
         checksum = sha256_b64(data)
         self._retrying(
+            f"upload of {self._url(key)}",
             lambda: self._client.put_object(
                 Bucket=self.bucket,
                 Key=key,
@@ -275,7 +393,7 @@ class S3Storage:
                 StorageClass=storage_class,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
-            )
+            ),
         )
 
     def put_stream(self, key: str, stream: Readable) -> int:
@@ -288,25 +406,27 @@ class S3Storage:
                 return len(block)
         except Exception as exc:
             raise self._error(what, exc) from exc
-        with self._translate(what):
-            upload_id = self._client.create_multipart_upload(
+        creates = 0
+
+        def create() -> str:
+            nonlocal creates
+            creates += 1
+            return self._client.create_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
                 StorageClass=self.storage_class,
                 ChecksumAlgorithm="SHA256",
             )["UploadId"]
+
+        with self._translate(what):
+            upload_id = self._retrying(what, create)
         # Handed over in a list so that this frame drops its reference and the first part's
         # memory is freed once that part is uploaded.
         handoff = [block]
         del block
         try:
             parts, total = self._upload_parts(key, upload_id, stream, handoff)
-            self._client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
+            self._complete(what, key, upload_id, parts, total)
         except BaseException as exc:
             # Also on KeyboardInterrupt / SystemExit: an abandoned upload is billed forever.
             self._abort(key, upload_id)
@@ -315,7 +435,43 @@ class S3Storage:
             if isinstance(exc, Exception):
                 raise self._error(what, exc) from exc
             raise
+        if creates > 1:
+            # A create whose answer was lost may have opened an upload nobody knows about.
+            with contextlib.suppress(StorageError):
+                self.abort_incomplete_uploads(key)
         return total
+
+    def _complete(
+        self, what: str, key: str, upload_id: str, parts: list[CompletedPartTypeDef], total: int
+    ) -> None:
+        """Complete the upload; a retry whose first attempt succeeded unseen counts as done."""
+        attempts = 0
+
+        def complete() -> None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except ClientError as exc:
+                # Once completed, the upload is gone and the object is there, whole.
+                if attempts == 1 or _error_code(exc) != "NoSuchUpload" or not self._has(key, total):
+                    raise
+
+        self._retrying(what, complete)
+
+    def _has(self, key: str, size: int) -> bool:
+        """Whether ``key`` is stored with ``size`` bytes."""
+        try:
+            return self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"] == size
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return False
+            raise
 
     def _upload_parts(
         self, key: str, upload_id: str, stream: Readable, handoff: list[bytearray]
@@ -372,6 +528,7 @@ class S3Storage:
     ) -> CompletedPartTypeDef:
         checksum = sha256_b64(data)
         response = self._retrying(
+            f"upload of {self._url(key)} part {number}",
             lambda: self._client.upload_part(
                 Bucket=self.bucket,
                 Key=key,
@@ -380,7 +537,7 @@ class S3Storage:
                 Body=cast(bytes, data),  # bytearray: see _put_object
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
-            )
+            ),
         )
         return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
@@ -392,9 +549,11 @@ class S3Storage:
         """
         with contextlib.suppress(ClientError, BotoCoreError):
             self._retrying(
+                f"abort of the upload of {self._url(key)}",
                 lambda: self._client.abort_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload_id
-                )
+                ),
+                attempts=ABORT_ATTEMPTS,
             )
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -413,7 +572,12 @@ class S3Storage:
         try:
             # ChecksumMode makes botocore check a whole-object SHA-256 at the end of the
             # body; multipart objects carry a checksum of checksums, which it skips.
-            response = self._client.get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            response = self._retrying(
+                what,
+                lambda: self._client.get_object(
+                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                ),
+            )
         except ClientError as exc:
             if _error_code(exc) == "InvalidObjectState":
                 raise NotThawedError(
@@ -423,28 +587,53 @@ class S3Storage:
             raise self._error(what, exc) from exc
         except BotoCoreError as exc:
             raise self._error(what, exc) from exc
-        body = _BodyReader(response["Body"], lambda exc: self._error(what, exc))
+        resuming = _ResumingBody(
+            response, partial(self._get_from, key), partial(self._retrying, what)
+        )
+        body = _BodyReader(resuming, lambda exc: self._error(what, exc))
         with io.BufferedReader(body) as reader:
             yield reader
 
+    def _get_from(self, key: str, etag: str, start: int) -> StreamingBody:
+        """The rest of ``key`` from byte ``start``, if it is still the object with ``etag``."""
+        return self._client.get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes={start}-", IfMatch=etag
+        )["Body"]
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        with self._translate(f"listing {self._url(prefix)}"):
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=prefix
-            )
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    yield ObjectInfo(obj["Key"], obj["Size"], obj.get("StorageClass", "STANDARD"))
+        what = f"listing {self._url(prefix)}"
+        token: str | None = None
+        while True:
+            # Page by page, each retried on its own: a long listing must not start over.
+            with self._translate(what):
+                page = self._retrying(what, partial(self._list_page, prefix, token))
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"], obj["Size"], obj.get("StorageClass", "STANDARD"))
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
+    def _list_page(self, prefix: str, token: str | None) -> ListObjectsV2OutputTypeDef:
+        if token is None:
+            return self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return self._client.list_objects_v2(
+            Bucket=self.bucket, Prefix=prefix, ContinuationToken=token
+        )
 
     def delete(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), DELETE_BATCH):
             batch: list[ObjectIdentifierTypeDef] = [
                 {"Key": check_key(k)} for k in keys[start : start + DELETE_BATCH]
             ]
-            with self._translate(f"deleting from {self.description}"):
-                response = self._client.delete_objects(
-                    Bucket=self.bucket,
-                    Delete={"Objects": batch, "Quiet": True},
+            what = f"deleting from {self.description}"
+            with self._translate(what):
+                response = self._retrying(
+                    what,
+                    partial(
+                        self._client.delete_objects,
+                        Bucket=self.bucket,
+                        Delete={"Objects": batch, "Quiet": True},
+                    ),
                 )
             # DeleteObjects answers 200 even when keys fail; the failures are in the body.
             errors = response.get("Errors", [])
@@ -458,16 +647,22 @@ class S3Storage:
     # -- cold storage ----------------------------------------------------------------------
 
     def thaw_state(self, key: str) -> ThawState:
-        with self._translate(f"checking {self._url(check_key(key))}"):
-            head = self._client.head_object(Bucket=self.bucket, Key=key)
+        what = f"checking {self._url(check_key(key))}"
+        with self._translate(what):
+            head = self._retrying(
+                what, lambda: self._client.head_object(Bucket=self.bucket, Key=key)
+            )
         return thaw_state_from_head(head.get("StorageClass"), head.get("Restore"))
 
     def request_thaw(self, key: str, tier: Tier, days: int) -> None:
         try:
-            self._client.restore_object(
-                Bucket=self.bucket,
-                Key=check_key(key),
-                RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}},
+            self._retrying(
+                f"restore request for {self._url(check_key(key))}",
+                lambda: self._client.restore_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}},
+                ),
             )
         except ClientError as exc:
             code = _error_code(exc)
@@ -491,8 +686,11 @@ class S3Storage:
         For uploads a crash or an unreachable endpoint left behind: S3 bills their parts
         until they are aborted (or a lifecycle rule does it).
         """
-        count = 0
-        with self._translate(f"cleaning up uploads in {self._url(prefix)}"):
+        what = f"cleaning up uploads in {self._url(prefix)}"
+
+        def sweep() -> int:
+            # Retried as a whole: aborting again what is already aborted is harmless.
+            count = 0
             pages = self._client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, Prefix=prefix
             )
@@ -506,7 +704,10 @@ class S3Storage:
                         if _error_code(exc) != "NoSuchUpload":  # finished meanwhile
                             raise
                     count += 1
-        return count
+            return count
+
+        with self._translate(what):
+            return self._retrying(what, sweep)
 
     def check_access(self) -> None:
         """Fail early, with advice, when the bucket is missing or the credentials are wrong."""
