@@ -407,7 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-wait",
         action="store_true",
-        help="glacier-vault: start the inventory job and exit; run again later",
+        help="glacier-vault: start the inventory and manifest retrieval jobs and exit; run "
+        "again later",
+    )
+    p.add_argument(
+        "--tier",
+        choices=["Bulk", "Standard", "Expedited"],
+        default="Standard",
+        help="glacier-vault: retrieval tier for the manifests (default: Standard)",
     )
     return parser
 

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from btrsendd.errors import ConfigError
+from btrsendd.pricing import THAW, TRANSFER_OUT_PER_GB
 
 DEFAULT_CONFIG_PATH = Path("/etc/btrsendd/btrsendd.toml")
 CONFIG_ENV = "BTRSENDD_CONFIG"
@@ -208,6 +209,9 @@ class StorageConfig(_Section):
     endpoint_url: str | None = None
     vault: str | None = None
     path: AbsolutePath | None = None
+    # How long one request keeps retrying (throttling, 5xx, resets, timeouts) before the
+    # cycle fails; the next cycle resumes from the last stored volume.
+    retry_budget: float = Field(default=300.0, gt=0)
 
     @field_validator("prefix")
     @classmethod
@@ -223,6 +227,41 @@ class StorageConfig(_Section):
         if self.backend == "local" and self.path is None:
             raise ValueError('backend "local" needs storage.path = "/some/archive/dir"')
         return self
+
+
+class PriceOverride(_Section):
+    """Fields of one built-in retrieval price to replace; those left out keep their value."""
+
+    per_gb: float | None = Field(default=None, ge=0)
+    per_1000_requests: float | None = Field(default=None, ge=0)
+    wait: str | None = None
+
+
+class RestoreConfig(_Section):
+    """Prices ``restore`` estimates with: the built-in AWS list prices, overridden here for
+    another region, a negotiated rate, or a restore that never leaves AWS (no transfer)."""
+
+    transfer_out_per_gb: float = Field(default=TRANSFER_OUT_PER_GB, ge=0)
+    read_fee_per_gb: dict[StorageClass, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    prices: dict[
+        Literal["DEEP_ARCHIVE", "GLACIER", "GLACIER_VAULT"],
+        dict[Literal["Expedited", "Standard", "Bulk"], PriceOverride],
+    ] = Field(default_factory=dict)
+
+    @field_validator("prices")
+    @classmethod
+    def _known_tiers(
+        cls, prices: dict[str, dict[str, PriceOverride]]
+    ) -> dict[str, dict[str, PriceOverride]]:
+        # A price for a tier AWS does not offer would make restore accept --tier with it.
+        for storage_class, tiers in prices.items():
+            unknown = sorted(set(tiers) - set(THAW[storage_class]))
+            if unknown:
+                raise ValueError(
+                    f"{storage_class} has no tier {', '.join(unknown)}; its tiers are "
+                    + ", ".join(sorted(THAW[storage_class]))
+                )
+        return prices
 
 
 _SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -252,6 +291,7 @@ class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     encryption: EncryptionConfig
     storage: StorageConfig
+    restore: RestoreConfig = RestoreConfig()
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
     # Where the file came from, for messages; not a TOML key.
     source_file: Path | None = Field(default=None, exclude=True)

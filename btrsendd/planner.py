@@ -22,6 +22,8 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class Schedule:
+    """The ``[schedule]`` settings the planner obeys (validated for users by config.py)."""
+
     backup_days: tuple[int, ...] = (1, 7, 14, 21)
     max_incrementals: int = 11
     chain_lifetime_days: int = 90
@@ -30,7 +32,7 @@ class Schedule:
     def __post_init__(self) -> None:
         # config.py reports these to the user with file and key; they are repeated here because
         # latest_backup_day only terminates for real days of the month, and a zero lifetime
-        # would make every chain expiring the day it starts.
+        # would make every chain expire the day it starts.
         if not self.backup_days or not all(1 <= day <= 31 for day in self.backup_days):
             raise ValueError(f"backup_days must be days of the month 1-31, not {self.backup_days}")
         if self.max_incrementals < 0:
@@ -54,6 +56,8 @@ Chain = tuple[Backup, ...]  # one chain's backups, oldest (the full) first
 
 @dataclass(frozen=True)
 class Plan:
+    """One decision for one source: what to upload now and which chain to delete."""
+
     action: Literal["none", "full", "incremental"]
     parent: Backup | None  # set iff action == "incremental": the backup to send relative to
     expire: tuple[Backup, ...]  # every backup of the one chain to delete now (may be empty)
@@ -90,8 +94,8 @@ def plan(
     latest = max(chains, key=lambda chain: (chain[-1].date, chain[0].date))
     newest = latest[-1]
     if today < newest.date:
-        # Dates are unreliable, so neither upload (it would be dated before an existing
-        # backup) nor expire (ages computed from a wrong today would be wrong).
+        # Today's date cannot be trusted: an upload would be dated before an existing backup
+        # and chain ages would be computed from the wrong day, so do nothing at all.
         return Plan(
             "none",
             None,

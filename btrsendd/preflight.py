@@ -79,6 +79,7 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     findings += _compressor(config.pipeline)
     findings += _encryption(config.encryption)
     findings += _local_storage(config.storage)
+    findings += _glacier_vault(config.storage, config.sources)
     findings += _compatible_endpoint(config.storage)
     findings += _sources(config.sources)
     if check_storage is not None:
@@ -344,6 +345,60 @@ def _compatible_endpoint(storage: StorageConfig) -> list[Finding]:
             'requests; use storage_class = "STANDARD" unless the server supports them',
         )
     ]
+
+
+_VAULT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+
+
+def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> list[Finding]:
+    """The vault's own rules, checked before the first upload runs into them.
+
+    Vault names are AWS's alphabet; the region must be one where the vault service exists
+    (an endpoint_url, as in tests, names its own); and each archive's description, which
+    carries its object key so the index can be rebuilt from an inventory, must fit in 1,024
+    characters whatever the prefix and source names make of the key.
+    """
+    if storage.backend != "glacier-vault" or storage.vault is None:
+        return []
+    import boto3
+
+    from btrsendd.storage import object_key
+    from btrsendd.storage.vault import archive_description
+
+    findings = []
+    if not _VAULT_NAME_RE.match(storage.vault):
+        findings.append(
+            _error(
+                "storage.vault",
+                f"{storage.vault!r} is not a vault name: 1-255 letters, digits, '_', '-' or "
+                "'.'; copy the name from `aws glacier list-vaults --account-id -`",
+            )
+        )
+    session = boto3.session.Session()
+    regions = {
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("glacier", partition_name=partition)
+    }
+    if storage.endpoint_url is None and storage.region not in regions:
+        findings.append(
+            _error(
+                "storage.region",
+                f"{storage.region!r} has no Glacier vault service; set the region the vault "
+                "lives in (its ARN names it)",
+            )
+        )
+    for src in sources:
+        # The longest key btrsendd writes for this source: a volume of a full backup.
+        key = object_key(
+            storage.prefix, src.name, "2000-01-01-full-000000", "vol-00000.btrfs.zst.gpg"
+        )
+        try:
+            archive_description(key)
+        except ValueError as exc:
+            findings.append(_error("storage.prefix", str(exc)))
+            break
+    return findings
 
 
 def average_backup_gap(backup_days: Sequence[int]) -> float:

@@ -3,5 +3,8 @@
 pytest_plugins = [
     "tests.fixtures.btrfs",
     "tests.fixtures.gpg",
+    "tests.fixtures.nspawn",
     "tests.fixtures.s3servers",
+    "tests.fixtures.faultproxy",
+    "tests.fixtures.vaultserver",
 ]

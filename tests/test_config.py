@@ -53,6 +53,8 @@ def test_defaults() -> None:
     assert config.storage.storage_class == "DEEP_ARCHIVE"
     assert config.storage.region == "us-east-1"
     assert config.storage.prefix == ""
+    assert config.restore.transfer_out_per_gb == 0.09
+    assert config.restore.prices == {} and config.restore.read_fee_per_gb == {}
     [src] = config.sources
     assert (src.name, src.path, src.snapshot_dir) == (
         "home",
@@ -75,6 +77,7 @@ def test_example_configuration_parses_with_every_key() -> None:
         "pipeline": config.pipeline,
         "encryption": config.encryption,
         "storage": config.storage,
+        "restore": config.restore,
         "[sources]": config.sources[0],
     }
     for key in Config.model_fields.keys() - sections.keys() - {"sources", "source_file"}:
@@ -240,6 +243,18 @@ BAD_CASES = [
     ),
     pytest.param(
         MINIMAL.split("[[sources]]")[0], "sources", "required key is missing", id="no-sources"
+    ),
+    pytest.param(
+        with_section("restore.prices.DEEP_ARCHIVE.Expedited", "per_gb = 0.1"),
+        "restore.prices",
+        "DEEP_ARCHIVE has no tier Expedited; its tiers are Bulk, Standard",
+        id="price-for-missing-tier",
+    ),
+    pytest.param(
+        with_section("restore", "transfer_out_per_gb = -1"),
+        "restore.transfer_out_per_gb",
+        "greater than or equal to 0",
+        id="negative-price",
     ),
 ]
 

@@ -38,8 +38,9 @@ def chain_of(start: str, *later: str) -> list[Backup]:
     return [full, *(Backup(f"{day}-incremental", d(day), full.id, "incremental") for day in later)]
 
 
-def walk(schedule: Schedule, days: Sequence[str], backups: Sequence[Backup] = ()) -> list[Backup]:
-    state = list(backups)
+def walk(schedule: Schedule, days: Sequence[str]) -> list[Backup]:
+    """Run the planner on each day in turn, from no backups, applying every decision."""
+    state: list[Backup] = []
     for day in days:
         state = apply(state, plan(schedule, state, d(day)), d(day))
     return state
@@ -47,34 +48,16 @@ def walk(schedule: Schedule, days: Sequence[str], backups: Sequence[Backup] = ()
 
 # --- the seed's scenario (DESIGN.md section 2), row by row --------------------------------
 
+# fmt: off
 CHAIN_1 = [
-    "2000-01-01",
-    "2000-01-07",
-    "2000-01-14",
-    "2000-01-21",
-    "2000-02-01",
-    "2000-02-07",
-    "2000-02-14",
-    "2000-02-21",
-    "2000-03-01",
-    "2000-03-07",
-    "2000-03-14",
-    "2000-03-21",
+    "2000-01-01", "2000-01-07", "2000-01-14", "2000-01-21", "2000-02-01", "2000-02-07",
+    "2000-02-14", "2000-02-21", "2000-03-01", "2000-03-07", "2000-03-14", "2000-03-21",
 ]
 CHAIN_2 = [
-    "2000-04-01",
-    "2000-04-07",
-    "2000-04-14",
-    "2000-04-21",
-    "2000-05-01",
-    "2000-05-07",
-    "2000-05-14",
-    "2000-05-21",
-    "2000-06-01",
-    "2000-06-07",
-    "2000-06-14",
-    "2000-06-21",
+    "2000-04-01", "2000-04-07", "2000-04-14", "2000-04-21", "2000-05-01", "2000-05-07",
+    "2000-05-14", "2000-05-21", "2000-06-01", "2000-06-07", "2000-06-14", "2000-06-21",
 ]
+# fmt: on
 
 # (date, action, parent's date, dates expired)
 SEED_TABLE: list[tuple[str, str, str | None, tuple[str, ...]]] = [
@@ -436,6 +419,7 @@ def test_random_calendars_keep_every_invariant(
             run_once(schedule, source, today, offset)
             if offset in source.calendar.reruns:
                 run_once(schedule, source, today, offset)
+                # A clock that jumps back a day must do nothing at all, even when forced.
                 newest = max(b.date for b in source.backups)
                 back = plan(schedule, source.backups, newest - timedelta(days=1), force=True)
                 assert (back.action, back.expire) == ("none", ())

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -29,19 +30,12 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from btrsendd import preflight, restore
-from btrsendd.backup import Engine
-from btrsendd.catalog import Catalog
 from btrsendd.config import (
-    Config,
-    EncryptionConfig,
     PipelineConfig,
-    ScheduleConfig,
-    SnapshotsConfig,
     SourceConfig,
     StorageConfig,
 )
 from btrsendd.errors import NotThawedError, StorageError
-from btrsendd.manifest import MANIFEST_NAME, Manifest
 from btrsendd.storage import open_storage, vault
 from btrsendd.storage.treehash import tree_hash
 from btrsendd.storage.vault import (
@@ -53,11 +47,12 @@ from btrsendd.storage.vault import (
     is_part_size,
     key_from_description,
 )
-from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
+from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import REGION, S3Server
 from tests.fixtures.vaultserver import VaultServer
 from tests.trees import assert_same_tree, mutate, populate
+from tests.world import make_world
 
 KEY = "host1/data/2000-01-01-full-abc123/vol-00000.btrfs.zst.gpg"
 
@@ -581,80 +576,60 @@ def test_moto_single_uploads_jobs_inventory_and_delete(
 DAYS = [date(2000, 1, 1), date(2000, 1, 7), date(2000, 1, 14), date(2000, 1, 21), date(2000, 2, 1)]
 
 
-def test_days_of_backups_restore_through_a_vault(
-    vault_server: VaultServer,
-    make_btrfs: MakeBtrfs,
-    gpg_key: GpgKey,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+def test_days_of_backups_restore_through_a_vault_on_a_new_machine(
+    vault_server: VaultServer, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
 ) -> None:
-    """Back up several days through the engine into a vault, then restore the last day on a
-    "new machine": an empty vault index rebuilt from an inventory, manifests fetched through
-    retrieval jobs, and every volume through ranged, tree-hash-checked job output."""
-    root = make_btrfs("src")
-    source = make_subvolume(root / "data")
+    """Back up several days with the real CLI into a vault (multi-volume, multipart), lose the
+    state directory with its vault index, then `catalog rebuild` (an inventory job, a
+    retrieval job per manifest) and `restore` (ranged, tree-hash-checked job output)."""
     name = vault_server.new_vault()
-    config = Config(
-        state_dir=tmp_path / "state",
-        schedule=ScheduleConfig(max_incrementals=2),
-        snapshots=SnapshotsConfig(keep_days=3650),
-        pipeline=PipelineConfig(compression="zstd", volume_size=12 * MiB),
-        encryption=EncryptionConfig(
-            mode="gpg", recipients=(gpg_key.fingerprint,), gnupg_home=gpg_key.public_home
-        ),
-        storage=StorageConfig(
-            backend="glacier-vault",
-            vault=name,
-            prefix="host1",
-            endpoint_url=vault_server.endpoint_url,
-        ),
-        sources=(SourceConfig(name="data", path=source, snapshot_dir=root / "snapshots"),),
+    w = make_world(
+        make_btrfs("src"),
+        tmp_path,
+        gpg_key,
+        f'backend = "glacier-vault"\nvault = "{name}"\nprefix = "host1"\n'
+        f'endpoint_url = "{vault_server.endpoint_url}"',
     )
-    storage = storage_on(
-        vault_server, tmp_path, vault=name, volume_size=12 * MiB, read_range=4 * MiB
+    w.pipeline = 'compression = "zstd"\nvolume_size = "12MiB"\npart_size = "5MiB"'
+    w.env[restore.POLL_SECONDS_ENV] = "0.05"
+    vault_server.job_seconds = 0.2
+    populate(w.source, big=26 * MiB)
+    for n, day in enumerate(DAYS):
+        if n:
+            mutate(w.source, n)
+        w.run("backup", "--date", day.isoformat())
+    before = w.list()
+    assert [(b["date"], b["kind"]) for b in before] == [
+        (DAYS[0].isoformat(), "full"),
+        (DAYS[1].isoformat(), "incremental"),
+        (DAYS[2].isoformat(), "incremental"),
+        (DAYS[3].isoformat(), "full"),
+        (DAYS[4].isoformat(), "incremental"),
+    ]
+    assert before[0]["volumes"] == 3 and before[0]["storage_class"] == vault.STORAGE_CLASS
+    assert len(vault_server.calls_of("upload_part", name)) >= 8  # two 8 MiB parts a volume
+
+    shutil.rmtree(w.work / "state")  # the machine is gone: catalog and vault index with it
+    pending = w.run("catalog", "rebuild", "--no-wait")
+    assert b"run the same command again" in pending.stdout
+    w.run("catalog", "rebuild")
+    assert [(b["id"], b["volumes"]) for b in w.list()] == [(b["id"], b["volumes"]) for b in before]
+
+    target = make_btrfs("dst")
+    last = DAYS[-1].isoformat()
+    w.run(
+        "restore",
+        "--source",
+        "data",
+        "--date",
+        last,
+        "--target",
+        str(target),
+        "--yes",
+        "--tier",
+        "Bulk",
+        "--gnupg-home",
+        str(w.key.secret_home),
     )
-    populate(source, big=26 * MiB)
-    with Catalog.open(config.state_dir) as catalog:
-        engine = Engine(config, catalog, storage)
-        for n, day in enumerate(DAYS):
-            if n:
-                mutate(source, n)
-            engine.run_cycle(config.sources[0], day)
-        rows = catalog.backups("data")
-        assert [(r.date, r.kind) for r in rows] == [
-            (DAYS[0], "full"),
-            (DAYS[1], "incremental"),
-            (DAYS[2], "incremental"),
-            (DAYS[3], "full"),
-            (DAYS[4], "incremental"),
-        ]
-        assert rows[0].volume_count == 3, "the full backups should span several volumes"
-        assert len(vault_server.calls_of("upload_part", name)) > 30
-
-        # A new machine: an empty index, rebuilt from the vault's inventory.
-        vault_server.job_seconds = 0.2
-        new = storage_on(
-            vault_server, tmp_path, vault=name, index_path=tmp_path / "new.db", read_range=4 * MiB
-        )
-        assert new.rebuild_index(wait=True, poll_seconds=0.05)
-        assert [o.key for o in new.list("")] == [o.key for o in storage.list("")]
-        manifests = [o.key for o in new.list("host1/") if o.key.endswith("/" + MANIFEST_NAME)]
-        for key in manifests:
-            new.request_thaw(key, "Bulk", 1)
-        found = {}
-        for key in manifests:
-            thawed(new, key)
-            m = Manifest.from_json(new.get_bytes(key), key)
-            found[m.backup.id] = [v.stored_sha256 for v in m.volumes]
-        assert found == {r.id: [v.stored_sha256 for v in catalog.volumes(r.id)] for r in rows}
-
-        # Restore the last day through the rebuilt index, as the restore command does.
-        monkeypatch.setenv(restore.POLL_SECONDS_ENV, "0.05")
-        chain = restore.resolve_chain(catalog, "data", DAYS[-1])
-        assert [r.date for r in chain] == [DAYS[3], DAYS[4]]
-        job = restore.RestoreJob.prepare(Engine(config, catalog, new), chain, gpg_key.secret_home)
-        assert job.thaw("Bulk", wait=True)
-        target = make_btrfs("dst")
-        restored = job.receive(target, gpg_key.secret_home)
-    assert_same_tree(root / "snapshots" / DAYS[-1].isoformat(), restored)
-    assert sorted(p.name for p in target.iterdir()) == [DAYS[-1].isoformat()]
+    assert_same_tree(w.snapshots / last, target / last)
+    assert sorted(p.name for p in target.iterdir()) == [last]

@@ -45,6 +45,7 @@ def open_storage(
             endpoint_url=cfg.endpoint_url,
             part_size=pipeline.part_size,
             concurrency=pipeline.concurrency,
+            retry_budget=cfg.retry_budget,
         )
     if cfg.backend == "glacier-vault":
         if not cfg.vault:
@@ -61,5 +62,6 @@ def open_storage(
             volume_size=pipeline.volume_size,
             part_size=pipeline.part_size,
             concurrency=pipeline.concurrency,
+            retry_budget=cfg.retry_budget,
         )
     raise UsageError(f'storage.backend = "{cfg.backend}" is not known; use "s3" or "local"')

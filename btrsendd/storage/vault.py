@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -74,6 +74,8 @@ DESCRIPTION_FORMAT = 1
 #: tell vault archives from S3's GLACIER class (whose Bulk retrievals are free; a vault's
 #: are not).
 STORAGE_CLASS = "GLACIER_VAULT"
+#: Retrieval job output can be downloaded for 24 hours after the job completes.
+JOB_OUTPUT_LIFETIME = timedelta(hours=24)
 
 #: Job output is fetched (and held in memory, to be checked before use) this much at a time.
 #: A power of two MiB, so every range is tree-hash aligned and the ranges' tree hashes combine
@@ -480,6 +482,8 @@ class VaultStorage:
         self.retry_budget = retry_budget
         self.retry_delay = retry_delay
         self.index = VaultIndex(index_path)
+        # Read by restore: a recorded job older than this has no output left to wait for.
+        self.thaw_lifetime = JOB_OUTPUT_LIFETIME
         self.description = f"Glacier vault {vault} in {region}" + (
             f" at {endpoint_url}" if endpoint_url else ""
         )
