@@ -384,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "verify",
         _lazy("btrsendd.verify:cmd_verify"),
-        "check that every volume and manifest is stored as recorded (no retrieval cost)",
+        "check that every volume and manifest is stored as recorded, without retrieval cost "
+        "(sizes on S3 and vaults; sizes and SHA-256 on the local backend)",
     )
     p.add_argument("--source", metavar="NAME", help="only this source")
     p.add_argument(
@@ -395,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--clean", action="store_true", help="delete orphans: objects no manifest references"
+    )
+    p.add_argument(
+        "--gnupg-home",
+        type=Path,
+        metavar="DIR",
+        help="--deep: keyring holding the private key (default: gpg's own default)",
     )
     p = command("catalog", _lazy("btrsendd.rebuild:cmd_catalog"), "catalog maintenance")
     catalog_sub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)

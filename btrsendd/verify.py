@@ -241,8 +241,17 @@ def _local_snapshot(src: SourceConfig, row: BackupRow) -> Path | None:
     return None
 
 
-def deep_check(engine: Engine, src: SourceConfig, prices: Prices, report: Report) -> None:
-    """Restore the newest backup of ``src`` into a scratch btrfs and compare it."""
+def deep_check(
+    engine: Engine,
+    src: SourceConfig,
+    prices: Prices,
+    report: Report,
+    gnupg_home: Path | None,
+) -> None:
+    """Restore the newest backup of ``src`` into a scratch btrfs and compare it.
+
+    ``gnupg_home`` holds the private key (``--gnupg-home``; gpg's default keyring if None).
+    """
     rows = engine.catalog.backups(src.name)
     if not rows:
         report.notes.append("no backup to restore")
@@ -250,7 +259,7 @@ def deep_check(engine: Engine, src: SourceConfig, prices: Prices, report: Report
     chain = resolve_chain(engine.catalog, src.name, rows[-1].date)
     newest = chain[-1]
     try:
-        job = RestoreJob.prepare(engine, chain, None)
+        job = RestoreJob.prepare(engine, chain, gnupg_home)
     except BtrsenddError as exc:
         report.problems.append(f"deep check of {newest.id} ({newest.date}): {exc}")
         return
@@ -273,7 +282,7 @@ def deep_check(engine: Engine, src: SourceConfig, prices: Prices, report: Report
     size = max(2 * needed + 256 * 1024**2, 1024**3)
     with scratch_btrfs(engine.config.state_dir, size) as mnt:
         try:
-            restored = job.receive(mnt, None)
+            restored = job.receive(mnt, gnupg_home)
         except BtrsenddError as exc:
             report.problems.append(f"deep check: {exc}")
             return
@@ -328,7 +337,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         prices = Prices.from_config(config.restore)
         with open_engine(config) as engine:
             for src, report in zip(sources, reports, strict=True):
-                deep_check(engine, src, prices, report)
+                deep_check(engine, src, prices, report, args.gnupg_home)
     problems = sum(len(r.problems) for r in reports)
     orphans = sum(len(r.orphans) for r in reports)
     for r in reports:

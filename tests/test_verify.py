@@ -117,10 +117,9 @@ def test_deep_restores_the_newest_day_and_compares(
 ) -> None:
     w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
     newest = back_up(w, TEN_DAYS[:3])[-1]
-    w.env["GNUPGHOME"] = str(w.key.secret_home)  # --deep decrypts: it needs the private key
     state = w.work / "state"
 
-    proc = w.run("verify", "--deep")
+    proc = w.run("verify", "--deep", "--gnupg-home", str(w.key.secret_home))
     assert (
         f"data: restored 2000-01-14 ({newest['id']}) equals the local snapshot "
         f"{w.snapshots / '2000-01-14'}"
@@ -134,7 +133,7 @@ def test_deep_restores_the_newest_day_and_compares(
     btrfsutil.set_subvolume_read_only(snapshot, False)
     (snapshot / "docs" / "readme.txt").write_text("changed\n")
     btrfsutil.set_subvolume_read_only(snapshot, True)
-    proc = w.run("verify", "--deep", check=False)
+    proc = w.run("verify", "--deep", "--gnupg-home", str(w.key.secret_home), check=False)
     assert proc.returncode == 1
     assert "differs from the local snapshot" in proc.stdout.decode()
     assert "differing 1 ('docs/readme.txt')" in proc.stdout.decode()
