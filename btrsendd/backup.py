@@ -262,8 +262,10 @@ class Engine:
         except BaseException as exc:
             progress.done()
             stored = len(self.catalog.volumes(backup_id))
+            # The front end (CLI or daemon) reports the cycle's `backup.failed`; this event
+            # says what became of the upload itself.
             log.error(
-                "backup.failed",
+                "upload.failed",
                 error=str(exc) if isinstance(exc, BtrsenddError) else repr(exc),
                 volumes_stored=stored,
                 next_step="discarded"

@@ -27,6 +27,7 @@ from btrsendd.catalog import BackupRow
 from btrsendd.config import Config, config_path, load_config
 from btrsendd.errors import BtrsenddError, UsageError
 from btrsendd.log import configure as configure_logging
+from btrsendd.log import get_logger
 from btrsendd.progress import human_bytes
 from btrsendd.storage import open_storage
 
@@ -131,6 +132,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
                 print(_describe(engine.run_cycle(src, day, force=args.force)))
             except BtrsenddError as exc:
                 # One source failing must not stop the others; the exit status still says so.
+                get_logger(source=src.name).error("backup.failed", reason=str(exc))
                 print(f"btrsendd: error: {src.name}: {exc}", file=sys.stderr)
                 status = max(status, exc.exit_status)
     return status

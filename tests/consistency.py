@@ -74,18 +74,7 @@ def restore_and_compare(world: World, target: Path, day: date | str) -> None:
     """Restore the source as of ``day`` into ``target``, compare it with its snapshot, and
     delete it again (so the same day can be restored there later)."""
     day = str(day)
-    world.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        day,
-        "--target",
-        str(target),
-        "--yes",
-        "--gnupg-home",
-        str(world.key.secret_home),
-    )
+    world.restore(date.fromisoformat(day), target)
     assert_same_tree(world.snapshots / day, target / day)
     subprocess.run(
         ["btrfs", "subvolume", "delete", str(target / day)], check=True, capture_output=True

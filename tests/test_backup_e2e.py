@@ -11,29 +11,15 @@ import json
 import subprocess
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.trees import ODD_NAME, assert_same_tree, is_sparse, mutate, populate
-from tests.world import World, make_world
+from tests.world import World, make_world, storage_section
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7), date(2000, 1, 14), date(2000, 1, 21), date(2000, 2, 1)]
-
-
-def storage_section(backend: str, request: pytest.FixtureRequest, work: Path) -> str:
-    if backend == "local":
-        return f'backend = "local"\npath = "{work / "archive"}"'
-    server: Any = request.getfixturevalue(f"{backend}_server")
-    # moto emulates Glacier semantics (reads fail until restored); SeaweedFS has no cold
-    # classes (it refuses restore requests), so it stores STANDARD and checks checksums.
-    storage_class = "DEEP_ARCHIVE" if backend == "moto" else "STANDARD"
-    return (
-        f'backend = "s3"\nbucket = "{server.new_bucket()}"\nprefix = "host1"\n'
-        f'endpoint_url = "{server.endpoint_url}"\nstorage_class = "{storage_class}"'
-    )
 
 
 @pytest.fixture(params=["local", "moto", "seaweedfs"])
@@ -47,24 +33,6 @@ def world(
         # Volumes of several parts each, so multipart uploads and volume joins both happen.
         w.pipeline = 'compression = "zstd"\nvolume_size = "12MiB"\npart_size = "5MiB"'
     return w
-
-
-def restore(world: World, day: date, target: Path) -> Path:
-    world.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        day.isoformat(),
-        "--target",
-        str(target),
-        "--yes",
-        "--gnupg-home",
-        str(world.key.secret_home),
-        "--tier",
-        "Bulk",
-    )
-    return target / day.isoformat()
 
 
 def test_days_of_changes_restore_exactly(world: World, make_btrfs: MakeBtrfs) -> None:
@@ -89,7 +57,7 @@ def test_days_of_changes_restore_exactly(world: World, make_btrfs: MakeBtrfs) ->
     # The newest day of each chain replays every member of that chain in order.
     target = make_btrfs("dst")
     for day in (DAYS[2], DAYS[4]):
-        restored = restore(world, day, target)
+        restored = world.restore(day, target)
         assert_same_tree(world.snapshots / day.isoformat(), restored)
         assert (restored / ODD_NAME).read_text() == "space and newline\n"
         assert is_sparse(restored / "sparse.img")
@@ -113,7 +81,7 @@ def test_every_day_restores_on_local_backend(
         w.run("backup", "--date", day.isoformat())
     for day in DAYS[:4]:
         target = make_btrfs(f"dst-{day}")
-        assert_same_tree(w.snapshots / day.isoformat(), restore(w, day, target))
+        assert_same_tree(w.snapshots / day.isoformat(), w.restore(day, target))
 
 
 def test_empty_subvolume_round_trip(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> None:
@@ -123,7 +91,7 @@ def test_empty_subvolume_round_trip(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_
     w.run("backup", "--date", "2000-01-01")
     [b] = w.list()
     assert b["kind"] == "full" and b["volumes"] == 1
-    restored = restore(w, date(2000, 1, 1), make_btrfs("dst"))
+    restored = w.restore(date(2000, 1, 1), make_btrfs("dst"))
     assert list(restored.iterdir()) == []
 
 

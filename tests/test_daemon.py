@@ -320,7 +320,7 @@ def test_sigterm_mid_upload_stops_cleanly_and_the_next_cycle_finishes_the_backup
     took = time.monotonic() - stopping
     assert took < 10, f"stopping took {took:.1f} s"
     assert daemon.events("cycle.aborted"), daemon.log_text
-    [failed] = daemon.events("backup.failed")
+    [failed] = daemon.events("upload.failed")
     assert "the daemon is stopping" in failed["error"]
     assert state_file(world)["state"] == "stopped"
 

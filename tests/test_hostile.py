@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,7 @@ def restores(world: World, make_btrfs: MakeBtrfs) -> Iterator[None]:
     yield
     world.env.pop("PATH", None)
     target = make_btrfs("check")
-    world.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        FIRST,
-        "--target",
-        str(target),
-        "--yes",
-        "--gnupg-home",
-        str(world.key.secret_home),
-    )
+    world.restore(date.fromisoformat(FIRST), target)
     assert_same_tree(world.snapshots / FIRST, target / FIRST)
 
 
@@ -167,18 +157,7 @@ def test_snapshot_dir_removed(world: World, make_btrfs: MakeBtrfs) -> None:
     assert b"backup.parent_missing" in proc.stderr
     assert [b["kind"] for b in world.list()] == ["full", "full"]
     target = make_btrfs("check")
-    world.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        FIRST,
-        "--target",
-        str(target),
-        "--yes",
-        "--gnupg-home",
-        str(world.key.secret_home),
-    )
+    world.restore(date.fromisoformat(FIRST), target)
     assert_same_tree(keep, target / FIRST)
 
 
@@ -307,16 +286,5 @@ def test_wrong_credentials(
     w.run("backup", "--date", "2000-01-07")
     assert [b["state"] for b in w.list()] == ["complete", "complete"]
     target = make_btrfs("check")
-    w.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        FIRST,
-        "--target",
-        str(target),
-        "--yes",
-        "--gnupg-home",
-        str(w.key.secret_home),
-    )
+    w.restore(date.fromisoformat(FIRST), target)
     assert_same_tree(w.snapshots / FIRST, target / FIRST)

@@ -9,7 +9,6 @@ import pytest
 
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.test_backup_e2e import restore
 from tests.test_restore import TEN_DAYS, back_up, backend_world, error_lines, stored_volumes
 from tests.trees import assert_same_tree
 
@@ -32,7 +31,7 @@ def test_disaster_recovery(
     assert w.list() == before
 
     last = TEN_DAYS[3]
-    assert_same_tree(w.snapshots / last.isoformat(), restore(w, last, make_btrfs("dst")))
+    assert_same_tree(w.snapshots / last.isoformat(), w.restore(last, make_btrfs("dst")))
 
     refused = w.run("catalog", "rebuild", check=False)
     assert refused.returncode == 2

@@ -38,9 +38,8 @@ from btrsendd.storage.base import Storage, ThawState, Tier
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.test_backup_e2e import restore, storage_section
 from tests.trees import assert_same_tree, mutate, populate
-from tests.world import World, make_world
+from tests.world import World, make_world, storage_section
 
 #: Ten backup days: with max_incrementals = 3, chains of 4, 4 and 2 backups.
 TEN_DAYS = [date(2000, m, d) for m in (1, 2, 3) for d in (1, 7, 14, 21)][:10]
@@ -267,7 +266,7 @@ def test_damaged_and_missing_volumes_fail_cleanly(
     leftover = target / ".btrsendd-restore-killed"
     leftover.mkdir()
     make_subvolume(leftover / "2000-01-07")
-    assert_same_tree(w.snapshots / "2000-01-14", restore(w, TEN_DAYS[2], target))
+    assert_same_tree(w.snapshots / "2000-01-14", w.restore(TEN_DAYS[2], target))
     assert [p.name for p in target.iterdir()] == ["2000-01-14"]
 
     # Targets that cannot take the day are refused before anything is spent.

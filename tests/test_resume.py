@@ -51,18 +51,7 @@ def test_failed_upload_resumes_from_first_missing_volume(
     assert done["volumes"] >= 8
 
     target = make_btrfs("dst")
-    world.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        "2000-01-01",
-        "--target",
-        str(target),
-        "--yes",
-        "--gnupg-home",
-        str(world.key.secret_home),
-    )
+    world.restore(date(2000, 1, 1), target)
     assert_same_tree(world.snapshots / "2000-01-01", target / "2000-01-01")
 
 
@@ -96,18 +85,7 @@ def test_kill_9_mid_upload_then_resume(world: World, make_btrfs: MakeBtrfs) -> N
     resumed = world.run("backup", "--date", "2000-01-01")
     assert events(resumed, "backup.resumed")[0]["volumes_skipped"] == 2
     target = make_btrfs("dst")
-    world.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        "2000-01-01",
-        "--target",
-        str(target),
-        "--yes",
-        "--gnupg-home",
-        str(world.key.secret_home),
-    )
+    world.restore(date(2000, 1, 1), target)
     assert_same_tree(world.snapshots / "2000-01-01", target / "2000-01-01")
 
 

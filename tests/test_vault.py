@@ -617,19 +617,6 @@ def test_days_of_backups_restore_through_a_vault_on_a_new_machine(
 
     target = make_btrfs("dst")
     last = DAYS[-1].isoformat()
-    w.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        last,
-        "--target",
-        str(target),
-        "--yes",
-        "--tier",
-        "Bulk",
-        "--gnupg-home",
-        str(w.key.secret_home),
-    )
+    w.restore(DAYS[-1], target)
     assert_same_tree(w.snapshots / last, target / last)
     assert sorted(p.name for p in target.iterdir()) == [last]

@@ -12,8 +12,11 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.fixtures.btrfs import make_subvolume
 from tests.fixtures.gpg import GpgKey
@@ -95,9 +98,42 @@ class World:
             )
         return proc
 
+    def restore(self, day: date, target: Path, *args: str) -> Path:
+        """Restore ``day`` into ``target`` with the test key; returns the restored subvolume."""
+        self.run(
+            "restore",
+            "--source",
+            "data",
+            "--date",
+            day.isoformat(),
+            "--target",
+            str(target),
+            "--yes",
+            "--gnupg-home",
+            str(self.key.secret_home),
+            "--tier",
+            "Bulk",
+            *args,
+        )
+        return target / day.isoformat()
+
     def list(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = json.loads(self.run("list", "--json").stdout)
         return result
+
+
+def storage_section(backend: str, request: pytest.FixtureRequest, work: Path) -> str:
+    """The ``[storage]`` body for ``backend``: local, or a bucket on a session's S3 server."""
+    if backend == "local":
+        return f'backend = "local"\npath = "{work / "archive"}"'
+    server: Any = request.getfixturevalue(f"{backend}_server")
+    # moto emulates Glacier semantics (reads fail until restored); SeaweedFS has no cold
+    # classes (it refuses restore requests), so it stores STANDARD and checks checksums.
+    storage_class = "DEEP_ARCHIVE" if backend == "moto" else "STANDARD"
+    return (
+        f'backend = "s3"\nbucket = "{server.new_bucket()}"\nprefix = "host1"\n'
+        f'endpoint_url = "{server.endpoint_url}"\nstorage_class = "{storage_class}"'
+    )
 
 
 def make_world(root: Path, work: Path, key: GpgKey, storage: str) -> World:
