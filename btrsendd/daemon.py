@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import select
@@ -48,7 +47,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime
 from pathlib import Path
@@ -62,13 +60,13 @@ from tzlocal import get_localzone
 from btrsendd import __version__
 from btrsendd.backup import Engine, open_engine
 from btrsendd.config import Config, SourceConfig, config_path, load_config
-from btrsendd.errors import BtrsenddError, ConfigError, OperationalError, UsageError
+from btrsendd.errors import BtrsenddError, ConfigError, OperationalError
+from btrsendd.lock import daemon_lock
 from btrsendd.log import get_logger
 from btrsendd.notify import Notifier
 from btrsendd.progress import Progress, human_bytes
 
 STATE_FILE = "daemon.json"
-DAEMON_LOCK_FILE = "daemon.lock"
 TEST_CRON_ENV = "BTRSENDD_TEST_CRON_SECONDS"
 
 #: Seconds a stopping daemon waits for its cycle to end; the unit's TimeoutStopSec (90 s)
@@ -246,32 +244,6 @@ def running_daemon(state_dir: Path) -> tuple[int, dict[str, Any]] | None:
 
 
 # -- the single-instance lock ----------------------------------------------------------------
-
-
-class AlreadyRunning(UsageError):
-    """A second daemon on the same state directory: a setup mistake, so exit 2."""
-
-
-@contextlib.contextmanager
-def daemon_lock(state_dir: Path) -> Iterator[None]:
-    """Hold ``daemon.lock`` for the daemon's life; the kernel drops it when the process dies."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(state_dir / DAEMON_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise AlreadyRunning(
-                f"another btrsendd daemon (pid {holder}) is already running on {state_dir}; "
-                "stop it first (systemctl stop btrsendd), or ask it for a backup with "
-                "`btrsendd trigger`"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 # -- the daemon ------------------------------------------------------------------------------

@@ -1,40 +1,63 @@
-"""One writer per state directory.
+"""Locks on the state directory.
 
 Two processes planning and uploading for the same catalog would both decide that a backup is
-due and both upload it.  An ``flock`` on ``<state_dir>/lock`` is released by the kernel when
-its holder dies, so a crashed process never leaves a stale lock behind.
+due and both upload it, so every change of state runs under ``<state_dir>/lock``; the daemon
+also holds ``<state_dir>/daemon.lock`` for its whole life, so a second daemon refuses to start.
+An ``flock`` is released by the kernel when its holder dies: a crashed process never leaves a
+stale lock behind.  Each lock file names its holder, for the message the next one gets.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from btrsendd.errors import OperationalError
+from btrsendd.errors import BtrsenddError, OperationalError, UsageError
 
 LOCK_FILE = "lock"
+DAEMON_LOCK_FILE = "daemon.lock"
 
 
 @contextmanager
-def state_lock(state_dir: Path, purpose: str) -> Iterator[None]:
-    """Hold the state directory's lock for the block, or fail at once naming the holder."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = state_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+def _held(path: Path, holder: str, busy: Callable[[str], BtrsenddError]) -> Iterator[None]:
+    """Hold an exclusive flock on ``path``, recording ``holder``; ``busy(current)`` if taken."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise OperationalError(
-                f"{state_dir} is in use by {holder}; wait for it to finish "
-                "(or use `btrsendd trigger` to ask a running daemon for a backup)"
-            ) from None
+            current = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            raise busy(current or "another process") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"btrsendd {purpose} (pid {os.getpid()})\n".encode(), 0)
+        os.pwrite(fd, f"{holder}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def state_lock(state_dir: Path, purpose: str) -> AbstractContextManager[None]:
+    """Hold the state directory's lock for the block, or fail at once naming the holder."""
+    return _held(
+        state_dir / LOCK_FILE,
+        f"btrsendd {purpose} (pid {os.getpid()})",
+        lambda current: OperationalError(
+            f"{state_dir} is in use by {current}; wait for it to finish "
+            "(or use `btrsendd trigger` to ask a running daemon for a backup)"
+        ),
+    )
+
+
+def daemon_lock(state_dir: Path) -> AbstractContextManager[None]:
+    """Hold ``daemon.lock`` for the daemon's life; a second daemon is a setup mistake (2)."""
+    return _held(
+        state_dir / DAEMON_LOCK_FILE,
+        f"btrsendd run (pid {os.getpid()})",
+        lambda current: UsageError(
+            f"another btrsendd daemon ({current}) is already running on {state_dir}; stop it "
+            "first (systemctl stop btrsendd), or ask it for a backup with `btrsendd trigger`"
+        ),
+    )
