@@ -90,20 +90,7 @@ def try_restore(
     world: World, day: date, target: Path, *extra: str, home: Path | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """``restore --yes`` that may fail; ``home`` is the keyring (default: the right one)."""
-    return world.run(
-        "restore",
-        "--source",
-        "data",
-        "--date",
-        day.isoformat(),
-        "--target",
-        str(target),
-        "--yes",
-        "--gnupg-home",
-        str(home or world.key.secret_home),
-        *extra,
-        check=False,
-    )
+    return world.run(*world.restore_args(day, target, home), *extra, check=False)
 
 
 def error_lines(proc: subprocess.CompletedProcess[bytes]) -> list[str]:

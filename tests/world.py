@@ -98,9 +98,9 @@ class World:
             )
         return proc
 
-    def restore(self, day: date, target: Path, *args: str) -> Path:
-        """Restore ``day`` into ``target`` with the test key; returns the restored subvolume."""
-        self.run(
+    def restore_args(self, day: date, target: Path, home: Path | None = None) -> list[str]:
+        """``restore`` of ``day`` into ``target`` with a keyring (the test key's by default)."""
+        return [
             "restore",
             "--source",
             "data",
@@ -110,11 +110,12 @@ class World:
             str(target),
             "--yes",
             "--gnupg-home",
-            str(self.key.secret_home),
-            "--tier",
-            "Bulk",
-            *args,
-        )
+            str(home or self.key.secret_home),
+        ]
+
+    def restore(self, day: date, target: Path, *args: str) -> Path:
+        """Restore ``day`` into ``target`` (it must work); returns the restored subvolume."""
+        self.run(*self.restore_args(day, target), "--tier", "Bulk", *args)
         return target / day.isoformat()
 
     def list(self) -> list[dict[str, Any]]:
