@@ -101,8 +101,12 @@ def decode_all(
     return out.getvalue()
 
 
+#: What the pipeline starts; other children (session-scoped S3 servers) are not its leaks.
+PIPELINE_PROGRAMS = {"btrfs", "gzip", "pigz", "zstd", "gpg"}
+
+
 def child_processes() -> list[str]:
-    """This process's children, zombies included: what a leak would leave behind."""
+    """This process's pipeline children, zombies included: what a leak would leave behind."""
     me = os.getpid()
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -112,8 +116,9 @@ def child_processes() -> list[str]:
             continue
         comm_end = text.rindex(")")
         state, ppid = text[comm_end + 2 :].split()[:2]
-        if int(ppid) == me:
-            found.append(f"{stat.parent.name} {text[text.index('(') + 1 : comm_end]} {state}")
+        name = text[text.index("(") + 1 : comm_end]
+        if int(ppid) == me and name in PIPELINE_PROGRAMS:
+            found.append(f"{stat.parent.name} {name} {state}")
     return found
 
 

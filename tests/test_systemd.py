@@ -157,13 +157,20 @@ def test_the_journal_is_used_only_when_stderr_is_the_journal_stream(
 
 
 def _install(machine: Machine, drop_in: str) -> None:
-    """What `make install` does, minus pip: the command on PATH and the unit in /etc."""
+    """What `make install` does, minus pip: the command on PATH and the unit in /etc.
+
+    The command runs from the checkout's venv, bound into the container at its own path; a
+    checkout under /tmp would be hidden by the unit's PrivateTmp, so the drop-in binds it back
+    into the service's view (an installed btrsendd lives in /opt/btrsendd and needs none).
+    """
     script = f"""
         set -e
         ln -s {VENV}/bin/btrsendd /usr/local/bin/btrsendd
         install -m 0644 {UNIT} /etc/systemd/system/btrsendd.service
         mkdir -p /etc/systemd/system/btrsendd.service.d
         cat > /etc/systemd/system/btrsendd.service.d/test.conf <<'EOF'
+        [Service]
+        BindReadOnlyPaths={VENV.resolve().parent}
         {drop_in}
         EOF
         systemctl daemon-reload
@@ -240,7 +247,7 @@ def test_enable_journal_trigger_reload_stop(machine: Machine) -> None:
     # short watchdog makes a missing ping fail the test within seconds.
     _install(
         machine,
-        "[Service]\nReadWritePaths=/srv/btrfs/snapshots /srv/btrfs/archive\nWatchdogSec=4s",
+        "ReadWritePaths=/srv/btrfs/snapshots /srv/btrfs/archive\nWatchdogSec=4s",
     )
     # Type=notify: `enable --now` returns once the daemon sent READY=1.
     machine.run("systemctl", "enable", "--now", "btrsendd")
