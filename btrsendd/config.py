@@ -284,6 +284,11 @@ class SourceConfig(_Section):
         return name
 
 
+class MetricsConfig(_Section):
+    # Off by default.  A path in node_exporter's textfile directory turns it on.
+    textfile: AbsolutePath | None = None
+
+
 class Config(_Section):
     state_dir: AbsolutePath = Path("/var/lib/btrsendd")
     schedule: ScheduleConfig = ScheduleConfig()
@@ -292,6 +297,7 @@ class Config(_Section):
     encryption: EncryptionConfig
     storage: StorageConfig
     restore: RestoreConfig = RestoreConfig()
+    metrics: MetricsConfig = MetricsConfig()
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
     # Where the file came from, for messages; not a TOML key.
     source_file: Path | None = Field(default=None, exclude=True)

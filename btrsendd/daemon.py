@@ -57,7 +57,7 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from tzlocal import get_localzone
 
-from btrsendd import __version__
+from btrsendd import __version__, metrics
 from btrsendd.backup import Engine, open_engine
 from btrsendd.config import Config, SourceConfig, config_path, load_config
 from btrsendd.errors import BtrsenddError, ConfigError, OperationalError
@@ -164,6 +164,8 @@ class SourceRecord:
     last_success_at: str | None = None
     last_error: str | None = None
     last_error_at: str | None = None
+    failures: int = 0
+    uploaded_bytes: int = 0
 
 
 _RECORD_FIELDS = frozenset(f.name for f in fields(SourceRecord))
@@ -357,6 +359,7 @@ class Daemon:
                     if self._stop.is_set():
                         break
                     results[src.name] = self._source(engine, src, day, forced)
+                self._write_metrics(config, engine)
         except BtrsenddError as exc:
             # The engine did not open: the catalog, or `btrsendd backup` holding the lock.
             log.error("cycle.failed", reason=str(exc), detail="retried at the next run")
@@ -402,9 +405,28 @@ class Daemon:
             record.last_result = result
             if error is None:
                 record.last_success_at = now
+                record.uploaded_bytes += outcome.raw_bytes
             else:
                 record.last_error, record.last_error_at = error, now
+                record.failures += 1
         return result
+
+    def _write_metrics(self, config: Config, engine: Engine) -> None:
+        """Rewrite the Prometheus textfile, if configured; a failure is logged, not fatal."""
+        path = config.metrics.textfile
+        if path is None:
+            return
+        with self._lock:
+            facts = {
+                name: metrics.SourceFacts(
+                    r.last_run_at, r.last_success_at, r.failures, r.uploaded_bytes
+                )
+                for name, r in self.state.sources.items()
+            }
+        try:
+            metrics.write_textfile(path, metrics.render(facts, engine.catalog.backups()))
+        except OSError as exc:
+            self.log.warning("metrics.failed", path=str(path), reason=str(exc))
 
     def _on_progress(self, source: str, progress: Progress) -> None:
         """The engine's progress hook: abort on stop; publish bytes and rate when the upload

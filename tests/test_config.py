@@ -78,6 +78,7 @@ def test_example_configuration_parses_with_every_key() -> None:
         "encryption": config.encryption,
         "storage": config.storage,
         "restore": config.restore,
+        "metrics": config.metrics,
         "[sources]": config.sources[0],
     }
     for key in Config.model_fields.keys() - sections.keys() - {"sources", "source_file"}:

@@ -374,6 +374,29 @@ def test_usr1_to_every_process_of_the_unit_does_not_hurt_a_running_upload(
     assert daemon.stop() == 0
 
 
+def test_metrics_textfile_after_each_cycle(world: World, start: Callable[..., Daemon]) -> None:
+    textfile = world.work / "btrsendd.prom"
+    world.metrics = f'textfile = "{textfile}"'
+    (world.source / "file").write_text("data" * 1000)
+    daemon = start()
+    daemon.signal(signal.SIGUSR1)
+    daemon.wait_for("cycle.finished")
+    assert daemon.stop() == 0
+    metrics = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in textfile.read_text().splitlines()
+        if not line.startswith("#")
+    }
+    [backup] = world.list()
+    assert metrics['btrsendd_last_backup_bytes{source="data"}'] == backup["raw_bytes"]
+    assert metrics['btrsendd_uploaded_bytes_total{source="data"}'] == backup["raw_bytes"]
+    assert metrics['btrsendd_failures_total{source="data"}'] == 0
+    assert time.time() - metrics['btrsendd_last_success_timestamp_seconds{source="data"}'] < 120
+    stored = metrics['btrsendd_stored_bytes{source="data",storage_class="local"}']
+    assert stored == backup["stored_bytes"]
+    assert 'btrsendd_last_backup_duration_seconds{source="data"}' in metrics
+
+
 # -- single instance, status, trigger -----------------------------------------------------
 
 

@@ -33,6 +33,7 @@ class World:
     pipeline: str = 'compression = "zstd"\nvolume_size = "1MiB"'
     schedule: str = "max_incrementals = 2"
     encryption: str | None = None
+    metrics: str = ""  # the [metrics] section's body
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -65,6 +66,8 @@ class World:
                 {{encryption}}
                 [storage]
                 {{storage}}
+                [metrics]
+                {{metrics}}
                 [[sources]]
                 name = "data"
                 path = "{self.source}"
@@ -74,6 +77,7 @@ class World:
                 pipeline=self.pipeline,
                 encryption=encryption,
                 storage=self.storage,
+                metrics=self.metrics,
             )
         )
         self.config.chmod(0o600)

@@ -1,0 +1,105 @@
+"""Prometheus metrics in node_exporter's textfile format, for alerting on stale backups.
+
+The daemon rewrites the file after every cycle (atomically: the collector may read at any
+moment) from what it already keeps: its per-source records and the catalog.  Off unless
+``[metrics] textfile`` is set.  The alert that matters is on
+``time() - btrsendd_last_success_timestamp_seconds``: a backup that silently stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from btrsendd.catalog import BackupRow
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the daemon knows of one source beyond the catalog."""
+
+    last_run_at: str | None
+    last_success_at: str | None
+    failures: int
+    uploaded_bytes: int
+
+
+_HELP = {
+    "btrsendd_last_success_timestamp_seconds": (
+        "gauge",
+        "When the last cycle for the source succeeded (backed up or nothing due).",
+    ),
+    "btrsendd_last_run_timestamp_seconds": ("gauge", "When the last cycle for the source ran."),
+    "btrsendd_failures_total": ("counter", "Cycles for the source that failed."),
+    "btrsendd_uploaded_bytes_total": ("counter", "Raw send-stream bytes uploaded."),
+    "btrsendd_last_backup_bytes": ("gauge", "Raw bytes of the newest complete backup."),
+    "btrsendd_last_backup_duration_seconds": (
+        "gauge",
+        "Wall time of the newest complete backup, from start to manifest.",
+    ),
+    "btrsendd_stored_bytes": ("gauge", "Bytes stored, by storage class."),
+}
+
+
+def _timestamp(iso: str | None) -> float | None:
+    return None if iso is None else datetime.fromisoformat(iso).timestamp()
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    """Exact integers (byte counts exceed a float's %g precision), floats as Python writes them."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def render(facts: Mapping[str, SourceFacts], backups: Iterable[BackupRow]) -> str:
+    """The textfile's contents for ``facts`` (per source) and the catalog's complete backups."""
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {name: [] for name in _HELP}
+    newest: dict[str, BackupRow] = {}
+    stored: dict[tuple[str, str], int] = {}
+    for row in backups:
+        newest[row.source] = row  # oldest first: the last one seen is the newest
+        key = (row.source, row.storage_class)
+        stored[key] = stored.get(key, 0) + row.stored_bytes
+    for source, fact in sorted(facts.items()):
+        labels = {"source": source}
+        for name, iso in (
+            ("btrsendd_last_success_timestamp_seconds", fact.last_success_at),
+            ("btrsendd_last_run_timestamp_seconds", fact.last_run_at),
+        ):
+            when = _timestamp(iso)
+            if when is not None:
+                samples[name].append((labels, when))
+        samples["btrsendd_failures_total"].append((labels, fact.failures))
+        samples["btrsendd_uploaded_bytes_total"].append((labels, fact.uploaded_bytes))
+    for source, row in sorted(newest.items()):
+        labels = {"source": source}
+        samples["btrsendd_last_backup_bytes"].append((labels, row.raw_bytes))
+        finished = _timestamp(row.completed_at)
+        started = _timestamp(row.created_at)
+        if finished is not None and started is not None:
+            samples["btrsendd_last_backup_duration_seconds"].append((labels, finished - started))
+    for (source, storage_class), size in sorted(stored.items()):
+        samples["btrsendd_stored_bytes"].append(
+            ({"source": source, "storage_class": storage_class}, size)
+        )
+    lines: list[str] = []
+    for name, (kind, text) in _HELP.items():
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for labels, value in samples[name]:
+            rendered = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{rendered}}} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Replace ``path`` atomically, so the collector never reads half a file."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(text)
+    temp.chmod(0o644)
+    os.replace(temp, path)
