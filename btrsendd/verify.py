@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import hashlib
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from btrsendd.backup import Engine, open_engine
 from btrsendd.catalog import BackupRow, Volume
 from btrsendd.config import SourceConfig, config_path, load_config
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
+from btrsendd.loopfs import loop_btrfs
 from btrsendd.manifest import MANIFEST_NAME, Manifest
 from btrsendd.pipeline import CHUNK
 from btrsendd.pricing import Prices
@@ -200,35 +200,13 @@ def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
     return report
 
 
-def _run(argv: Sequence[str]) -> None:
-    try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True)
-    except FileNotFoundError:
-        raise OperationalError(f"{argv[0]} not found on PATH: install btrfs-progs") from None
-    if proc.returncode != 0:
-        detail = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
-        raise OperationalError(f"{' '.join(argv)} failed: {detail}")
-
-
 @contextlib.contextmanager
 def scratch_btrfs(parent: Path, size: int) -> Iterator[Path]:
-    """A throwaway btrfs: a sparse image in ``parent``, loop-mounted; always unmounted and
-    deleted afterwards, whatever happened inside."""
+    """A throwaway btrfs in a temporary directory under ``parent``; gone afterwards."""
     work = Path(tempfile.mkdtemp(prefix="verify-scratch-", dir=parent))
-    image, mnt = work / "fs.img", work / "mnt"
     try:
-        mnt.mkdir()
-        with image.open("wb") as f:
-            f.truncate(size)
-        _run(["mkfs.btrfs", "-q", "-f", str(image)])
-        _run(["mount", "-o", "loop", str(image), str(mnt)])
-        try:
+        with loop_btrfs(work / "fs.img", work / "mnt", size) as mnt:
             yield mnt
-        finally:
-            # A lazy unmount is the fallback when something still holds a file open; the
-            # loop device of `mount -o loop` is released with the last unmount either way.
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
