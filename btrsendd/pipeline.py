@@ -41,6 +41,8 @@ from btrsendd.errors import PipelineError, StorageError
 from btrsendd.storage.base import Readable
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
     from btrsendd.config import EncryptionConfig, PipelineConfig
 
 #: Bytes moved per read or write.  Pipes are enlarged to this size too, so one system call
@@ -175,12 +177,20 @@ def _decode_stages(codec: Codec, gnupg_home: Path | None) -> list[_Stage]:
     return stages
 
 
+def _enlarge(fd: int) -> None:
+    """Let the pipe ``fd`` hold a whole ``CHUNK``, where allowed.
+
+    Bigger pipes mean fewer context switches; an unprivileged limit, or an ``fd`` that is
+    not a pipe at all, is not an error.
+    """
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+
+
 def _pipe() -> tuple[int, int]:
     """An OS pipe (close-on-exec, as ``os.pipe`` makes them), enlarged where allowed."""
     read_fd, write_fd = os.pipe()
-    # Bigger pipes mean fewer context switches; an unprivileged limit is not an error.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, CHUNK)
+    _enlarge(write_fd)
     return read_fd, write_fd
 
 
@@ -190,7 +200,7 @@ def _close_all(fds: Iterable[int]) -> None:
             os.close(fd)
 
 
-def _write_all(write: Callable[[memoryview], int], data: bytes) -> None:
+def _write_all(write: Callable[[memoryview], int], data: ReadableBuffer) -> None:
     """Write all of ``data``: a raw write may take only part of it."""
     view = memoryview(data)
     while view:
@@ -271,6 +281,24 @@ class _PipeReader:
         assert self._sha is not None, "reader created without digest"
         return self._sha.hexdigest()
 
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        """Fill ``buffer`` (fewer bytes only at the end); no allocation, no copy but the
+        kernel's.  The bulk path: ``read`` allocates a new object per call."""
+        if self.error is not None:
+            raise self.error
+        view = memoryview(buffer).cast("B")
+        got = 0
+        while got < len(view) and not self.at_eof:
+            count = os.readv(self._fd, [view[got:]])
+            if not count:
+                self._end()
+                break
+            got += count
+        if self._sha is not None:
+            self._sha.update(view[:got])
+        self.size += got
+        return got
+
     def read(self, size: int = -1, /) -> bytes:
         if self.error is not None:
             raise self.error
@@ -318,7 +346,8 @@ class _Flow:
     def __init__(
         self,
         stages: Sequence[_Stage],
-        chunks: Iterator[bytes],
+        fill: Callable[[memoryview], int],
+        buffer: memoryview,
         on_chunk: Callable[[int], None] | None,
     ) -> None:
         self._children: list[_Child] = []
@@ -345,7 +374,7 @@ class _Flow:
         self.output = _PipeReader(pipes[-1][0], self._finish, digest=True)
         self._feeder = threading.Thread(
             target=self._feed,
-            args=(chunks, pipes[0][1], on_chunk),
+            args=(fill, buffer, pipes[0][1], on_chunk),
             name="btrsendd-feeder",
             daemon=True,
         )
@@ -356,17 +385,22 @@ class _Flow:
         return self._input_sha.hexdigest()
 
     def _feed(
-        self, chunks: Iterator[bytes], fd: int, on_chunk: Callable[[int], None] | None
+        self,
+        fill: Callable[[memoryview], int],
+        buffer: memoryview,
+        fd: int,
+        on_chunk: Callable[[int], None] | None,
     ) -> None:
         write = partial(os.write, fd)
         try:
-            for chunk in chunks:
+            while count := fill(buffer):
+                chunk = buffer[:count]
                 # Write first, hash after: the next stage works on this chunk meanwhile.
                 _write_all(write, chunk)
                 self._input_sha.update(chunk)
-                self.input_size += len(chunk)
+                self.input_size += count
                 if on_chunk is not None:
-                    on_chunk(len(chunk))
+                    on_chunk(count)
         except BaseException as exc:
             # Raised to the reader at EOF: a failing source (btrfs send, an S3 download)
             # must fail the volume, not end it early.
@@ -464,13 +498,42 @@ def run_send(cmd: Sequence[str]) -> Iterator[Readable]:
         child.stop()
 
 
-def _volume_chunks(raw: Readable, first: bytes, volume_size: int) -> Iterator[bytes]:
-    """``first`` and then the rest of one volume from ``raw``: ``volume_size`` bytes at most."""
-    yield first
-    remaining = volume_size - len(first)
-    while remaining > 0 and (data := raw.read(min(CHUNK, remaining))):
-        remaining -= len(data)
-        yield data
+def _readinto(stream: Readable) -> Callable[[memoryview], int]:
+    """``stream.readinto`` where it exists (pipes, files: no copy), else ``read`` and a copy."""
+    readinto: Callable[[memoryview], int] | None = getattr(stream, "readinto", None)
+    if readinto is not None:
+        return readinto
+
+    def copy(view: memoryview) -> int:
+        data = stream.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    return copy
+
+
+class _Volume:
+    """The ``fill`` of one volume: ``volume_size`` bytes at most from ``readinto``.
+
+    Its first call reports the ``first`` bytes that ``encode_volumes`` already read into
+    the very buffer the feeder fills (the read that told it the volume exists), so they
+    are neither read twice nor copied.
+    """
+
+    def __init__(self, readinto: Callable[[memoryview], int], first: int, volume_size: int) -> None:
+        self._readinto = readinto
+        self._first = first
+        self._remaining = volume_size - first
+
+    def __call__(self, view: memoryview) -> int:
+        if self._first:
+            count, self._first = self._first, 0
+            return count
+        if self._remaining <= 0:
+            return 0
+        count = self._readinto(view[: min(len(view), self._remaining)])
+        self._remaining -= count
+        return count
 
 
 def _progress(
@@ -527,11 +590,14 @@ def encode_volumes(
     stages = _encode_stages(codec)
     index = first_index
     offset = first_offset
+    readinto = _readinto(raw)
+    # One buffer carries the whole stream into the pipeline, volume after volume.
+    buffer = memoryview(bytearray(CHUNK))
     # Read a volume's first chunk before starting its stages: only then is it known that
     # another volume exists at all (an input of exactly N volumes must not make N + 1).
-    while first := raw.read(min(CHUNK, volume_size)):
-        chunks = _volume_chunks(raw, first, volume_size)
-        with _Flow(stages, chunks, _progress(offset, on_progress)) as flow:
+    while first := readinto(buffer[: min(CHUNK, volume_size)]):
+        fill = _Volume(readinto, first, volume_size)
+        with _Flow(stages, fill, buffer, _progress(offset, on_progress)) as flow:
             stored = flow.output
             try:
                 size = store_volume(index, stored)
@@ -580,9 +646,14 @@ def decode_volume(
     write: Callable[[memoryview], int] = (
         partial(os.write, out) if isinstance(out, int) else out.write
     )
-    with _Flow(stages, iter(partial(stored.read, CHUNK), b""), None) as flow:
-        while data := flow.output.read(CHUNK):
-            _write_all(write, data)
+    if isinstance(out, int):
+        # Usually btrfs receive's stdin, made with the default 64 KiB.
+        _enlarge(out)
+    buffers = memoryview(bytearray(2 * CHUNK))
+    into_stages, out_of_stages = buffers[:CHUNK], buffers[CHUNK:]
+    with _Flow(stages, _readinto(stored), into_stages, None) as flow:
+        while count := flow.output.readinto(out_of_stages):
+            _write_all(write, out_of_stages[:count])
     if not isinstance(out, int):
         out.flush()
     return DecodedVolume(

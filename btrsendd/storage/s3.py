@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +36,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from btrsendd.errors import NotThawedError, StorageError
 from btrsendd.log import get_logger
 from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
-from btrsendd.storage.common import check_key, read_block
+from btrsendd.storage.common import READ_CHUNK, check_key
 from btrsendd.storage.retry import equal_jitter, retry_call
 
 if TYPE_CHECKING:
@@ -151,6 +152,36 @@ def thaw_state_from_head(storage_class: str | None, restore: str | None) -> Thaw
 def sha256_b64(data: bytes | bytearray) -> str:
     """The ``x-amz-checksum-sha256`` form of a digest: base64 of the raw 32 bytes."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def _fill(stream: Readable, view: memoryview) -> int:
+    """Fill ``view`` from ``stream``; returns the bytes placed, fewer only at its end.
+
+    Pipes return short reads long before they end, so one read is not enough to tell "end of
+    stream" from "the writer is slow".  A stream with ``readinto`` (the pipeline's output)
+    fills the part in place, with no copy in Python and no allocation; others are read in
+    ``READ_CHUNK`` pieces.
+    """
+    readinto = getattr(stream, "readinto", None)
+    filled = 0
+    while filled < len(view):
+        if readinto is not None:
+            count = readinto(view[filled:])
+        else:
+            chunk = stream.read(min(len(view) - filled, READ_CHUNK))
+            count = len(chunk)
+            view[filled : filled + count] = chunk
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _read_part(stream: Readable, size: int) -> bytearray:
+    """Up to ``size`` bytes of ``stream`` in a buffer of exactly their length."""
+    block = bytearray(size)
+    del block[_fill(stream, memoryview(block)) :]
+    return block
 
 
 def _error_code(exc: ClientError) -> str:
@@ -399,7 +430,7 @@ class S3Storage:
     def put_stream(self, key: str, stream: Readable) -> int:
         what = f"upload of {self._url(check_key(key))}"
         try:
-            block = read_block(stream, self.part_size)
+            block = _read_part(stream, self.part_size)
             if len(block) < self.part_size:
                 # Shorter than one part: a plain PUT costs one request instead of three.
                 self._put_object(key, block, self.storage_class)
@@ -478,33 +509,32 @@ class S3Storage:
     ) -> tuple[list[CompletedPartTypeDef], int]:
         """Read parts one by one and upload them concurrently; returns (parts, bytes).
 
-        A semaphore counts part buffers, the one being read included, so at most
-        ``concurrency`` exist at once.  After a failure no new part is read; parts already
-        running finish (or fail) before this returns, so the caller's abort really is last.
+        At most ``concurrency`` part buffers exist, the one being filled included.  A buffer
+        whose upload has ended is filled again for a later part, so memory is allocated once
+        per volume rather than once per part (and never fragments into more than that).
+        After a failure no new part is read; parts already running finish (or fail) before
+        this returns, so the caller's abort really is last.
         """
-        slots = threading.Semaphore(self.concurrency)
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         failed = threading.Event()
         futures: list[Future[CompletedPartTypeDef]] = []
 
-        def release(future: Future[CompletedPartTypeDef]) -> None:
-            slots.release()
-            if future.cancelled() or future.exception() is not None:
+        def upload(number: int, block: bytearray) -> CompletedPartTypeDef:
+            try:
+                return self._upload_part(key, upload_id, number, block)
+            except BaseException:
                 failed.set()
+                raise
+            finally:
+                free.put(block)
 
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="s3-part")
         try:
-            slots.acquire()
             block = handoff.pop()
-            number, total = 1, 0
+            number, total, buffers = 1, len(block), 1
+            futures.append(pool.submit(upload, number, block))
+            del block  # the worker owns it now
             while True:
-                at_end = len(block) < part_size_for(number, self.part_size)
-                total += len(block)
-                future = pool.submit(self._upload_part, key, upload_id, number, block)
-                future.add_done_callback(release)
-                futures.append(future)
-                del block  # the worker owns it now
-                if at_end:
-                    break
                 number += 1
                 if number > MAX_PARTS:
                     raise StorageError(
@@ -512,12 +542,25 @@ class S3Storage:
                         f"{MAX_PARTS} parts (over {total / TiB:.1f} TiB), S3's limit for one "
                         "object; lower pipeline.volume_size"
                     )
-                slots.acquire()
+                size = part_size_for(number, self.part_size)
+                if buffers < self.concurrency:
+                    buffers += 1
+                    block = bytearray(size)
+                else:
+                    block = free.get()  # waits for an upload to end
+                    if len(block) != size:  # the part size has grown
+                        block = bytearray(size)
                 if failed.is_set():
                     break
-                block = read_block(stream, part_size_for(number, self.part_size))
-                if not block:
-                    slots.release()
+                filled = _fill(stream, memoryview(block))
+                if not filled:
+                    break
+                if filled < size:
+                    del block[filled:]  # the last part: exactly its bytes
+                total += filled
+                futures.append(pool.submit(upload, number, block))
+                del block
+                if filled < size:
                     break
             return [f.result() for f in futures], total
         finally:
