@@ -35,6 +35,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, StorageError
 from btrsendd.log import get_logger
+from btrsendd.storage.awserrors import cause, error_code, is_transient
 from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
 from btrsendd.storage.common import READ_CHUNK, check_key
 from btrsendd.storage.retry import equal_jitter, retry_call
@@ -184,29 +185,8 @@ def _read_part(stream: Readable, size: int) -> bytearray:
     return block
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _is_transient(exc: Exception) -> bool:
-    """Whether trying the same request again may succeed: network trouble, 5xx, throttling.
-
-    ``IncompleteReadError`` is a response body cut short: a connection dropped mid-download.
-    """
-    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
-        return True
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or status == 429 or _error_code(exc) in _TRANSIENT_CODES
-    return False
-
-
-def _cause(exc: Exception) -> str:
-    """The endpoint's own words for a failure: its error code and message, or the network's."""
-    if isinstance(exc, ClientError):
-        message = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split())
-        return f"{_error_code(exc)}: {message}"
-    return str(exc)
+    return is_transient(exc, _TRANSIENT_CODES)
 
 
 class _ResumingBody:
@@ -354,7 +334,7 @@ class S3Storage:
 
     def _explain(self, what: str, exc: Exception) -> str:
         if isinstance(exc, ClientError):
-            code = _error_code(exc)
+            code = error_code(exc)
             if code == "NoSuchBucket":
                 return (
                     f"{what} failed: bucket {self.bucket!r} does not exist"
@@ -363,11 +343,11 @@ class S3Storage:
                 )
             if code in _ACCESS_CODES:
                 return (
-                    f"{what} failed: access denied ({_cause(exc)}); check the AWS "
+                    f"{what} failed: access denied ({cause(exc)}); check the AWS "
                     "credentials (environment, ~/.aws, instance role) and the bucket's "
                     "permissions"
                 )
-            return f"{what} failed: {_cause(exc)}"
+            return f"{what} failed: {cause(exc)}"
         if isinstance(exc, NoCredentialsError):
             return (
                 f"{what} failed: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
@@ -403,7 +383,7 @@ class S3Storage:
         get_logger().warning(
             "storage.retrying",
             operation=what,
-            error=_cause(exc),
+            error=cause(exc),
             attempt=attempt,
             delay=round(delay, 1),
         )
@@ -490,7 +470,7 @@ class S3Storage:
                 )
             except ClientError as exc:
                 # Once completed, the upload is gone and the object is there, whole.
-                if attempts == 1 or _error_code(exc) != "NoSuchUpload" or not self._has(key, total):
+                if attempts == 1 or error_code(exc) != "NoSuchUpload" or not self._has(key, total):
                     raise
 
         self._retrying(what, complete)
@@ -622,7 +602,7 @@ class S3Storage:
                 ),
             )
         except ClientError as exc:
-            if _error_code(exc) == "InvalidObjectState":
+            if error_code(exc) == "InvalidObjectState":
                 raise NotThawedError(
                     f"{self._url(key)} is archived in cold storage; request a restore and "
                     "wait for it before reading"
@@ -708,7 +688,7 @@ class S3Storage:
                 ),
             )
         except ClientError as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             if code == "RestoreAlreadyInProgress":
                 return
             if code in ("MethodNotAllowed", "NotImplemented"):
@@ -744,7 +724,7 @@ class S3Storage:
                             Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                         )
                     except ClientError as exc:
-                        if _error_code(exc) != "NoSuchUpload":  # finished meanwhile
+                        if error_code(exc) != "NoSuchUpload":  # finished meanwhile
                             raise
                     count += 1
             return count

@@ -39,13 +39,13 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     HTTPClientError,
-    IncompleteReadError,
     NoCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, OperationalError, StorageError
 from btrsendd.log import get_logger
+from btrsendd.storage.awserrors import cause, error_code, is_transient
 from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
 from btrsendd.storage.common import check_key, read_block
 from btrsendd.storage.retry import equal_jitter, retry_call
@@ -202,29 +202,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _cause(exc: Exception) -> str:
-    """What the endpoint said, for retry logs: code and message, never request details."""
-    if isinstance(exc, ClientError):
-        message = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split())
-        return f"{_error_code(exc)}: {message}"
-    return str(exc)
-
-
 def _is_transient(exc: Exception) -> bool:
-    """Whether trying the same request again may succeed: network trouble, a 5xx, a damaged
-    download."""
-    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
-        return True
-    if isinstance(exc, _DamagedRange):
-        return True
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or _error_code(exc) in _TRANSIENT_CODES
-    return False
+    """Retryable AWS failures, and a damaged download range (fetched again)."""
+    return isinstance(exc, _DamagedRange) or is_transient(exc, _TRANSIENT_CODES)
 
 
 class _DamagedRange(StorageError):
@@ -507,7 +487,7 @@ class VaultStorage:
         if isinstance(exc, StorageError):
             return exc
         if isinstance(exc, ClientError):
-            code = _error_code(exc)
+            code = error_code(exc)
             message = " ".join(str(exc.response.get("Error", {}).get("Message", "")).split())
             if code == "VaultNotFound" or (code == _NOT_FOUND and "vault" in message.lower()):
                 return StorageError(
@@ -561,7 +541,7 @@ class VaultStorage:
         get_logger().warning(
             "storage.retrying",
             operation=what,
-            error=_cause(exc),
+            error=cause(exc),
             attempt=attempt,
             delay=round(delay, 1),
         )
@@ -657,7 +637,7 @@ class VaultStorage:
                     checksum=checksum,
                 )["archiveId"]
             except ClientError as exc:
-                if attempts == 1 or _error_code(exc) != _NOT_FOUND:
+                if attempts == 1 or error_code(exc) != _NOT_FOUND:
                     raise
                 raise StorageError(
                     f"{what} failed: the vault completed it while the answer was lost, so its "
@@ -841,7 +821,7 @@ class VaultStorage:
                 lambda: self._client.delete_archive(vaultName=self.vault, archiveId=archive_id),
             )
         except ClientError as exc:
-            if _error_code(exc) != _NOT_FOUND:
+            if error_code(exc) != _NOT_FOUND:
                 raise self._error(what, exc) from exc
         except BotoCoreError as exc:
             raise self._error(what, exc) from exc
@@ -856,7 +836,7 @@ class VaultStorage:
                 what, lambda: self._client.describe_job(vaultName=self.vault, jobId=job_id)
             )
         except ClientError as exc:
-            if _error_code(exc) == _NOT_FOUND:
+            if error_code(exc) == _NOT_FOUND:
                 return "gone", ""
             raise self._error(what, exc) from exc
         except BotoCoreError as exc:
