@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
@@ -243,15 +243,7 @@ class Engine:
             ):
                 self.catalog.add_volume(
                     backup_id,
-                    Volume(
-                        index=res.index,
-                        name=_volume_name(res.index, codec),
-                        raw_offset=res.raw_offset,
-                        raw_length=res.raw_length,
-                        raw_sha256=res.raw_sha256,
-                        stored_size=res.stored_size,
-                        stored_sha256=res.stored_sha256,
-                    ),
+                    Volume(name=_volume_name(res.index, codec), **asdict(res)),
                 )
             if not self.catalog.volumes(backup_id):
                 raise OperationalError(

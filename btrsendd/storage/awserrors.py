@@ -11,6 +11,8 @@ from collections.abc import Collection
 from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from btrsendd.log import get_logger
+
 
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
@@ -35,3 +37,10 @@ def is_transient(exc: Exception, codes: Collection[str]) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return status >= 500 or status == 429 or error_code(exc) in codes
     return False
+
+
+def log_retry(what: str, exc: Exception, attempt: int, delay: float) -> None:
+    """The ``storage.retrying`` warning both backends log before another try."""
+    get_logger().warning(
+        "storage.retrying", operation=what, error=cause(exc), attempt=attempt, delay=round(delay, 1)
+    )

@@ -34,8 +34,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, StorageError
-from btrsendd.log import get_logger
-from btrsendd.storage.awserrors import cause, error_code, is_transient
+from btrsendd.storage.awserrors import cause, error_code, is_transient, log_retry
 from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
 from btrsendd.storage.common import READ_CHUNK, check_key
 from btrsendd.storage.retry import equal_jitter, retry_call
@@ -376,16 +375,7 @@ class S3Storage:
             attempts=attempts,
             budget=self.retry_budget,
             jitter=equal_jitter,
-            on_retry=partial(self._log_retry, what),
-        )
-
-    def _log_retry(self, what: str, exc: Exception, attempt: int, delay: float) -> None:
-        get_logger().warning(
-            "storage.retrying",
-            operation=what,
-            error=cause(exc),
-            attempt=attempt,
-            delay=round(delay, 1),
+            on_retry=partial(log_retry, what),
         )
 
     # -- writing ---------------------------------------------------------------------------

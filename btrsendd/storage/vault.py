@@ -45,7 +45,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, OperationalError, StorageError
 from btrsendd.log import get_logger
-from btrsendd.storage.awserrors import cause, error_code, is_transient
+from btrsendd.storage.awserrors import error_code, is_transient, log_retry
 from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
 from btrsendd.storage.common import check_key, read_block
 from btrsendd.storage.retry import equal_jitter, retry_call
@@ -534,16 +534,7 @@ class VaultStorage:
             attempts=attempts,
             budget=self.retry_budget,
             jitter=equal_jitter,
-            on_retry=partial(self._log_retry, what),
-        )
-
-    def _log_retry(self, what: str, exc: Exception, attempt: int, delay: float) -> None:
-        get_logger().warning(
-            "storage.retrying",
-            operation=what,
-            error=cause(exc),
-            attempt=attempt,
-            delay=round(delay, 1),
+            on_retry=partial(log_retry, what),
         )
 
     def _archive(self, key: str) -> Archive:
