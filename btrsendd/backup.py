@@ -36,7 +36,7 @@ from btrsendd.manifest import MANIFEST_NAME, Manifest
 from btrsendd.pipeline import CHUNK, Codec, encode_volumes, run_send, send_command
 from btrsendd.progress import Progress
 from btrsendd.storage import object_key, open_storage
-from btrsendd.storage.base import Readable, Storage
+from btrsendd.storage.base import Readable, Storage, Stored
 
 
 @dataclass
@@ -227,7 +227,7 @@ class Engine:
         skipped_bytes = sum(v.raw_length for v in skipped)
         progress = Progress(f"{row.source} {row.kind} {row.date}", log)
 
-        def store(index: int, data: Readable) -> int:
+        def store(index: int, data: Readable) -> Stored:
             return self.storage.put_stream(self.key(row, _volume_name(index, codec)), data)
 
         started = time.monotonic()

@@ -25,7 +25,7 @@ from typing import Literal
 
 from btrsendd.errors import OperationalError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CATALOG_FILE = "catalog.db"
 
 State = Literal["uploading", "complete", "expiring"]
@@ -64,6 +64,7 @@ CREATE TABLE volumes (
     raw_sha256    TEXT NOT NULL,
     stored_size   INTEGER NOT NULL,
     stored_sha256 TEXT NOT NULL,
+    stored_checksum TEXT,
     PRIMARY KEY (backup_id, idx)
 );
 -- Restore requests this host has made: a restore restarted after an interruption (or run
@@ -81,6 +82,18 @@ CREATE VIEW chains AS
     FROM backups WHERE state = 'complete' GROUP BY chain, source;
 """
 
+#: How a catalog of each older schema version is brought to the next one.  A new install
+#: gets ``_SCHEMA`` at once; these exist so an upgrade keeps the catalog it finds.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: the storage backend's own checksum of each volume (``Volume.stored_checksum``).
+    1: ("ALTER TABLE volumes ADD COLUMN stored_checksum TEXT",),
+}
+
+_INSERT_VOLUME = (
+    "INSERT INTO volumes (backup_id, idx, name, raw_offset, raw_length, raw_sha256,"
+    " stored_size, stored_sha256, stored_checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -97,6 +110,24 @@ class Volume:
     raw_sha256: str
     stored_size: int
     stored_sha256: str
+    #: The backend's checksum (``Stored.checksum``), which ``verify`` compares without a
+    #: retrieval; None where the backend keeps none, or for volumes stored before btrsendd
+    #: recorded it.
+    stored_checksum: str | None = None
+
+    def row(self, backup_id: str) -> tuple[str | int | None, ...]:
+        """The values ``_INSERT_VOLUME`` takes."""
+        return (
+            backup_id,
+            self.index,
+            self.name,
+            self.raw_offset,
+            self.raw_length,
+            self.raw_sha256,
+            self.stored_size,
+            self.stored_sha256,
+            self.stored_checksum,
+        )
 
 
 @dataclass(frozen=True)
@@ -243,12 +274,18 @@ class Catalog:
                 f"{self.path}: catalog schema {version} was written by a newer btrsendd "
                 f"(this one knows up to {SCHEMA_VERSION}); upgrade btrsendd"
             )
-        if version == 0:
-            with self.transaction() as db:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction() as db:
+            # Read again under the write lock: another process may have migrated meanwhile.
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                statements = [s for s in _SCHEMA.split(";") if s.strip()]
+            else:
+                statements = [s for v in range(version, SCHEMA_VERSION) for s in _MIGRATIONS[v]]
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -306,19 +343,7 @@ class Catalog:
     def add_volume(self, backup_id: str, volume: Volume) -> None:
         """Record one stored volume and add it to its backup's totals, atomically."""
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    backup_id,
-                    volume.index,
-                    volume.name,
-                    volume.raw_offset,
-                    volume.raw_length,
-                    volume.raw_sha256,
-                    volume.stored_size,
-                    volume.stored_sha256,
-                ),
-            )
+            db.execute(_INSERT_VOLUME, volume.row(backup_id))
             db.execute(
                 "UPDATE backups SET raw_bytes = raw_bytes + ?, stored_bytes = stored_bytes + ?"
                 " WHERE id = ?",
@@ -376,22 +401,7 @@ class Catalog:
                     row.completed_at,
                 ),
             )
-            db.executemany(
-                "INSERT INTO volumes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        row.id,
-                        v.index,
-                        v.name,
-                        v.raw_offset,
-                        v.raw_length,
-                        v.raw_sha256,
-                        v.stored_size,
-                        v.stored_sha256,
-                    )
-                    for v in volumes
-                ],
-            )
+            db.executemany(_INSERT_VOLUME, [v.row(row.id) for v in volumes])
 
     def backups(
         self, source: str | None = None, states: Sequence[State] = ("complete",)
@@ -412,8 +422,8 @@ class Catalog:
 
     def volumes(self, backup_id: str) -> list[Volume]:
         rows = self._db.execute(
-            "SELECT idx, name, raw_offset, raw_length, raw_sha256, stored_size, stored_sha256"
-            " FROM volumes WHERE backup_id = ? ORDER BY idx",
+            "SELECT idx, name, raw_offset, raw_length, raw_sha256, stored_size, stored_sha256,"
+            " stored_checksum FROM volumes WHERE backup_id = ? ORDER BY idx",
             (backup_id,),
         )
         return [Volume(*r) for r in rows]

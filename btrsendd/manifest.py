@@ -65,6 +65,7 @@ class Manifest:
                     "raw_sha256": v.raw_sha256,
                     "stored_size": v.stored_size,
                     "stored_sha256": v.stored_sha256,
+                    "stored_checksum": v.stored_checksum,
                 }
                 for v in self.volumes
             ],
@@ -92,6 +93,8 @@ class Manifest:
                     raw_sha256=str(v["raw_sha256"]),
                     stored_size=int(v["stored_size"]),
                     stored_sha256=str(v["stored_sha256"]),
+                    # Added within version 1: manifests written before it lack the field.
+                    stored_checksum=v.get("stored_checksum"),
                 )
                 for v in doc["volumes"]
             )

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
 from btrsendd.errors import PipelineError, StorageError
-from btrsendd.storage.base import Readable
+from btrsendd.storage.base import Readable, Stored
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -94,6 +94,8 @@ class VolumeResult:
     raw_sha256: str
     stored_size: int
     stored_sha256: str
+    #: The storage backend's own checksum (``Stored.checksum``), for ``verify``.
+    stored_checksum: str | None
 
 
 @dataclass(frozen=True)
@@ -556,7 +558,7 @@ def encode_stream(
     raw: Readable,
     codec: Codec,
     volume_size: int,
-    store_volume: Callable[[int, Readable], int],
+    store_volume: Callable[[int, Readable], Stored],
     on_progress: Callable[[int], None] | None = None,
 ) -> list[VolumeResult]:
     """All volumes of ``raw`` at once: ``encode_volumes`` for callers that need no resume."""
@@ -567,7 +569,7 @@ def encode_volumes(
     raw: Readable,
     codec: Codec,
     volume_size: int,
-    store_volume: Callable[[int, Readable], int],
+    store_volume: Callable[[int, Readable], Stored],
     on_progress: Callable[[int], None] | None = None,
     *,
     first_index: int = 0,
@@ -577,8 +579,9 @@ def encode_volumes(
 
     Each volume holds ``volume_size`` raw bytes (the last may hold fewer; empty input makes
     no volume).  ``store_volume(index, stored)`` must read ``stored`` to its end and return
-    the number of bytes it stored; ``stored.read`` raises ``PipelineError`` instead of
-    ending if a stage (or ``raw`` itself) failed, so a failed volume is never stored whole.
+    what it stored (``Stored``: size and the backend's checksum); ``stored.read`` raises
+    ``PipelineError`` instead of ending if a stage (or ``raw`` itself) failed, so a failed
+    volume is never stored whole.
     ``on_progress(raw_bytes_so_far)`` is called from the feeder thread as raw bytes enter
     the pipeline.  Volumes are processed one after the other, which bounds memory, and each
     is yielded once stored, so the caller can record it before the next one starts: that
@@ -600,7 +603,7 @@ def encode_volumes(
         with _Flow(stages, fill, buffer, _progress(offset, on_progress)) as flow:
             stored = flow.output
             try:
-                size = store_volume(index, stored)
+                result = store_volume(index, stored)
             except BaseException as exc:
                 # A backend may wrap what read() raised in an error of its own; the stage
                 # that failed is what the user needs to hear about.
@@ -609,9 +612,9 @@ def encode_volumes(
                 raise
             if not stored.at_eof:
                 raise StorageError(f"storing volume {index} stopped before the end of its data")
-            if size != stored.size:
+            if result.size != stored.size:
                 raise StorageError(
-                    f"volume {index}: the storage reports {size} bytes stored, "
+                    f"volume {index}: the storage reports {result.size} bytes stored, "
                     f"but the volume has {stored.size}"
                 )
         yield VolumeResult(
@@ -621,6 +624,7 @@ def encode_volumes(
             raw_sha256=flow.input_sha256,
             stored_size=stored.size,
             stored_sha256=stored.sha256,
+            stored_checksum=result.checksum,
         )
         index += 1
         offset += flow.input_size

@@ -3,10 +3,12 @@
 Shallow (the default) costs no retrieval: one listing per source checks that every volume of
 every complete backup is there with its recorded size, every manifest is read (manifests are
 STANDARD) and compared with the catalog, and objects nothing refers to are reported as
-orphans.  The local backend also re-hashes every volume, since reading a file is free; on S3
-the check is by size, because reading an archived object is a paid retrieval and the
-checksum S3 keeps for a multipart object is a checksum of part checksums, not the SHA-256
-the manifest records.
+orphans.  Contents are checked too, each the cheapest way its backend allows: the local
+backend re-hashes every file, since reading a file is free; on S3, reading an archived
+object is a paid retrieval, so a HEAD request (free, even for archived objects) fetches the
+checksum S3 computed when it accepted the upload and compares it with the one recorded then
+(for a multipart object that is a checksum of part checksums, which is why the manifest's
+whole-volume SHA-256 alone would not do).  A vault reports nothing for free: size only.
 
 ``--deep`` restores the newest backup of each source into a scratch btrfs on a loop device
 and compares it file by file with the local snapshot of that day: the one check that proves
@@ -35,9 +37,16 @@ from btrsendd.manifest import MANIFEST_NAME, Manifest
 from btrsendd.pipeline import CHUNK
 from btrsendd.pricing import Prices
 from btrsendd.progress import human_bytes
-from btrsendd.restore import Damage, RestoreJob, resolve_chain, stored_damage, volume_keys
+from btrsendd.restore import (
+    Damage,
+    Located,
+    RestoreJob,
+    resolve_chain,
+    stored_damage,
+    volume_keys,
+)
 from btrsendd.storage import object_key
-from btrsendd.storage.base import ObjectInfo, Tier
+from btrsendd.storage.base import ObjectInfo, Tier, same_checksum
 from btrsendd.treediff import diff_trees
 
 #: ``--deep`` thaws with the cheapest tier: a check is rarely urgent.
@@ -78,6 +87,36 @@ def _sha256_of(engine: Engine, key: str) -> str:
         while chunk := f.read(CHUNK):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def content_damage(engine: Engine, volumes: Sequence[Located], *, rehash: bool) -> list[Damage]:
+    """Volumes whose contents are not what was stored, found without a retrieval.
+
+    ``rehash`` reads every volume (free only where reading is: the local backend); otherwise
+    the backend's own checksum is compared where one was recorded at upload.
+    """
+    if rehash:
+        return [
+            Damage(v, "its SHA-256 differs from the one recorded when it was backed up")
+            for v in volumes
+            if _sha256_of(engine, v.key) != v.volume.stored_sha256
+        ]
+    damage = []
+    for v in volumes:
+        recorded = v.volume.stored_checksum
+        if recorded is None:
+            continue
+        reported = engine.storage.checksum(v.key)
+        if not same_checksum(recorded, reported):
+            now = "no SHA-256 checksum" if reported is None else f"checksum {reported}"
+            damage.append(
+                Damage(
+                    v,
+                    f"the storage's checksum of it is wrong: it reports {now}, but {recorded} "
+                    "was recorded when it was stored (the object was changed or replaced)",
+                )
+            )
+    return damage
 
 
 def _manifest_differences(manifest: Manifest, row: BackupRow, volumes: list[Volume]) -> list[str]:
@@ -174,12 +213,8 @@ def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
     volumes = volume_keys(engine, complete)
     damage = stored_damage(volumes, {key: o.size for key, o in objects.items()})
     broken = {d.volume.key for d in damage}
-    if rehash:
-        damage += [
-            Damage(v, "its SHA-256 differs from the one recorded when it was backed up")
-            for v in volumes
-            if v.key not in broken and _sha256_of(engine, v.key) != v.volume.stored_sha256
-        ]
+    whole = [v for v in volumes if v.key not in broken]
+    damage += content_damage(engine, whole, rehash=rehash)
     report.problems += [str(d) for d in damage]
     archived = _check_manifests(engine, complete, set(objects), report)
     referenced = {v.key for v in volumes} | {engine.key(r, MANIFEST_NAME) for r in complete}
@@ -191,13 +226,27 @@ def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
         for key, o in objects.items()
         if key not in referenced and not any(key.startswith(d) for d in in_flight)
     ]
+    stored = human_bytes(sum(v.volume.stored_size for v in volumes))
     report.notes.append(
-        f"{len(complete)} backup(s), {len(volumes)} volume(s), "
-        f"{human_bytes(sum(v.volume.stored_size for v in volumes))} checked by size"
-        + (" and SHA-256" if rehash else "")
+        f"{len(complete)} backup(s), {len(volumes)} volume(s), {stored}: "
+        + _how_checked(volumes, rehash)
         + (f"; {archived} archived manifest(s) not compared" if archived else "")
     )
     return report
+
+
+def _how_checked(volumes: Sequence[Located], rehash: bool) -> str:
+    if rehash:
+        return "checked by size and SHA-256"
+    unsummed = sum(v.volume.stored_checksum is None for v in volumes)
+    if not unsummed:
+        return "checked by size and the storage's checksum"
+    if unsummed == len(volumes):
+        return "checked by size (no storage checksum recorded)"
+    return (
+        f"checked by size and the storage's checksum; {unsummed} volume(s) by size only "
+        "(stored before btrsendd recorded checksums, or by a backend that keeps none)"
+    )
 
 
 @contextlib.contextmanager

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -31,7 +33,7 @@ def begin(cat: Catalog, bid: str, day: str, parent: str | None = None) -> None:
 
 
 def vol(i: int) -> Volume:
-    return Volume(i, f"vol-{i:05d}.btrfs.zst.gpg", i * 10, 10, "r" * 64, 7, "s" * 64)
+    return Volume(i, f"vol-{i:05d}.btrfs.zst.gpg", i * 10, 10, "r" * 64, 7, "s" * 64, f"sha256:{i}")
 
 
 def test_life_of_a_backup(tmp_path: Path) -> None:
@@ -79,6 +81,33 @@ def test_catalog_from_a_newer_version_is_refused(tmp_path: Path) -> None:
         Catalog.open(tmp_path)
 
 
+#: Version 1 of the volumes table, before ``stored_checksum``.
+_VOLUMES_V1 = """CREATE TABLE volumes (
+    backup_id TEXT NOT NULL REFERENCES backups(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL, name TEXT NOT NULL, raw_offset INTEGER NOT NULL,
+    raw_length INTEGER NOT NULL, raw_sha256 TEXT NOT NULL, stored_size INTEGER NOT NULL,
+    stored_sha256 TEXT NOT NULL, PRIMARY KEY (backup_id, idx))"""
+
+
+def test_catalog_of_version_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+    db = sqlite3.connect(tmp_path / "catalog.db")
+    db.executescript(
+        f"""DROP TABLE volumes; {_VOLUMES_V1};
+        INSERT INTO volumes VALUES ('c1', 0, 'vol-00000', 0, 10, 'r', 7, 's');
+        PRAGMA user_version = 1;"""
+    )
+    db.close()
+    with Catalog.open(tmp_path) as cat:
+        assert cat.volumes("c1") == [Volume(0, "vol-00000", 0, 10, "r", 7, "s", None)]
+        cat.add_volume("c1", vol(1))
+        assert cat.volumes("c1")[1] == vol(1)
+    db = sqlite3.connect(tmp_path / "catalog.db")
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    db.close()
+
+
 def test_corrupt_catalog_gives_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "catalog.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OperationalError, match="catalog rebuild"):
@@ -95,6 +124,13 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
         manifest = Manifest(row, tuple(cat.volumes("c1")))
     again = Manifest.from_json(manifest.to_json(), "k")
     assert again == manifest
+    assert again.volumes[0].stored_checksum == "sha256:0"
+
+    # Manifests written before volumes carried the backend's checksum still read.
+    doc = json.loads(manifest.to_json())
+    del doc["volumes"][0]["stored_checksum"]
+    old = Manifest.from_json(json.dumps(doc).encode(), "k")
+    assert old.volumes == (replace(vol(0), stored_checksum=None),)
 
 
 def test_unknown_manifest_version_is_refused() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from btrsendd.catalog import SCHEMA_VERSION
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import BadKeys, GpgKey
 from tests.trees import assert_same_tree
@@ -233,7 +234,7 @@ def test_catalog_from_a_newer_version(world: World) -> None:
     line = fails(world, "list")
     assert "newer btrsendd" in line and "upgrade" in line
     db = sqlite3.connect(world.work / "state" / "catalog.db")
-    db.execute("PRAGMA user_version = 1")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     db.close()
 
 

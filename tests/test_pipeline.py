@@ -33,7 +33,7 @@ from btrsendd.pipeline import (
     run_send,
     send_command,
 )
-from btrsendd.storage.base import Readable
+from btrsendd.storage.base import Readable, Stored
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 
@@ -80,12 +80,12 @@ class MemoryStore:
         self.read_size = read_size
         self.volumes: dict[int, bytes] = {}
 
-    def __call__(self, index: int, stream: Readable) -> int:
+    def __call__(self, index: int, stream: Readable) -> Stored:
         pieces = []
         while piece := stream.read(self.read_size):
             pieces.append(piece)
         self.volumes[index] = b"".join(pieces)
-        return len(self.volumes[index])
+        return Stored(len(self.volumes[index]), f"mem-{index}")
 
 
 def decode_all(
@@ -152,6 +152,7 @@ def test_round_trip(kind: str, compression: Compression, encrypted: bool, gpg_ke
         stored = store.volumes[vol.index]
         assert vol.raw_sha256 == sha256(raw)
         assert (vol.stored_size, vol.stored_sha256) == (len(stored), sha256(stored))
+        assert vol.stored_checksum == f"mem-{vol.index}"  # the backend's, passed through
         if encrypted:
             assert raw[:64] not in stored
         elif compression == "gzip":
@@ -328,7 +329,7 @@ def test_unknown_recipient_names_gpg(gpg_key: GpgKey) -> None:
 def test_stage_error_survives_a_wrapping_backend(gpg_key: GpgKey) -> None:
     """A backend that turns read errors into its own still lets the failed stage be named."""
 
-    def wrapping_store(index: int, stream: Readable) -> int:
+    def wrapping_store(index: int, stream: Readable) -> Stored:
         try:
             return MemoryStore()(index, stream)
         except Exception as exc:
@@ -420,7 +421,7 @@ def test_send_not_read_to_the_end_fails() -> None:
 
 
 def test_store_raising_kills_everything(gpg_key: GpgKey) -> None:
-    def failing_store(index: int, stream: Readable) -> int:
+    def failing_store(index: int, stream: Readable) -> Stored:
         stream.read(100_000)
         raise RuntimeError("disk full")
 
@@ -432,8 +433,8 @@ def test_store_raising_kills_everything(gpg_key: GpgKey) -> None:
 
 
 def test_store_stopping_early_is_an_error() -> None:
-    def lazy_store(index: int, stream: Readable) -> int:
-        return len(stream.read(10))
+    def lazy_store(index: int, stream: Readable) -> Stored:
+        return Stored(len(stream.read(10)))
 
     with pytest.raises(StorageError, match="before the end"):
         encode_stream(io.BytesIO(DATA["random"]), codec_for("zstd", None), MiB, lazy_store)
@@ -441,8 +442,8 @@ def test_store_stopping_early_is_an_error() -> None:
 
 
 def test_store_misreporting_its_size_is_an_error() -> None:
-    def miscounting_store(index: int, stream: Readable) -> int:
-        return MemoryStore()(index, stream) + 1
+    def miscounting_store(index: int, stream: Readable) -> Stored:
+        return Stored(MemoryStore()(index, stream).size + 1)
 
     with pytest.raises(StorageError, match="reports"):
         encode_stream(io.BytesIO(DATA["random"]), codec_for("zstd", None), MiB, miscounting_store)
@@ -491,6 +492,7 @@ def test_flipped_byte_is_detected(
 MEMORY_PROBE = """
 import resource
 from btrsendd.pipeline import Codec, encode_stream
+from btrsendd.storage.base import Stored
 
 class Zeros:
     def __init__(self, size):
@@ -505,7 +507,7 @@ def discard(index, stream):
     n = 0
     while chunk := stream.read(8 << 20):
         n += len(chunk)
-    return n
+    return Stored(n)
 
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 results = encode_stream(Zeros(200 << 20), Codec("zstd", 1, (), None), 64 << 20, discard)

@@ -18,6 +18,7 @@ import pytest
 from btrsendd.config import PipelineConfig, StorageConfig
 from btrsendd.errors import StorageError
 from btrsendd.storage import object_key, open_storage
+from btrsendd.storage.base import Stored
 from btrsendd.storage.common import READ_CHUNK, check_key, read_block
 from btrsendd.storage.local import TEMP_PREFIX, LocalStorage
 
@@ -49,12 +50,12 @@ def all_files(root: Path) -> list[str]:
 
 def test_stream_and_bytes_round_trip(store: LocalStorage) -> None:
     data = os.urandom(3 * READ_CHUNK + 123)
-    assert store.put_stream("h/src/b1/vol-00000", Dribble(data)) == len(data)
+    assert store.put_stream("h/src/b1/vol-00000", Dribble(data)) == Stored(len(data))
     store.put_bytes("h/src/b1/manifest.json", b'{"v": 1}')
     with store.open_read("h/src/b1/vol-00000") as f:
         assert f.read() == data
     assert store.get_bytes("h/src/b1/manifest.json") == b'{"v": 1}'
-    assert store.put_stream("h/empty", io.BytesIO(b"")) == 0
+    assert store.put_stream("h/empty", io.BytesIO(b"")) == Stored(0)
     assert store.get_bytes("h/empty") == b""
 
 

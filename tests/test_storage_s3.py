@@ -16,6 +16,7 @@ from btrsendd.config import PipelineConfig, StorageConfig
 from btrsendd.errors import NotThawedError, StorageError
 from btrsendd.storage import open_storage
 from btrsendd.storage import s3 as s3mod
+from btrsendd.storage.base import Stored, same_checksum
 from btrsendd.storage.retry import retry_call
 from btrsendd.storage.s3 import (
     MAX_PART_SIZE,
@@ -24,6 +25,7 @@ from btrsendd.storage.s3 import (
     MiB,
     S3Storage,
     TiB,
+    composite_checksum,
     part_size_for,
     sha256_b64,
     thaw_state_from_head,
@@ -159,9 +161,14 @@ def test_open_storage_builds_s3_from_config() -> None:
 def test_multipart_stream_round_trip(s3_server: S3Server) -> None:
     storage = make_storage(s3_server, storage_class="STANDARD")
     data = os.urandom(23 * MiB)
-    assert storage.put_stream("h/s/b1/vol-00000", Dribble(data, step=256 * 1024)) == len(data)
+    stored = storage.put_stream("h/s/b1/vol-00000", Dribble(data, step=256 * 1024))
+    assert stored.size == len(data)
     head = storage._client.head_object(Bucket=storage.bucket, Key="h/s/b1/vol-00000")
     assert head["ETag"].endswith('-5"'), "23 MiB in 5 MiB parts is a 5-part upload"
+    # The checksum recorded at upload is the server's own, reported again for free.
+    parts = [data[n * PART : (n + 1) * PART] for n in range(5)]
+    assert stored.checksum == "sha256:" + composite_checksum([sha256_b64(p) for p in parts])
+    assert same_checksum(stored.checksum, storage.checksum("h/s/b1/vol-00000"))
     with storage.open_read("h/s/b1/vol-00000") as body:
         assert body.read() == data
     assert open_uploads(storage) == []
@@ -171,7 +178,11 @@ def test_multipart_stream_round_trip(s3_server: S3Server) -> None:
 def test_small_and_empty_streams(s3_server: S3Server, size: int) -> None:
     storage = make_storage(s3_server, storage_class="STANDARD")
     data = os.urandom(size)
-    assert storage.put_stream("k", Dribble(data)) == size
+    stored = storage.put_stream("k", Dribble(data))
+    # One whole part goes up as a multipart upload of one part, with a composite checksum.
+    checksum = sha256_b64(data) if size < PART else composite_checksum([sha256_b64(data)])
+    assert stored == Stored(size, "sha256:" + checksum)
+    assert same_checksum(stored.checksum, storage.checksum("k"))
     assert storage.get_bytes("k") == data
     assert [(o.key, o.size) for o in storage.list("")] == [("k", size)]
 

@@ -37,6 +37,7 @@ from btrsendd.config import (
 )
 from btrsendd.errors import NotThawedError, StorageError
 from btrsendd.storage import open_storage, vault
+from btrsendd.storage.base import Stored
 from btrsendd.storage.treehash import tree_hash
 from btrsendd.storage.vault import (
     GiB,
@@ -243,7 +244,7 @@ def test_stream_uploads_in_aligned_parts_and_reads_back(
 ) -> None:
     storage = storage_on(vault_server, tmp_path)
     data = os.urandom(size)
-    assert storage.put_stream(KEY, io.BytesIO(data)) == size
+    assert storage.put_stream(KEY, io.BytesIO(data)) == Stored(size)
     expected = [f"bytes {s}-{min(s + MiB, size) - 1}/*" for s in range(0, size, MiB)]
     assert sorted(vault_server.calls_of("upload_part", storage.vault)) == expected
     [archive] = vault_server.vault(storage.vault).archives.values()

@@ -17,7 +17,15 @@ from btrsendd.config import load_config
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.test_restore import TEN_DAYS, back_up, backend_world, error_lines
+from tests.test_restore import (
+    TEN_DAYS,
+    assert_failed_cleanly,
+    back_up,
+    backend_world,
+    error_lines,
+    stored_volumes,
+    try_restore,
+)
 from tests.trees import mutate
 
 
@@ -105,11 +113,49 @@ def test_clean_aborts_unfinished_uploads_on_s3(
     client.create_multipart_upload(
         Bucket=bucket, Key="host1/data/2000-01-07-inc-abcdef/vol-00000.btrfs.zst.gpg"
     )
-    # On S3 only sizes are compared: reading an archived volume would be a paid retrieval.
-    assert "checked by size\n" in w.run("verify").stdout.decode()
+    assert "checked by size and the storage's checksum\n" in w.run("verify").stdout.decode()
     cleaned = w.run("verify", "--clean")
     assert "data: aborted 1 unfinished multipart upload(s)" in cleaned.stdout.decode()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("backend", ["moto", "seaweedfs"])
+def test_changed_volume_found_by_the_storage_checksum(
+    backend: str,
+    request: pytest.FixtureRequest,
+    make_btrfs: MakeBtrfs,
+    gpg_key: GpgKey,
+    tmp_path: Path,
+) -> None:
+    """On S3 a shallow verify reads no volume (a paid retrieval), yet finds a flipped byte."""
+    w = backend_world(backend, request, make_btrfs, gpg_key, tmp_path)
+    _, inc = back_up(w, TEN_DAYS[:2])
+    key, *_ = stored_volumes(w, inc)
+    server: S3Server = request.getfixturevalue(f"{backend}_server")
+    client = server.client()
+    bucket = load_config(w.config).storage.bucket
+    assert bucket is not None
+    storage_class = client.head_object(Bucket=bucket, Key=key).get("StorageClass", "STANDARD")
+    if storage_class != "STANDARD":  # moto keeps Glacier semantics: thaw it to read it
+        client.restore_object(
+            Bucket=bucket,
+            Key=key,
+            RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Expedited"}},
+        )
+    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(data), StorageClass=storage_class)
+
+    proc = w.run("verify", check=False)
+    assert proc.returncode == 1
+    assert (
+        f"backup {inc['id']} (2000-01-07), volume 0 ({key}): the storage's checksum of it is wrong"
+    ) in proc.stdout.decode()
+    assert "verify: 1 problem(s), 0 orphan(s)" in proc.stdout.decode()
+    target = make_btrfs("dst")
+    assert_failed_cleanly(
+        try_restore(w, TEN_DAYS[1], target), target, inc["id"], "volume 0", "damaged"
+    )
 
 
 def test_deep_restores_the_newest_day_and_compares(

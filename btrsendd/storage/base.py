@@ -24,6 +24,19 @@ class Readable(Protocol):
 
 
 @dataclass(frozen=True)
+class Stored:
+    """What storing a stream produced: its size and the backend's own checksum of it.
+
+    ``checksum`` is whatever the backend can later report for free (a HEAD request on S3),
+    in the backend's own form, or ``None`` if it keeps none; ``verify`` compares the two so
+    that damage is found without paying for a retrieval.
+    """
+
+    size: int
+    checksum: str | None = None
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
@@ -36,10 +49,11 @@ class Storage(Protocol):
     #: A short description for messages and logs, e.g. ``s3://bucket/prefix``.
     description: str
 
-    def put_stream(self, key: str, stream: Readable) -> int:
+    def put_stream(self, key: str, stream: Readable) -> Stored:
         """Store everything ``stream`` yields under ``key`` in the configured (cold) class.
 
-        Streams of any length with bounded memory; returns the number of bytes stored.  On
+        Streams of any length with bounded memory; returns the bytes stored and the
+        backend's checksum of them.  On
         any failure nothing is left under ``key`` (multipart uploads are aborted, temporary
         files removed) and ``StorageError`` is raised.
         """
@@ -72,3 +86,20 @@ class Storage(Protocol):
     def request_thaw(self, key: str, tier: Tier, days: int) -> None:
         """Ask for an archived object to be made readable; idempotent."""
         ...
+
+    def checksum(self, key: str) -> str | None:
+        """The checksum the backend reports for ``key`` now, without a retrieval, in the form
+        ``put_stream`` returned it; None if the backend keeps none (or the object has none)."""
+        ...
+
+
+def same_checksum(recorded: str, reported: str | None) -> bool:
+    """Whether a checksum reported now is the one ``put_stream`` recorded.
+
+    S3 appends the part count to a multipart object's checksum (``…-3``) and some
+    S3-compatible servers (moto) leave it off; the digest alone decides.  A multipart
+    checksum is a digest of part digests, so it never equals a whole-object digest.
+    """
+    if reported is None:
+        return False
+    return recorded.rpartition("-")[0] == reported or recorded == reported

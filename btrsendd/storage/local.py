@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from btrsendd.errors import StorageError
-from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
+from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
 from btrsendd.storage.common import READ_CHUNK, check_key
 
 #: Temporary files start with this; ``list()`` skips them, so a write interrupted by a crash
@@ -86,7 +86,7 @@ class LocalStorage:
                 new.mkdir(mode=0o700)
             _fsync_dir(new.parent)
 
-    def put_stream(self, key: str, stream: Readable) -> int:
+    def put_stream(self, key: str, stream: Readable) -> Stored:
         target = self._path(key)
         try:
             self._make_dirs(target.parent)
@@ -112,7 +112,8 @@ class LocalStorage:
             if isinstance(exc, Exception):
                 raise StorageError(f"writing {target} aborted: {exc}") from exc
             raise
-        return written
+        # No checksum of its own: verify re-hashes files, which costs nothing but time.
+        return Stored(written)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.put_stream(key, io.BytesIO(data))
@@ -183,6 +184,10 @@ class LocalStorage:
 
     def thaw_state(self, key: str) -> ThawState:
         return "readable"
+
+    def checksum(self, key: str) -> str | None:
+        """None: a file keeps no checksum, and re-hashing it (what verify does) is free."""
+        return None
 
     def request_thaw(self, key: str, tier: Tier, days: int) -> None:
         """Nothing to do: files are always readable."""

@@ -35,7 +35,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, StorageError
 from btrsendd.storage.awserrors import cause, error_code, is_transient, log_retry
-from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
+from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
 from btrsendd.storage.common import READ_CHUNK, check_key
 from btrsendd.storage.retry import equal_jitter, retry_call
 
@@ -69,6 +69,8 @@ PART_GROWTH_INTERVAL = 900
 
 #: DeleteObjects takes at most this many keys per request.
 DELETE_BATCH = 1000
+#: ``Stored.checksum`` names its algorithm, so a later change of algorithm reads as a change.
+CHECKSUM_PREFIX = "sha256:"
 
 #: How long a failing request keeps being retried, counted from its first failure: long
 #: enough to ride out an endpoint restart, throttling or a flapping uplink, short enough that
@@ -152,6 +154,17 @@ def thaw_state_from_head(storage_class: str | None, restore: str | None) -> Thaw
 def sha256_b64(data: bytes | bytearray) -> str:
     """The ``x-amz-checksum-sha256`` form of a digest: base64 of the raw 32 bytes."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def composite_checksum(part_checksums: Sequence[str]) -> str:
+    """The checksum S3 reports for a multipart object: a checksum of the part checksums.
+
+    SHA-256 over the concatenated raw part digests, base64, then ``-`` and the part count.
+    It is what ``verify`` can compare for free (HEAD), since S3 keeps no whole-object
+    SHA-256 for a multipart upload.
+    """
+    joined = b"".join(base64.b64decode(c) for c in part_checksums)
+    return f"{sha256_b64(joined)}-{len(part_checksums)}"
 
 
 def _fill(stream: Readable, view: memoryview) -> int:
@@ -382,7 +395,8 @@ class S3Storage:
 
     def _put_object(
         self, key: str, data: bytearray | bytes, storage_class: StorageClassType
-    ) -> None:
+    ) -> str:
+        """PUT ``data`` whole; returns its checksum in ``Stored.checksum`` form."""
         checksum = sha256_b64(data)
         self._retrying(
             f"upload of {self._url(key)}",
@@ -396,15 +410,15 @@ class S3Storage:
                 ChecksumSHA256=checksum,
             ),
         )
+        return CHECKSUM_PREFIX + checksum
 
-    def put_stream(self, key: str, stream: Readable) -> int:
+    def put_stream(self, key: str, stream: Readable) -> Stored:
         what = f"upload of {self._url(check_key(key))}"
         try:
             block = _read_part(stream, self.part_size)
             if len(block) < self.part_size:
                 # Shorter than one part: a plain PUT costs one request instead of three.
-                self._put_object(key, block, self.storage_class)
-                return len(block)
+                return Stored(len(block), self._put_object(key, block, self.storage_class))
         except Exception as exc:
             raise self._error(what, exc) from exc
         creates = 0
@@ -440,7 +454,9 @@ class S3Storage:
             # A create whose answer was lost may have opened an upload nobody knows about.
             with contextlib.suppress(StorageError):
                 self.abort_incomplete_uploads(key)
-        return total
+        return Stored(
+            total, CHECKSUM_PREFIX + composite_checksum([p["ChecksumSHA256"] for p in parts])
+        )
 
     def _complete(
         self, what: str, key: str, upload_id: str, parts: list[CompletedPartTypeDef], total: int
@@ -666,6 +682,23 @@ class S3Storage:
                 what, lambda: self._client.head_object(Bucket=self.bucket, Key=key)
             )
         return thaw_state_from_head(head.get("StorageClass"), head.get("Restore"))
+
+    def checksum(self, key: str) -> str | None:
+        """The SHA-256 checksum S3 keeps for ``key`` (HEAD: free, even for archived objects).
+
+        None when the object has none: it was not written by ``put_stream``, or was
+        replaced since.
+        """
+        what = f"checking {self._url(check_key(key))}"
+        with self._translate(what):
+            head = self._retrying(
+                what,
+                lambda: self._client.head_object(
+                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                ),
+            )
+        value = head.get("ChecksumSHA256")
+        return None if value is None else CHECKSUM_PREFIX + value
 
     def request_thaw(self, key: str, tier: Tier, days: int) -> None:
         try:

@@ -46,7 +46,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from btrsendd.errors import NotThawedError, OperationalError, StorageError
 from btrsendd.log import get_logger
 from btrsendd.storage.awserrors import error_code, is_transient, log_retry
-from btrsendd.storage.base import ObjectInfo, Readable, ThawState, Tier
+from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
 from btrsendd.storage.common import check_key, read_block
 from btrsendd.storage.retry import equal_jitter, retry_call
 from btrsendd.storage.treehash import combine, tree_hash
@@ -549,7 +549,7 @@ class VaultStorage:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put_stream(self, key: str, stream: Readable) -> int:
+    def put_stream(self, key: str, stream: Readable) -> Stored:
         what = f"upload of {self._name(check_key(key))}"
         try:
             description = archive_description(key)
@@ -569,7 +569,9 @@ class VaultStorage:
                 raise self._error(what, exc) from exc
             raise
         self._record(archive)
-        return archive.size
+        # Glacier checks the tree hash on upload but reports it only in an inventory (a
+        # retrieval job), so there is nothing to compare later for free.
+        return Stored(archive.size)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.put_stream(key, io.BytesIO(data))
@@ -848,6 +850,10 @@ class VaultStorage:
                 "same command again to request a new one"
             )
         return "archived"  # the job's output expired: a new request is needed
+
+    def checksum(self, key: str) -> str | None:
+        """None: Glacier reports an archive's tree hash only in an inventory, a paid job."""
+        return None
 
     def thaw_state(self, key: str) -> ThawState:
         archive = self._archive(key)
