@@ -78,7 +78,13 @@ class Report:
     source: str
     problems: list[str] = field(default_factory=list)
     orphans: list[ObjectInfo] = field(default_factory=list)
+    #: Keys of unfinished multipart uploads: invisible in listings, billed until aborted.
+    uploads: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def orphan_count(self) -> int:
+        return len(self.orphans) + len(self.uploads)
 
 
 def _sha256_of(engine: Engine, key: str) -> str:
@@ -226,6 +232,11 @@ def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
         for key, o in objects.items()
         if key not in referenced and not any(key.startswith(d) for d in in_flight)
     ]
+    uploads = getattr(engine.storage, "incomplete_uploads", None)
+    if uploads is not None:
+        report.uploads = [
+            key for key in uploads(root) if not any(key.startswith(d) for d in in_flight)
+        ]
     stored = human_bytes(sum(v.volume.stored_size for v in volumes))
     report.notes.append(
         f"{len(complete)} backup(s), {len(volumes)} volume(s), {stored}: "
@@ -341,10 +352,13 @@ def _clean(engine: Engine, report: Report) -> list[str]:
         report.orphans = []
     abort = getattr(engine.storage, "abort_incomplete_uploads", None)
     if abort is not None:
+        # All of them, those of interrupted backups too: the lock is held, so none is
+        # running, and the next cycle resumes an interrupted backup with a new upload.
         root = object_key(engine.config.storage.prefix, report.source) + "/"
         aborted = int(abort(root))
         if aborted:
             done.append(f"aborted {aborted} unfinished multipart upload(s)")
+        report.uploads = []
     return done
 
 
@@ -366,7 +380,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             for src, report in zip(sources, reports, strict=True):
                 deep_check(engine, src, prices, report, args.gnupg_home)
     problems = sum(len(r.problems) for r in reports)
-    orphans = sum(len(r.orphans) for r in reports)
+    orphans = sum(r.orphan_count for r in reports)
     for r in reports:
         for line in r.notes:
             print(f"{r.source}: {line}")
@@ -374,6 +388,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"{r.source}: PROBLEM: {line}")
         for o in r.orphans:
             print(f"{r.source}: ORPHAN: {o.key} ({human_bytes(o.size)})")
+        for key in r.uploads:
+            print(f"{r.source}: ORPHAN: {key} (unfinished multipart upload)")
     if not problems and not orphans:
         print("verify: OK")
         return 0

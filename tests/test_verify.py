@@ -110,13 +110,18 @@ def test_clean_aborts_unfinished_uploads_on_s3(
     client = moto_server.client()
     bucket = load_config(w.config).storage.bucket
     assert bucket is not None
-    client.create_multipart_upload(
-        Bucket=bucket, Key="host1/data/2000-01-07-inc-abcdef/vol-00000.btrfs.zst.gpg"
-    )
-    assert "checked by size and the storage's checksum\n" in w.run("verify").stdout.decode()
+    key = "host1/data/2000-01-07-inc-abcdef/vol-00000.btrfs.zst.gpg"
+    client.create_multipart_upload(Bucket=bucket, Key=key)
+    proc = w.run("verify", check=False)
+    assert proc.returncode == 1
+    out = proc.stdout.decode()
+    assert "checked by size and the storage's checksum\n" in out
+    assert f"data: ORPHAN: {key} (unfinished multipart upload)\n" in out
+    assert "verify: 0 problem(s), 1 orphan(s)" in out
     cleaned = w.run("verify", "--clean")
     assert "data: aborted 1 unfinished multipart upload(s)" in cleaned.stdout.decode()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert w.run("verify").stdout.decode().endswith("verify: OK\n")
 
 
 @pytest.mark.parametrize("backend", ["moto", "seaweedfs"])

@@ -736,24 +736,33 @@ class S3Storage:
 
         def sweep() -> int:
             # Retried as a whole: aborting again what is already aborted is harmless.
-            count = 0
-            pages = self._client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=prefix
-            )
-            for page in pages:
-                for upload in page.get("Uploads", []):
-                    try:
-                        self._client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-                    except ClientError as exc:
-                        if error_code(exc) != "NoSuchUpload":  # finished meanwhile
-                            raise
-                    count += 1
-            return count
+            uploads = self._list_uploads(prefix)
+            for key, upload_id in uploads:
+                try:
+                    self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id
+                    )
+                except ClientError as exc:
+                    if error_code(exc) != "NoSuchUpload":  # finished meanwhile
+                        raise
+            return len(uploads)
 
         with self._translate(what):
             return self._retrying(what, sweep)
+
+    def incomplete_uploads(self, prefix: str) -> list[str]:
+        """The keys of unfinished multipart uploads under ``prefix`` (one per upload)."""
+        what = f"listing uploads in {self._url(prefix)}"
+        with self._translate(what):
+            uploads = self._retrying(what, partial(self._list_uploads, prefix))
+        return [key for key, _ in uploads]
+
+    def _list_uploads(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, upload id) of every unfinished multipart upload under ``prefix``."""
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
 
     def check_access(self) -> None:
         """Fail early, with advice, when the bucket is missing or the credentials are wrong."""
