@@ -1,4 +1,4 @@
-"""How the AWS backends (S3, Glacier vaults) read botocore's errors.
+"""How the AWS backends (S3, Glacier vaults) read botocore's errors and retry requests.
 
 One place decides what a failure means: which errors are worth another try (the network, a
 5xx, throttling) and which words from the endpoint reach the user's one-line message.
@@ -6,12 +6,19 @@ One place decides what a failure means: which errors are worth another try (the 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import contextlib
+from collections.abc import Callable, Collection, Iterator
+from functools import partial
+from typing import TypeVar
 
-from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from btrsendd.errors import StorageError
 from btrsendd.log import get_logger
+from btrsendd.storage.retry import equal_jitter, retry_call
+
+T = TypeVar("T")
 
 
 def error_code(exc: ClientError) -> str:
@@ -44,3 +51,44 @@ def log_retry(what: str, exc: Exception, attempt: int, delay: float) -> None:
     get_logger().warning(
         "storage.retrying", operation=what, error=cause(exc), attempt=attempt, delay=round(delay, 1)
     )
+
+
+class AwsRequests:
+    """What both AWS backends do around a request: retry it within a budget, then explain.
+
+    A backend sets the retry attributes and says, in ``_error``, what a failure means for
+    its service and ``_retryable``, which failures are worth another try.
+    """
+
+    #: Seconds one request may keep retrying (``storage.retry_budget``).
+    retry_budget: float
+    #: The first wait between tries, doubling up to ``retry_max_delay``.
+    retry_delay: float
+    retry_max_delay: float
+
+    def _error(self, what: str, exc: Exception) -> StorageError:
+        raise NotImplementedError
+
+    def _retryable(self, exc: Exception) -> bool:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        """Turn botocore's exceptions inside the block into ``StorageError``."""
+        try:
+            yield
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(what, exc) from exc
+
+    def _retrying(self, what: str, func: Callable[[], T], *, attempts: int | None = None) -> T:
+        """``func()`` (one request), retried on transient failures within the budget."""
+        return retry_call(
+            func,
+            retryable=self._retryable,
+            base_delay=self.retry_delay,
+            max_delay=self.retry_max_delay,
+            attempts=attempts,
+            budget=self.retry_budget,
+            jitter=equal_jitter,
+            on_retry=partial(log_retry, what),
+        )

@@ -34,10 +34,9 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, StorageError
-from btrsendd.storage.awserrors import cause, error_code, is_transient, log_retry
+from btrsendd.storage.awserrors import AwsRequests, cause, error_code, is_transient
 from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
 from btrsendd.storage.common import READ_CHUNK, check_key
-from btrsendd.storage.retry import equal_jitter, retry_call
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -197,10 +196,6 @@ def _read_part(stream: Readable, size: int) -> bytearray:
     return block
 
 
-def _is_transient(exc: Exception) -> bool:
-    return is_transient(exc, _TRANSIENT_CODES)
-
-
 class _ResumingBody:
     """A GetObject body that picks up where a broken connection left it.
 
@@ -271,7 +266,7 @@ class _BodyReader(io.RawIOBase):
         super().close()
 
 
-class S3Storage:
+class S3Storage(AwsRequests):
     """The ``Storage`` protocol on one S3 bucket (AWS or an S3-compatible endpoint).
 
     Credentials come from boto3's standard chain (environment, ``~/.aws``, instance role),
@@ -308,6 +303,9 @@ class S3Storage:
         self.part_size = part_size
         self.concurrency = concurrency
         self.retry_budget = retry_budget
+        # Read here, not at import, so that tests can shorten them.
+        self.retry_delay = UPLOAD_RETRY_DELAY
+        self.retry_max_delay = RETRY_MAX_DELAY
         self.description = f"s3://{bucket}" + (f" at {endpoint_url}" if endpoint_url else "")
         config = Config(
             region_name=region,
@@ -370,26 +368,8 @@ class S3Storage:
             return f"{what} failed: cannot reach {endpoint}: {exc}"
         return f"{what} failed: {exc}"
 
-    @contextlib.contextmanager
-    def _translate(self, what: str) -> Iterator[None]:
-        """Turn botocore's exceptions inside the block into ``StorageError``."""
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(what, exc) from exc
-
-    def _retrying(self, what: str, func: Callable[[], T], *, attempts: int | None = None) -> T:
-        """``func()`` (one request), retried on transient failures within the budget."""
-        return retry_call(
-            func,
-            retryable=_is_transient,
-            base_delay=UPLOAD_RETRY_DELAY,
-            max_delay=RETRY_MAX_DELAY,
-            attempts=attempts,
-            budget=self.retry_budget,
-            jitter=equal_jitter,
-            on_retry=partial(log_retry, what),
-        )
+    def _retryable(self, exc: Exception) -> bool:
+        return is_transient(exc, _TRANSIENT_CODES)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -750,14 +730,14 @@ class S3Storage:
         with self._translate(what):
             return self._retrying(what, sweep)
 
-    def incomplete_uploads(self, prefix: str) -> list[str]:
+    def incomplete_uploads(self, prefix: str) -> Sequence[str]:
         """The keys of unfinished multipart uploads under ``prefix`` (one per upload)."""
         what = f"listing uploads in {self._url(prefix)}"
         with self._translate(what):
             uploads = self._retrying(what, partial(self._list_uploads, prefix))
         return [key for key, _ in uploads]
 
-    def _list_uploads(self, prefix: str) -> list[tuple[str, str]]:
+    def _list_uploads(self, prefix: str) -> Sequence[tuple[str, str]]:
         """(key, upload id) of every unfinished multipart upload under ``prefix``."""
         pages = self._client.get_paginator("list_multipart_uploads").paginate(
             Bucket=self.bucket, Prefix=prefix

@@ -45,10 +45,9 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, OperationalError, StorageError
 from btrsendd.log import get_logger
-from btrsendd.storage.awserrors import error_code, is_transient, log_retry
+from btrsendd.storage.awserrors import AwsRequests, error_code, is_transient
 from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
 from btrsendd.storage.common import check_key, read_block
-from btrsendd.storage.retry import equal_jitter, retry_call
 from btrsendd.storage.treehash import combine, tree_hash
 
 if TYPE_CHECKING:
@@ -200,11 +199,6 @@ def key_from_description(description: str) -> str | None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _is_transient(exc: Exception) -> bool:
-    """Retryable AWS failures, and a damaged download range (fetched again)."""
-    return isinstance(exc, _DamagedRange) or is_transient(exc, _TRANSIENT_CODES)
 
 
 class _DamagedRange(StorageError):
@@ -420,7 +414,7 @@ class _JobOutput(io.RawIOBase):
         return count
 
 
-class VaultStorage:
+class VaultStorage(AwsRequests):
     """The ``Storage`` protocol on one Glacier vault.
 
     ``index_path`` is the sqlite index (keep it in the state directory).  ``volume_size`` is
@@ -461,6 +455,7 @@ class VaultStorage:
         self.read_range = read_range
         self.retry_budget = retry_budget
         self.retry_delay = retry_delay
+        self.retry_max_delay = RETRY_MAX_DELAY
         self.index = VaultIndex(index_path)
         # Read by restore: a recorded job older than this has no output left to wait for.
         self.thaw_lifetime = JOB_OUTPUT_LIFETIME
@@ -518,24 +513,9 @@ class VaultStorage:
             return StorageError(f"{what} failed: cannot reach {endpoint}: {exc}")
         return StorageError(f"{what} failed: {exc}")
 
-    @contextlib.contextmanager
-    def _translate(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(what, exc) from exc
-
-    def _retrying(self, what: str, func: Callable[[], T], *, attempts: int | None = None) -> T:
-        return retry_call(
-            func,
-            retryable=_is_transient,
-            base_delay=self.retry_delay,
-            max_delay=RETRY_MAX_DELAY,
-            attempts=attempts,
-            budget=self.retry_budget,
-            jitter=equal_jitter,
-            on_retry=partial(log_retry, what),
-        )
+    def _retryable(self, exc: Exception) -> bool:
+        """Retryable AWS failures, and a damaged download range (fetched again)."""
+        return isinstance(exc, _DamagedRange) or is_transient(exc, _TRANSIENT_CODES)
 
     def _archive(self, key: str) -> Archive:
         archive = self.index.archive(check_key(key))
