@@ -29,20 +29,31 @@ def check_key(key: str) -> str:
     return key
 
 
-def read_block(stream: Readable, size: int) -> bytearray:
-    """Read exactly ``size`` bytes from ``stream``, or fewer only at end of stream.
+def fill(stream: Readable, view: memoryview) -> int:
+    """Fill ``view`` from ``stream``; returns the bytes placed, fewer only at its end.
 
-    Pipes return short reads long before they end, so one ``read(size)`` is not enough to
-    tell "end of stream" from "the writer is slow".  The block is filled in place so that
-    memory held is the block itself plus at most one ``READ_CHUNK``.
+    Pipes return short reads long before they end, so one read is not enough to tell "end of
+    stream" from "the writer is slow".  A stream with ``readinto`` (the pipeline's output)
+    fills the view in place, with no copy in Python and no allocation; others are read in
+    ``READ_CHUNK`` pieces, so memory held is the view plus at most one ``READ_CHUNK``.
     """
-    block = bytearray(size)
+    readinto = getattr(stream, "readinto", None)
     filled = 0
-    while filled < size:
-        chunk = stream.read(min(size - filled, READ_CHUNK))
-        if not chunk:
-            del block[filled:]
+    while filled < len(view):
+        if readinto is not None:
+            count = readinto(view[filled:])
+        else:
+            chunk = stream.read(min(len(view) - filled, READ_CHUNK))
+            count = len(chunk)
+            view[filled : filled + count] = chunk
+        if not count:
             break
-        block[filled : filled + len(chunk)] = chunk
-        filled += len(chunk)
+        filled += count
+    return filled
+
+
+def read_block(stream: Readable, size: int) -> bytearray:
+    """Read exactly ``size`` bytes from ``stream``, or fewer only at end of stream."""
+    block = bytearray(size)
+    del block[fill(stream, memoryview(block)) :]
     return block

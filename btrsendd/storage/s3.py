@@ -36,7 +36,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from btrsendd.errors import NotThawedError, StorageError
 from btrsendd.storage.awserrors import AwsRequests, cause, error_code, is_transient
 from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
-from btrsendd.storage.common import READ_CHUNK, check_key
+from btrsendd.storage.common import check_key, fill, read_block
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -164,36 +164,6 @@ def composite_checksum(part_checksums: Sequence[str]) -> str:
     """
     joined = b"".join(base64.b64decode(c) for c in part_checksums)
     return f"{sha256_b64(joined)}-{len(part_checksums)}"
-
-
-def _fill(stream: Readable, view: memoryview) -> int:
-    """Fill ``view`` from ``stream``; returns the bytes placed, fewer only at its end.
-
-    Pipes return short reads long before they end, so one read is not enough to tell "end of
-    stream" from "the writer is slow".  A stream with ``readinto`` (the pipeline's output)
-    fills the part in place, with no copy in Python and no allocation; others are read in
-    ``READ_CHUNK`` pieces.
-    """
-    readinto = getattr(stream, "readinto", None)
-    filled = 0
-    while filled < len(view):
-        if readinto is not None:
-            count = readinto(view[filled:])
-        else:
-            chunk = stream.read(min(len(view) - filled, READ_CHUNK))
-            count = len(chunk)
-            view[filled : filled + count] = chunk
-        if not count:
-            break
-        filled += count
-    return filled
-
-
-def _read_part(stream: Readable, size: int) -> bytearray:
-    """Up to ``size`` bytes of ``stream`` in a buffer of exactly their length."""
-    block = bytearray(size)
-    del block[_fill(stream, memoryview(block)) :]
-    return block
 
 
 class _ResumingBody:
@@ -395,7 +365,7 @@ class S3Storage(AwsRequests):
     def put_stream(self, key: str, stream: Readable) -> Stored:
         what = f"upload of {self._url(check_key(key))}"
         try:
-            block = _read_part(stream, self.part_size)
+            block = read_block(stream, self.part_size)
             if len(block) < self.part_size:
                 # Shorter than one part: a plain PUT costs one request instead of three.
                 return Stored(len(block), self._put_object(key, block, self.storage_class))
@@ -518,7 +488,7 @@ class S3Storage(AwsRequests):
                         block = bytearray(size)
                 if failed.is_set():
                     break
-                filled = _fill(stream, memoryview(block))
+                filled = fill(stream, memoryview(block))
                 if not filled:
                     break
                 if filled < size:
