@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import re
 import shutil
@@ -42,10 +41,10 @@ from btrsendd.backup import Engine
 from btrsendd.catalog import BackupRow, Catalog, RestoreRequest, Volume
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError, UsageError
 from btrsendd.log import get_logger
-from btrsendd.pipeline import CHUNK, Codec, Compression, decode_volume
+from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
 from btrsendd.pricing import Fetch, Prices
 from btrsendd.progress import human_bytes
-from btrsendd.storage.base import Readable, Storage, Tier
+from btrsendd.storage.base import Storage, Tier
 
 #: Working directories inside the target start with this; leftovers of a killed restore are
 #: recognised by it and removed by the next restore into the same target.
@@ -388,45 +387,40 @@ def _exclusive(target: Path) -> Iterator[None]:
         os.close(fd)
 
 
-class _Hashing:
-    """A stored object's body, hashed as it is read, so a failed decode can still tell
-    whether the stored bytes were damaged (gpg and zstd fail on damage before the end)."""
+def _stored_sha256(storage: Storage, key: str) -> str | None:
+    """The SHA-256 of a stored object, read afresh; ``None`` if it cannot be read again.
 
-    def __init__(self, body: Readable) -> None:
-        self._body = body
-        self._sha = hashlib.sha256()
-
-    def read(self, size: int = -1, /) -> bytes:
-        data = self._body.read(size)
-        self._sha.update(data)
-        return data
-
-    def rest_sha256(self) -> str:
-        """Read the rest of the body and return the SHA-256 of all of it."""
-        while self.read(CHUNK):
-            pass
-        return self._sha.hexdigest()
+    Only a failed decode needs it, to tell damage of the stored bytes from trouble with the
+    key or gpg: a successful one hashes what it reads anyway, so the common path reads and
+    hashes every stored byte once.
+    """
+    try:
+        with storage.open_read(key) as body:
+            return sha256_of(body)
+    except (BtrsenddError, OSError):
+        return None
 
 
 def _receive_volume(storage: Storage, vol: Located, out: int, gnupg_home: Path | None) -> None:
     """Decode one volume into ``out`` (btrfs receive's stdin) and check both its hashes."""
     expected = vol.volume
-    with storage.open_read(vol.key) as body:
-        stored = _Hashing(body)
-        try:
-            got = decode_volume(stored, _codec(vol.backup), out, gnupg_home=gnupg_home)
-        except PipelineError as exc:
-            if stored.rest_sha256() != expected.stored_sha256:
-                raise OperationalError(
-                    "the stored object is damaged: its SHA-256 differs from the one recorded "
-                    f"when it was backed up ({exc})"
-                ) from None
-            if exc.stage == "gpg":
-                raise OperationalError(
-                    f"{exc}; the private key must be in --gnupg-home and usable without a "
-                    "prompt (unlock a passphrase-protected key in gpg-agent first)"
-                ) from None
-            raise
+    try:
+        with storage.open_read(vol.key) as body:
+            got = decode_volume(body, _codec(vol.backup), out, gnupg_home=gnupg_home)
+    except PipelineError as exc:
+        # gpg and zstd fail on damaged input before its end, so the decode's own hash of
+        # the stored bytes is incomplete: read the object again to know which it was.
+        if _stored_sha256(storage, vol.key) not in (expected.stored_sha256, None):
+            raise OperationalError(
+                "the stored object is damaged: its SHA-256 differs from the one recorded "
+                f"when it was backed up ({exc})"
+            ) from None
+        if exc.stage == "gpg":
+            raise OperationalError(
+                f"{exc}; the private key must be in --gnupg-home and usable without a "
+                "prompt (unlock a passphrase-protected key in gpg-agent first)"
+            ) from None
+        raise
     if got.stored_sha256 != expected.stored_sha256:
         raise OperationalError("the stored object's SHA-256 differs from the one recorded")
     if (got.raw_length, got.raw_sha256) != (expected.raw_length, expected.raw_sha256):

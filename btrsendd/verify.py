@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import shutil
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from btrsendd.config import SourceConfig, config_path, load_config
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
 from btrsendd.loopfs import loop_btrfs
 from btrsendd.manifest import MANIFEST_NAME, Manifest
-from btrsendd.pipeline import CHUNK
+from btrsendd.pipeline import sha256_of
 from btrsendd.pricing import Prices
 from btrsendd.progress import human_bytes
 from btrsendd.restore import (
@@ -88,11 +87,8 @@ class Report:
 
 
 def _sha256_of(engine: Engine, key: str) -> str:
-    sha = hashlib.sha256()
     with engine.storage.open_read(key) as f:
-        while chunk := f.read(CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
+        return sha256_of(f)
 
 
 def content_damage(engine: Engine, volumes: Sequence[Located], *, rehash: bool) -> list[Damage]:
