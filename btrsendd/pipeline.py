@@ -286,6 +286,15 @@ class _PipeReader:
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         """Fill ``buffer`` (fewer bytes only at the end); no allocation, no copy but the
         kernel's.  The bulk path: ``read`` allocates a new object per call."""
+        return self._readinto(buffer, fill=True)
+
+    def readinto1(self, buffer: WriteableBuffer, /) -> int:
+        """Like ``readinto``, but return what the pipe holds as soon as it holds anything
+        (0 only at the end).  For a consumer that can use any amount: waiting to fill the
+        buffer would leave the stage after it idle meanwhile."""
+        return self._readinto(buffer, fill=False)
+
+    def _readinto(self, buffer: WriteableBuffer, *, fill: bool) -> int:
         if self.error is not None:
             raise self.error
         view = memoryview(buffer).cast("B")
@@ -296,6 +305,8 @@ class _PipeReader:
                 self._end()
                 break
             got += count
+            if not fill:
+                break
         if self._sha is not None:
             self._sha.update(view[:got])
         self.size += got
@@ -514,6 +525,16 @@ def _readinto(stream: Readable) -> Callable[[memoryview], int]:
     return copy
 
 
+def sha256_of(stream: Readable) -> str:
+    """The SHA-256 of everything ``stream`` yields, read through one reused buffer."""
+    sha = hashlib.sha256()
+    readinto = _readinto(stream)
+    buffer = memoryview(bytearray(CHUNK))
+    while count := readinto(buffer):
+        sha.update(buffer[:count])
+    return sha.hexdigest()
+
+
 class _Volume:
     """The ``fill`` of one volume: ``volume_size`` bytes at most from ``readinto``.
 
@@ -656,7 +677,8 @@ def decode_volume(
     buffers = memoryview(bytearray(2 * CHUNK))
     into_stages, out_of_stages = buffers[:CHUNK], buffers[CHUNK:]
     with _Flow(stages, _readinto(stored), into_stages, None) as flow:
-        while count := flow.output.readinto(out_of_stages):
+        # Whatever arrives goes on at once: btrfs receive works while we wait for more.
+        while count := flow.output.readinto1(out_of_stages):
             _write_all(write, out_of_stages[:count])
     if not isinstance(out, int):
         out.flush()

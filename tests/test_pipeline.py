@@ -15,7 +15,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
@@ -36,6 +38,9 @@ from btrsendd.pipeline import (
 from btrsendd.storage.base import Readable, Stored
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 MiB = 1024 * 1024
 
@@ -223,6 +228,36 @@ def test_decode_into_a_file_descriptor(tmp_path: Path, gpg_key: GpgKey) -> None:
     finally:
         os.close(fd)
     assert target.read_bytes() == data
+
+
+def test_decode_passes_on_what_has_arrived() -> None:
+    """Decoded bytes go on to ``out`` as they come, not once a whole chunk has gathered:
+    ``btrfs receive`` works on them while the stages produce the rest."""
+
+    class Trickle:
+        """Stored bytes in two pieces, the second a second after the first."""
+
+        def __init__(self) -> None:
+            self.pieces = [b"abc", b"defgh"]
+
+        def read(self, size: int = -1, /) -> bytes:
+            if len(self.pieces) == 1:
+                time.sleep(1)
+            return self.pieces.pop(0) if self.pieces else b""
+
+    class Writes(io.BytesIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def write(self, data: ReadableBuffer, /) -> int:
+            self.sizes.append(memoryview(data).nbytes)
+            return super().write(data)
+
+    out = Writes()
+    got = decode_volume(Trickle(), codec_for("none", None), out)
+    assert out.getvalue() == b"abcdefgh" and out.sizes == [3, 5]
+    assert (got.raw_length, got.raw_sha256) == (8, sha256(b"abcdefgh"))
 
 
 @pytest.mark.parametrize(
