@@ -11,10 +11,10 @@ deletes the working directory and names the backup and volume that failed; one l
 killed restore is deleted by the next restore into the same target.
 
 Before anything is spent, restore checks what it can for free: every volume is in storage
-with its recorded size, the keyring holds a private key the chain can be decrypted with, and
-the target is a btrfs directory without that day in it.  Retrievals it requests are recorded
-in the catalog, so a restore run again (after ``--no-wait``, Ctrl-C or a reboot) waits for
-them instead of paying twice.
+with its recorded size (and on S3 its recorded checksum, see ``damage.py``), the keyring
+holds a private key the chain can be decrypted with, and the target is a btrfs directory
+without that day in it.  Retrievals it requests are recorded in the catalog, so a restore
+run again (after ``--no-wait``, Ctrl-C or a reboot) waits for them instead of paying twice.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
@@ -38,7 +38,8 @@ import btrfsutil
 
 from btrsendd import snapshots
 from btrsendd.backup import Engine
-from btrsendd.catalog import BackupRow, Catalog, RestoreRequest, Volume
+from btrsendd.catalog import BackupRow, Catalog, RestoreRequest
+from btrsendd.damage import Located, free_damage, volume_keys
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError, UsageError
 from btrsendd.log import get_logger
 from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
@@ -85,69 +86,7 @@ def resolve_chain(catalog: Catalog, source: str, day: date) -> list[BackupRow]:
     return chain
 
 
-@dataclass(frozen=True)
-class Located:
-    """A volume with the backup it belongs to and the storage key it lives under."""
-
-    backup: BackupRow
-    volume: Volume
-    key: str
-
-    @property
-    def index(self) -> int:
-        return self.volume.index
-
-    def describe(self) -> str:
-        """How errors name it: by backup and volume, the way ``list`` and the bucket do."""
-        return f"backup {self.backup.id} ({self.backup.date}), volume {self.index} ({self.key})"
-
-
-def volume_keys(engine: Engine, chain: Sequence[BackupRow]) -> list[Located]:
-    """Every volume of ``chain``, in the order a restore reads them."""
-    return [
-        Located(row, v, engine.key(row, v.name))
-        for row in chain
-        for v in engine.catalog.volumes(row.id)
-    ]
-
-
 # -- checks that cost nothing ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Damage:
-    """A volume that is not stored as recorded."""
-
-    volume: Located
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.volume.describe()}: {self.problem}"
-
-
-def listed_sizes(storage: Storage, volumes: Sequence[Located]) -> dict[str, int]:
-    """The stored size of every object in the volumes' backup directories.
-
-    One listing per backup directory: as cheap on S3 as on a disk, and no retrieval.
-    """
-    sizes: dict[str, int] = {}
-    for directory in dict.fromkeys(v.key.rpartition("/")[0] for v in volumes):
-        sizes.update((o.key, o.size) for o in storage.list(directory + "/"))
-    return sizes
-
-
-def stored_damage(volumes: Sequence[Located], sizes: Mapping[str, int]) -> list[Damage]:
-    """Volumes missing from ``sizes`` (a listing) or stored with another size than recorded."""
-    damage = []
-    for vol in volumes:
-        size = sizes.get(vol.key)
-        if size is None:
-            damage.append(Damage(vol, "missing from storage"))
-        elif size != vol.volume.stored_size:
-            damage.append(
-                Damage(vol, f"{size} bytes stored, but {vol.volume.stored_size} recorded")
-            )
-    return damage
 
 
 def check_target(target: Path, name: str | None, writable: Path | None) -> None:
@@ -545,7 +484,8 @@ class RestoreJob:
     def prepare(cls, engine: Engine, chain: list[BackupRow], gnupg_home: Path | None) -> RestoreJob:
         """Run every check that costs nothing, and survey the volumes' thaw states."""
         volumes = volume_keys(engine, chain)
-        damage = stored_damage(volumes, listed_sizes(engine.storage, volumes))
+        # Not rehashed even where reading is free: the receive checks every byte anyway.
+        damage = free_damage(engine.storage, volumes, rehash=False)
         if damage:
             more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
             raise OperationalError(

@@ -30,22 +30,15 @@ from btrsendd import snapshots
 from btrsendd.backup import Engine, open_engine
 from btrsendd.catalog import BackupRow, Volume
 from btrsendd.config import SourceConfig, config_path, load_config
+from btrsendd.damage import Located, content_damage, stored_damage, volume_keys
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
 from btrsendd.loopfs import loop_btrfs
 from btrsendd.manifest import MANIFEST_NAME, Manifest
-from btrsendd.pipeline import sha256_of
 from btrsendd.pricing import Prices
 from btrsendd.progress import human_bytes
-from btrsendd.restore import (
-    Damage,
-    Located,
-    RestoreJob,
-    resolve_chain,
-    stored_damage,
-    volume_keys,
-)
+from btrsendd.restore import RestoreJob, resolve_chain
 from btrsendd.storage import object_key
-from btrsendd.storage.base import ObjectInfo, Tier, same_checksum
+from btrsendd.storage.base import ObjectInfo, Tier
 from btrsendd.treediff import diff_trees
 
 #: ``--deep`` thaws with the cheapest tier: a check is rarely urgent.
@@ -84,41 +77,6 @@ class Report:
     @property
     def orphan_count(self) -> int:
         return len(self.orphans) + len(self.uploads)
-
-
-def _sha256_of(engine: Engine, key: str) -> str:
-    with engine.storage.open_read(key) as f:
-        return sha256_of(f)
-
-
-def content_damage(engine: Engine, volumes: Sequence[Located], *, rehash: bool) -> list[Damage]:
-    """Volumes whose contents are not what was stored, found without a retrieval.
-
-    ``rehash`` reads every volume (free only where reading is: the local backend); otherwise
-    the backend's own checksum is compared where one was recorded at upload.
-    """
-    if rehash:
-        return [
-            Damage(v, "its SHA-256 differs from the one recorded when it was backed up")
-            for v in volumes
-            if _sha256_of(engine, v.key) != v.volume.stored_sha256
-        ]
-    damage = []
-    for v in volumes:
-        recorded = v.volume.stored_checksum
-        if recorded is None:
-            continue
-        reported = engine.storage.checksum(v.key)
-        if not same_checksum(recorded, reported):
-            now = "no SHA-256 checksum" if reported is None else f"checksum {reported}"
-            damage.append(
-                Damage(
-                    v,
-                    f"the storage's checksum of it is wrong: it reports {now}, but {recorded} "
-                    "was recorded when it was stored (the object was changed or replaced)",
-                )
-            )
-    return damage
 
 
 def _manifest_differences(manifest: Manifest, row: BackupRow, volumes: list[Volume]) -> list[str]:
@@ -216,7 +174,7 @@ def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
     damage = stored_damage(volumes, {key: o.size for key, o in objects.items()})
     broken = {d.volume.key for d in damage}
     whole = [v for v in volumes if v.key not in broken]
-    damage += content_damage(engine, whole, rehash=rehash)
+    damage += content_damage(engine.storage, whole, rehash=rehash)
     report.problems += [str(d) for d in damage]
     archived = _check_manifests(engine, complete, set(objects), report)
     referenced = {v.key for v in volumes} | {engine.key(r, MANIFEST_NAME) for r in complete}
