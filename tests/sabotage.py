@@ -9,7 +9,6 @@ live in ``tests.fixtures.faultproxy``.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -51,12 +50,6 @@ def faulty_zstd(world: World, nth: int, action: str) -> Path:
     script.chmod(0o755)
     world.env["PATH"] = f"{fake}:{os.environ['PATH']}"
     return counter
-
-
-def events(proc: subprocess.CompletedProcess[bytes], name: str) -> list[dict[str, object]]:
-    """The events called ``name`` that a finished run logged (``--log-format json``)."""
-    lines = [json.loads(x) for x in proc.stderr.decode().splitlines() if x.startswith("{")]
-    return [e for e in lines if e.get("event") == name]
 
 
 def start(world: World, *args: str, stderr: IO[bytes]) -> subprocess.Popen[bytes]:

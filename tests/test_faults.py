@@ -25,12 +25,13 @@ from btrsendd.errors import StorageError
 from btrsendd.storage import s3 as s3mod
 from btrsendd.storage.retry import equal_jitter, retry_call
 from btrsendd.storage.s3 import MiB, S3Storage
+from tests.backed_up import events
 from tests.consistency import assert_catalog_matches_bucket, open_uploads, restore_and_compare
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.faultproxy import ALL_FAULTS, Fault, FaultProxy, Request, impatient_s3
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.sabotage import change_source, events
+from tests.sabotage import change_source
 from tests.test_storage_local import Dribble
 from tests.test_storage_s3 import client_error
 from tests.trees import populate

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
+from tests.backed_up import TEN_DAYS, OnBackend, back_up, error_lines, stored_volumes
 from tests.fixtures.btrfs import MakeBtrfs
-from tests.fixtures.gpg import GpgKey
-from tests.test_restore import TEN_DAYS, back_up, backend_world, error_lines, stored_volumes
 from tests.trees import assert_same_tree
 
 
 @pytest.mark.parametrize("backend", ["local", "moto"])
 def test_disaster_recovery(
+    on_backend: OnBackend,
     backend: str,
-    request: pytest.FixtureRequest,
     make_btrfs: MakeBtrfs,
-    gpg_key: GpgKey,
-    tmp_path: Path,
 ) -> None:
-    w = backend_world(backend, request, make_btrfs, gpg_key, tmp_path)
+    w = on_backend(backend)
     before = back_up(w, TEN_DAYS[:4])
 
     shutil.rmtree(w.work / "state")  # the machine is gone; config, bucket and key remain
@@ -46,10 +42,8 @@ def test_disaster_recovery(
     assert w.list() == before
 
 
-def test_rebuild_adopts_only_restorable_backups(
-    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
-) -> None:
-    w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
+def test_rebuild_adopts_only_restorable_backups(on_backend: OnBackend) -> None:
+    w = on_backend("local")
     full, lost, orphaned = back_up(w, TEN_DAYS[:3])
     archive = w.work / "archive"
     (archive / stored_volumes(w, lost)[0]).unlink()

@@ -10,7 +10,6 @@ leave nothing in the target.  Unit tests at the end cover thawing and prices wit
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,111 +26,39 @@ from btrsendd.config import RestoreConfig, load_config
 from btrsendd.errors import NotThawedError, UsageError
 from btrsendd.pricing import GIB, Fetch, Prices
 from btrsendd.restore import (
-    POLL_SECONDS_ENV,
     RESTORE_DAYS,
     Located,
     survey,
     thaw,
 )
-from btrsendd.storage import open_storage
-from btrsendd.storage.base import Storage, ThawState, Tier
+from btrsendd.storage.base import ThawState, Tier
+from tests.backed_up import (
+    TEN_DAYS,
+    OnBackend,
+    assert_failed_cleanly,
+    back_up,
+    backend_world,
+    error_lines,
+    events,
+    stored_volumes,
+    try_restore,
+    world_storage,
+)
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.trees import assert_same_tree, mutate, populate
-from tests.world import World, make_world, storage_section
-
-#: Ten backup days: with max_incrementals = 3, chains of 4, 4 and 2 backups.
-TEN_DAYS = [date(2000, m, d) for m in (1, 2, 3) for d in (1, 7, 14, 21)][:10]
-
-
-def backend_world(
-    backend: str,
-    request: pytest.FixtureRequest,
-    make_btrfs: MakeBtrfs,
-    key: GpgKey,
-    tmp_path: Path,
-) -> World:
-    """A world on ``backend`` ("local" or "moto") that polls thaws every 50 ms."""
-    work = tmp_path / "work"
-    work.mkdir()
-    w = make_world(make_btrfs("src"), work, key, storage_section(backend, request, work))
-    w.env[POLL_SECONDS_ENV] = "0.05"
-    return w
-
-
-def back_up(world: World, days: list[date], *, max_incrementals: int = 3) -> list[dict[str, Any]]:
-    """Populate the source, back it up on ``days`` (changing it in between); ``list --json``."""
-    world.schedule = f"max_incrementals = {max_incrementals}"
-    populate(world.source)
-    for n, day in enumerate(days):
-        if n:
-            mutate(world.source, n)
-        world.run("backup", "--date", day.isoformat())
-    return world.list()
-
-
-def world_storage(world: World) -> Storage:
-    config = load_config(world.config)
-    return open_storage(config.storage, config.pipeline)
-
-
-def stored_volumes(world: World, backup: dict[str, Any]) -> list[str]:
-    """The stored volumes of one backup (as ``list --json`` shows it), in order."""
-    listing = world_storage(world).list(f"{backup_prefix(world)}{backup['id']}/")
-    return [o.key for o in listing if "/vol-" in o.key]
-
-
-def backup_prefix(world: World) -> str:
-    return "data/" if 'backend = "local"' in world.storage else "host1/data/"
-
-
-def try_restore(
-    world: World, day: date, target: Path, *extra: str, home: Path | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """``restore --yes`` that may fail; ``home`` is the keyring (default: the right one)."""
-    return world.run(*world.restore_args(day, target, home), *extra, check=False)
-
-
-def error_lines(proc: subprocess.CompletedProcess[bytes]) -> list[str]:
-    return [line for line in proc.stderr.decode().splitlines() if line.startswith("btrsendd: ")]
-
-
-def events(proc: subprocess.CompletedProcess[bytes], name: str) -> list[dict[str, Any]]:
-    """The JSON log events called ``name`` that a command wrote to stderr."""
-    found = []
-    for line in proc.stderr.decode().splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            if event.get("event") == name:
-                found.append(event)
-    return found
-
-
-def assert_failed_cleanly(
-    proc: subprocess.CompletedProcess[bytes], target: Path, *named: str
-) -> str:
-    """Exit 1, one error line naming everything in ``named``, and an untouched target."""
-    assert proc.returncode == 1, proc.stderr.decode()
-    [line] = error_lines(proc)
-    for text in named:
-        assert text in line, line
-    assert list(target.iterdir()) == [], "a failed restore must leave nothing in the target"
-    return line
-
+from tests.trees import assert_same_tree
 
 # -- round trips ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend", ["local", "moto"])
 def test_ten_days_restore_exactly(
+    on_backend: OnBackend,
     backend: str,
-    request: pytest.FixtureRequest,
     make_btrfs: MakeBtrfs,
-    gpg_key: GpgKey,
-    tmp_path: Path,
 ) -> None:
-    w = backend_world(backend, request, make_btrfs, gpg_key, tmp_path)
+    w = on_backend(backend)
     backups = back_up(w, TEN_DAYS)
     kinds = ["full"] + ["incremental"] * 3
     assert [b["kind"] for b in backups] == kinds + kinds + kinds[:2]
@@ -171,13 +98,11 @@ def test_ten_days_restore_exactly(
 
 
 def test_restore_requested_once_resumes_after_no_wait(
-    request: pytest.FixtureRequest,
+    on_backend: OnBackend,
     make_btrfs: MakeBtrfs,
-    gpg_key: GpgKey,
     moto_server: S3Server,
-    tmp_path: Path,
 ) -> None:
-    w = backend_world("moto", request, make_btrfs, gpg_key, tmp_path)
+    w = on_backend("moto")
     backups = back_up(w, TEN_DAYS[:3])
     chain_keys = {k for b in backups for k in stored_volumes(w, b)}
     target = make_btrfs("dst")
@@ -216,9 +141,9 @@ def test_restore_requested_once_resumes_after_no_wait(
 
 
 def test_damaged_and_missing_volumes_fail_cleanly(
-    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+    on_backend: OnBackend, make_btrfs: MakeBtrfs, tmp_path: Path
 ) -> None:
-    w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
+    w = on_backend("local")
     # Two chains: one with a flipped byte in its incremental, one missing its incremental's
     # volume.
     _, flipped, _, lost = back_up(w, TEN_DAYS[:4], max_incrementals=1)
@@ -326,9 +251,9 @@ def test_wrong_missing_or_locked_private_key(
 
 
 def test_send_stream_btrfs_refuses_fails_cleanly(
-    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+    on_backend: OnBackend, make_btrfs: MakeBtrfs
 ) -> None:
-    w = backend_world("local", request, make_btrfs, gpg_key, tmp_path)
+    w = on_backend("local")
     # backup-stdin stores whatever it is given, hashes and all: a stream only btrfs rejects.
     proc = w.run("backup-stdin", "--source", "data", "--date", "2000-01-01", input=b"x" * 3_000_000)
     assert proc.stdout == b"c\n"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.backed_up import events
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.sabotage import events, faulty_zstd
+from tests.sabotage import faulty_zstd
 from tests.trees import assert_same_tree, populate
 from tests.world import BTRSENDD, World, make_world
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backed_up import events
 from tests.consistency import (
     assert_catalog_matches_bucket,
     assert_complete_backups_are_stored,
@@ -40,7 +41,7 @@ from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.faultproxy import FaultProxy, Request, Stage
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.sabotage import PASS_THEN_HANG, change_source, events, faulty_zstd, kill_all, start
+from tests.sabotage import PASS_THEN_HANG, change_source, faulty_zstd, kill_all, start
 from tests.trees import populate
 from tests.world import World, make_world
 
