@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         _lazy("btrsendd.verify:cmd_verify"),
         "check that every volume and manifest is stored as recorded, without retrieval cost "
-        "(sizes on S3 and vaults; sizes and SHA-256 on the local backend)",
+        "(sizes and S3's checksums by HEAD on S3, sizes and SHA-256 on the local backend, "
+        "sizes on vaults), and list orphans",
     )
     p.add_argument("--source", metavar="NAME", help="only this source")
     p.add_argument(
@@ -417,7 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(costs retrievals)",
     )
     p.add_argument(
-        "--clean", action="store_true", help="delete orphans: objects no manifest references"
+        "--clean",
+        action="store_true",
+        help="delete orphans (objects no manifest references) and abort unfinished multipart "
+        "uploads",
     )
     p.add_argument(
         "--gnupg-home",
