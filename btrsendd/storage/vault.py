@@ -53,6 +53,7 @@ from btrsendd.storage.treehash import combine, tree_hash
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
     from mypy_boto3_glacier import GlacierClient
+    from mypy_boto3_glacier.type_defs import JobParametersTypeDef
 
 T = TypeVar("T")
 
@@ -846,21 +847,22 @@ class VaultStorage(AwsRequests):
         if self.thaw_state(key) != "archived":
             return
         archive = self._archive(key)
-        what = f"retrieval request for {self._name(key)}"
-        with self._translate(what):
-            job_id = self._retrying(
-                what,
-                lambda: self._client.initiate_job(
-                    vaultName=self.vault,
-                    jobParameters={
-                        "Type": "archive-retrieval",
-                        "ArchiveId": archive.archive_id,
-                        "Tier": tier,
-                        "Description": "btrsendd restore",
-                    },
-                )["jobId"],
-            )
+        job_id = self._initiate_job(
+            f"retrieval request for {self._name(key)}",
+            {
+                "Type": "archive-retrieval",
+                "ArchiveId": archive.archive_id,
+                "Tier": tier,
+                "Description": "btrsendd restore",
+            },
+        )
         self.index.record_retrieval(archive.archive_id, job_id, tier)
+
+    def _initiate_job(self, what: str, parameters: JobParametersTypeDef) -> str:
+        """Start a job (an archive's or the inventory's retrieval); returns its id."""
+        start = partial(self._client.initiate_job, vaultName=self.vault, jobParameters=parameters)
+        with self._translate(what):
+            return self._retrying(what, start)["jobId"]
 
     # -- the index from an inventory -------------------------------------------------------
 
@@ -884,18 +886,14 @@ class VaultStorage(AwsRequests):
         while True:
             job_id = self.index.inventory_job()
             if job_id is None:
-                with self._translate(what):
-                    job_id = self._retrying(
-                        what,
-                        lambda: self._client.initiate_job(
-                            vaultName=self.vault,
-                            jobParameters={
-                                "Type": "inventory-retrieval",
-                                "Format": "JSON",
-                                "Description": "btrsendd catalog rebuild",
-                            },
-                        )["jobId"],
-                    )
+                job_id = self._initiate_job(
+                    what,
+                    {
+                        "Type": "inventory-retrieval",
+                        "Format": "JSON",
+                        "Description": "btrsendd catalog rebuild",
+                    },
+                )
                 self.index.set_inventory_job(job_id)
             status, message = self._job_status(job_id, what)
             if status == "gone" and not restarted:
