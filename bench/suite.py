@@ -23,7 +23,7 @@ from bench import measure
 from bench.dataset import GiB, MiB
 from bench.measure import Sample
 from bench.world import FULL_DAY, INCREMENTAL_DAY, SOURCE, World
-from tests.fixtures.s3servers import FAKE_CREDENTIALS, REGION, S3Server, seaweedfs_server
+from tests.fixtures.s3servers import FAKE_CREDENTIALS, REGION, S3Server, weed_mini
 
 BTRSENDD = str(Path(sys.executable).with_name("btrsendd"))
 
@@ -295,7 +295,7 @@ class Suite:
         Without compression or encryption the stream goes straight to the uploader, so the
         uploader and the server are measured, not the compressor.
         """
-        with _aws_credentials(), _weed_mini() as server:
+        with _aws_credentials(), weed_mini(FAKE_CREDENTIALS) as server:
             steps = [
                 self._upload(
                     server,
@@ -360,13 +360,6 @@ def _aws_credentials() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _weed_mini() -> contextlib.AbstractContextManager[S3Server]:
-    """SeaweedFS, started and stopped by the test suite's own fixture code (its ports, data
-    directory and clean-up), called as the plain generator the fixture decorator wraps."""
-    fixture = seaweedfs_server.__wrapped__  # type: ignore[attr-defined]
-    return contextlib.contextmanager(fixture)(FAKE_CREDENTIALS)
 
 
 def _empty_bucket(server: S3Server, bucket: str) -> None:
