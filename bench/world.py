@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import dataset
 from bench.dataset import GiB, MiB
-from tests.fixtures.btrfs import loop_btrfs
+from tests.fixtures.btrfs import loop_btrfs, mounted_tmpfs
 from tests.fixtures.gpg import GpgKey, generated_key
 
 #: The dataset's two days: a full backup of the first, an incremental of the second.  Both
@@ -134,17 +134,6 @@ class World:
 
 
 @contextlib.contextmanager
-def _tmpfs(path: Path, size: int) -> Iterator[Path]:
-    path.mkdir()
-    _run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "bench-scratch", str(path))
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-@contextlib.contextmanager
 def build(
     size: int, seed: int, workdir: Path | None, say: Callable[[str], None]
 ) -> Iterator[World]:
@@ -155,7 +144,7 @@ def build(
             # Room for the data (sparse images count once), the changed day, and metadata.
             fs_size = f"{(size * 3 // 2 + 2 * GiB) // MiB}M"
             source_fs = stack.enter_context(loop_btrfs(work, "source", fs_size))
-            scratch = stack.enter_context(_tmpfs(work / "scratch", 6 * size + 6 * GiB))
+            scratch = stack.enter_context(mounted_tmpfs(work / "scratch", str(6 * size + 6 * GiB)))
             # Restores write into memory too: the target image lives on the tmpfs.
             target_fs = stack.enter_context(loop_btrfs(scratch, "target", fs_size))
             key = stack.enter_context(generated_key(work / "gnupg", "bench <bench@invalid>"))

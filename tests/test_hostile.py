@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from btrsendd.catalog import SCHEMA_VERSION
-from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.btrfs import MakeBtrfs, mounted_tmpfs
 from tests.fixtures.gpg import BadKeys, GpgKey
 from tests.trees import assert_same_tree
 from tests.world import World, make_world
@@ -74,13 +74,8 @@ def only_programs(world: World, *programs: str) -> None:
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def fill(directory: Path) -> Path:

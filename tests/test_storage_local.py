@@ -21,6 +21,7 @@ from btrsendd.storage import object_key, open_storage
 from btrsendd.storage.base import Stored
 from btrsendd.storage.common import READ_CHUNK, check_key, read_block
 from btrsendd.storage.local import TEMP_PREFIX, LocalStorage
+from tests.fixtures.btrfs import mounted_tmpfs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -171,13 +172,8 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs, unmounted at the end: a disk that fills up on demand."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_full_disk_names_the_path_and_leaves_nothing(tiny_fs: Path) -> None:
