@@ -135,13 +135,6 @@ def cron_trigger(expr: str) -> Any:
     return make(dom, "*" if dow == "*" else weekday_names(dow))
 
 
-def next_run(expr: str, after: datetime | None = None) -> datetime | None:
-    """The first time ``expr`` fires after ``after`` (default: now)."""
-    now = after or datetime.now(get_localzone())
-    fire: datetime | None = cron_trigger(expr).get_next_fire_time(None, now)
-    return fire
-
-
 def format_time(when: datetime) -> str:
     """``2026-11-27 00:00`` (seconds only when they matter), local time."""
     local = when.astimezone(get_localzone())
@@ -234,18 +227,21 @@ def is_daemon_process(pid: int) -> bool:
     return False
 
 
-def running_daemon(state_dir: Path) -> tuple[int, dict[str, Any]] | None:
-    """The pid and published state of the daemon running on ``state_dir``, if one is."""
-    state = read_state(state_dir)
+def live_pid(state: dict[str, Any] | None) -> int | None:
+    """The pid of the daemon that published ``state``, if it is still running."""
     if state is None or state.get("state") == "stopped":
         return None
     pid = state.get("pid")
     if not isinstance(pid, int) or not is_daemon_process(pid):
         return None
-    return pid, state
+    return pid
 
 
-# -- the single-instance lock ----------------------------------------------------------------
+def running_daemon(state_dir: Path) -> tuple[int, dict[str, Any]] | None:
+    """The pid and published state of the daemon running on ``state_dir``, if one is."""
+    state = read_state(state_dir)
+    pid = live_pid(state)
+    return None if pid is None or state is None else (pid, state)
 
 
 # -- the daemon ------------------------------------------------------------------------------
@@ -445,12 +441,11 @@ class Daemon:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def _status_line(self) -> str:
+    def _status_line(self, nxt: datetime | None) -> str:
         cycle = self.state.cycle
         if self.state.state == "stopping":
             return "stopping" + (f": interrupting {cycle.source}" if cycle and cycle.source else "")
         if cycle is None:
-            nxt = self.trigger.get_next_fire_time(None, _now())
             return "idle, next run " + (format_time(nxt) if nxt else "never")
         if cycle.source is None:
             return f"starting a cycle ({cycle.trigger})"
@@ -467,7 +462,7 @@ class Daemon:
             self.state.state = state
             nxt = self.trigger.get_next_fire_time(None, _now())
             self.state.next_run = None if nxt is None else nxt.isoformat()
-            self.state.status = self._status_line()
+            self.state.status = self._status_line(nxt)
             self._last_publish = time.monotonic()
             try:
                 _write_state(self.config.state_dir, self.state)

@@ -360,8 +360,6 @@ def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> l
     """
     if storage.backend != "glacier-vault" or storage.vault is None:
         return []
-    import boto3
-
     from btrsendd.storage import object_key
     from btrsendd.storage.vault import archive_description
 
@@ -374,13 +372,7 @@ def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> l
                 "'.'; copy the name from `aws glacier list-vaults --account-id -`",
             )
         )
-    session = boto3.session.Session()
-    regions = {
-        region
-        for partition in session.get_available_partitions()
-        for region in session.get_available_regions("glacier", partition_name=partition)
-    }
-    if storage.endpoint_url is None and storage.region not in regions:
+    if storage.endpoint_url is None and storage.region not in _glacier_regions():
         findings.append(
             _error(
                 "storage.region",
@@ -399,6 +391,18 @@ def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> l
             findings.append(_error("storage.prefix", str(exc)))
             break
     return findings
+
+
+def _glacier_regions() -> set[str]:
+    """The regions botocore knows to offer the Glacier vault service, in every partition."""
+    import boto3
+
+    session = boto3.session.Session()
+    return {
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("glacier", partition_name=partition)
+    }
 
 
 def average_backup_gap(backup_days: Sequence[int]) -> float:

@@ -21,11 +21,10 @@ from typing import Any
 from btrsendd import snapshots
 from btrsendd.backup import Engine, open_engine
 from btrsendd.config import Config, SourceConfig, config_path, load_config
-from btrsendd.daemon import cron_trigger, format_time, read_state, running_daemon
+from btrsendd.daemon import cron_trigger, format_time, live_pid, read_state
 from btrsendd.errors import BtrsenddError
+from btrsendd.pricing import GIB, LOCAL_CLASS
 from btrsendd.progress import human_bytes
-
-GIB = 1024**3
 
 #: Storing, USD per GB-month (AWS bills GB as 2^30 bytes): us-east-1 list prices in 2025, for
 #: estimates only.  GLACIER and DEEP_ARCHIVE also bill ~40 KB of overhead per object, which
@@ -39,7 +38,7 @@ STORAGE_PER_GB_MONTH: Mapping[str, float] = {
     "GLACIER_IR": 0.004,
     "GLACIER": 0.0036,
     "DEEP_ARCHIVE": 0.00099,
-    "local": 0.0,
+    LOCAL_CLASS: 0.0,
 }
 
 #: How far ahead ``next backup`` looks for a run on which the planner has a backup due.
@@ -123,15 +122,15 @@ def _source_report(
 
 
 def _daemon_report(config: Config) -> dict[str, Any]:
-    found = running_daemon(config.state_dir)
-    if found is None:
-        seen = read_state(config.state_dir) or {}
+    state = read_state(config.state_dir)
+    pid = live_pid(state)
+    if pid is None or state is None:
+        seen = state or {}
         return {
             "running": False,
             "last_seen": seen.get("updated_at"),
             "sources": seen.get("sources"),
         }
-    pid, state = found
     return {
         "running": True,
         "pid": pid,
