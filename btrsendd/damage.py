@@ -114,9 +114,21 @@ def _checksummed(storage: Storage, vol: Located) -> str | None:
     )
 
 
-def free_damage(storage: Storage, volumes: Sequence[Located], *, rehash: bool) -> list[Damage]:
-    """Everything wrong with ``volumes`` that can be found without a retrieval."""
-    damage = stored_damage(volumes, listed_sizes(storage, volumes))
+def free_damage(
+    storage: Storage,
+    volumes: Sequence[Located],
+    *,
+    rehash: bool,
+    sizes: Mapping[str, int] | None = None,
+) -> list[Damage]:
+    """Everything wrong with ``volumes`` that can be found without a retrieval.
+
+    ``sizes`` is a listing the caller already holds (by key); without one, the volumes'
+    backup directories are listed.
+    """
+    if sizes is None:
+        sizes = listed_sizes(storage, volumes)
+    damage = stored_damage(volumes, sizes)
     broken = {d.volume.key for d in damage}
     return damage + content_damage(
         storage, [v for v in volumes if v.key not in broken], rehash=rehash

@@ -69,10 +69,11 @@ def resolve_chain(catalog: Catalog, source: str, day: date) -> list[BackupRow]:
 
     The wanted backup is the newest complete one dated on or before ``day``.
     """
-    rows = [r for r in catalog.backups(source) if r.date <= day]
+    complete = catalog.backups(source)
+    rows = [r for r in complete if r.date <= day]
     if not rows:
         raise UsageError(f"no complete backup of {source!r} dated on or before {day}")
-    by_id = {r.id: r for r in catalog.backups(source)}
+    by_id = {r.id: r for r in complete}
     chain = [rows[-1]]
     while chain[-1].parent_id is not None:
         parent = by_id.get(chain[-1].parent_id)

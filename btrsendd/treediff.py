@@ -21,8 +21,7 @@ Entry = tuple[object, ...]
 HARDLINKS = "<hardlink groups>"
 
 
-def _entry(path: Path) -> Entry:
-    st = path.lstat()
+def _entry(path: Path, st: os.stat_result) -> Entry:
     kind = stat.S_IFMT(st.st_mode)
     xattrs = {}
     if not stat.S_ISLNK(st.st_mode):
@@ -61,8 +60,8 @@ def tree_entries(root: Path) -> dict[str, Entry]:
         for name in sorted(dirnames + filenames):
             path = Path(dirpath) / name
             rel = str(path.relative_to(root))
-            result[rel] = _entry(path)
             st = path.lstat()
+            result[rel] = _entry(path, st)
             if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 inodes.setdefault(st.st_ino, []).append(rel)
     result[HARDLINKS] = tuple(sorted(tuple(sorted(g)) for g in inodes.values()))

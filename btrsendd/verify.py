@@ -30,7 +30,7 @@ from btrsendd import snapshots
 from btrsendd.backup import Engine, open_engine
 from btrsendd.catalog import BackupRow, Volume
 from btrsendd.config import SourceConfig, config_path, load_config
-from btrsendd.damage import Located, content_damage, stored_damage, volume_keys
+from btrsendd.damage import Located, free_damage, volume_keys
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
 from btrsendd.loopfs import loop_btrfs
 from btrsendd.manifest import MANIFEST_NAME, Manifest
@@ -103,10 +103,17 @@ def _read_manifest(engine: Engine, key: str) -> Manifest | str | None:
 
 
 def _check_manifests(
-    engine: Engine, complete: Sequence[BackupRow], stored: set[str], report: Report
+    engine: Engine,
+    complete: Sequence[BackupRow],
+    volumes: Sequence[Located],
+    stored: set[str],
+    report: Report,
 ) -> int:
-    """Compare each complete backup's manifest with the catalog; returns how many could not
-    be read for free (archived)."""
+    """Compare each complete backup's manifest with the catalog (``volumes``: the catalog's
+    volumes of ``complete``); returns how many could not be read for free (archived)."""
+    by_backup: dict[str, list[Volume]] = {row.id: [] for row in complete}
+    for vol in volumes:
+        by_backup[vol.backup.id].append(vol.volume)
     archived = 0
     for row in complete:
         key = engine.key(row, MANIFEST_NAME)
@@ -122,7 +129,7 @@ def _check_manifests(
         elif manifest is None:
             archived += 1
         else:
-            differing = _manifest_differences(manifest, row, engine.catalog.volumes(row.id))
+            differing = _manifest_differences(manifest, row, by_backup[row.id])
             if differing:
                 report.problems.append(
                     f"backup {row.id} ({row.date}): its manifest {key} disagrees with the "
@@ -171,12 +178,10 @@ def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
     rows = engine.catalog.backups(source, states=("complete", "uploading", "expiring"))
     complete = [r for r in rows if r.state == "complete"]
     volumes = volume_keys(engine, complete)
-    damage = stored_damage(volumes, {key: o.size for key, o in objects.items()})
-    broken = {d.volume.key for d in damage}
-    whole = [v for v in volumes if v.key not in broken]
-    damage += content_damage(engine.storage, whole, rehash=rehash)
+    sizes = {key: o.size for key, o in objects.items()}
+    damage = free_damage(engine.storage, volumes, rehash=rehash, sizes=sizes)
     report.problems += [str(d) for d in damage]
-    archived = _check_manifests(engine, complete, set(objects), report)
+    archived = _check_manifests(engine, complete, volumes, set(objects), report)
     referenced = {v.key for v in volumes} | {engine.key(r, MANIFEST_NAME) for r in complete}
     referenced |= _unknown_backups(engine, root, set(objects), {r.id for r in rows}, report)
     # Backups in flight (or interrupted) own their whole directory: the engine cleans them.
