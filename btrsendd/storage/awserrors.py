@@ -20,6 +20,26 @@ from btrsendd.storage.retry import equal_jitter, retry_call
 
 T = TypeVar("T")
 
+#: How long a failing request keeps being retried, counted from its first failure: long
+#: enough to ride out an endpoint restart, throttling or a flapping uplink, short enough that
+#: an outage fails the cycle within minutes instead of hanging it; the next cycle resumes from
+#: the last stored volume.
+RETRY_BUDGET = 300.0
+#: The first wait between attempts; it doubles per attempt up to ``RETRY_MAX_DELAY``, with
+#: jitter so that concurrent parts do not retry in lockstep.
+RETRY_DELAY = 1.0
+RETRY_MAX_DELAY = 30.0
+#: Aborting an upload follows a failure already being reported and is best effort: a few
+#: quick tries, so an outage is reported without spending the budget a second time.
+ABORT_ATTEMPTS = 3
+
+#: The advice both backends give for missing or rejected credentials.
+NO_CREDENTIALS = (
+    "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, configure "
+    "~/.aws/credentials or use an instance role"
+)
+CHECK_CREDENTIALS = "check the AWS credentials (environment, ~/.aws, instance role)"
+
 
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))

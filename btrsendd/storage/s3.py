@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import boto3
 from botocore.config import Config
@@ -34,7 +34,18 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, StorageError
-from btrsendd.storage.awserrors import AwsRequests, cause, error_code, is_transient
+from btrsendd.storage.awserrors import (
+    ABORT_ATTEMPTS,
+    CHECK_CREDENTIALS,
+    NO_CREDENTIALS,
+    RETRY_BUDGET,
+    RETRY_DELAY,
+    RETRY_MAX_DELAY,
+    AwsRequests,
+    cause,
+    error_code,
+    is_transient,
+)
 from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
 from btrsendd.storage.common import check_key, fill, read_block
 
@@ -49,8 +60,6 @@ if TYPE_CHECKING:
         ListObjectsV2OutputTypeDef,
         ObjectIdentifierTypeDef,
     )
-
-T = TypeVar("T")
 
 MiB = 1024**2
 GiB = 1024**3
@@ -71,19 +80,12 @@ DELETE_BATCH = 1000
 #: ``Stored.checksum`` names its algorithm, so a later change of algorithm reads as a change.
 CHECKSUM_PREFIX = "sha256:"
 
-#: How long a failing request keeps being retried, counted from its first failure: long
-#: enough to ride out an endpoint restart, throttling or a flapping uplink, short enough that
-#: an outage fails the cycle within minutes instead of hanging it; the next cycle resumes from
-#: the last stored volume.  Every request is retried this way (``_retrying``), except
-#: ``check_access``, which answers a person running ``check-config`` at once.
-RETRY_BUDGET = 300.0
-#: The first wait between attempts; it doubles per attempt up to ``RETRY_MAX_DELAY``, with
-#: jitter so that concurrent parts do not retry in lockstep.
-UPLOAD_RETRY_DELAY = 1.0
-RETRY_MAX_DELAY = 30.0
-#: Aborting is best effort (``abort_incomplete_uploads`` sweeps up at the next cycle): a few
-#: tries, so an outage is reported without spending the budget a second time.
-ABORT_ATTEMPTS = 3
+#: The retry policy (``RETRY_BUDGET``, ``RETRY_MAX_DELAY``, ``ABORT_ATTEMPTS``) is the AWS
+#: backends' shared one (``awserrors``).  Every request is retried this way (``_retrying``),
+#: except ``check_access``, which answers a person running ``check-config`` at once; an abort
+#: that fails anyway is swept up by ``abort_incomplete_uploads`` at the next cycle.  Read at
+#: construction, so that tests can shorten the waits here.
+UPLOAD_RETRY_DELAY = RETRY_DELAY
 #: botocore's socket timeouts.  Its 60 s default to connect would let a dead endpoint use up
 #: the budget in a handful of attempts; 60 s to read still lets a busy endpoint answer a part.
 CONNECT_TIMEOUT = 10.0
@@ -309,7 +311,7 @@ class S3Storage(AwsRequests):
         for how long it tried (``retry_call``'s note) and that nothing is lost.
         """
         notes = getattr(exc, "__notes__", [])
-        gave_up = "".join(f"; {note}" for note in [*notes, _GAVE_UP_ADVICE] if notes)
+        gave_up = "".join(f"; {note}" for note in [*notes, _GAVE_UP_ADVICE]) if notes else ""
         return StorageError(self._explain(what, exc) + gave_up)
 
     def _explain(self, what: str, exc: Exception) -> str:
@@ -323,16 +325,12 @@ class S3Storage(AwsRequests):
                 )
             if code in _ACCESS_CODES:
                 return (
-                    f"{what} failed: access denied ({cause(exc)}); check the AWS "
-                    "credentials (environment, ~/.aws, instance role) and the bucket's "
-                    "permissions"
+                    f"{what} failed: access denied ({cause(exc)}); {CHECK_CREDENTIALS} "
+                    "and the bucket's permissions"
                 )
             return f"{what} failed: {cause(exc)}"
         if isinstance(exc, NoCredentialsError):
-            return (
-                f"{what} failed: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, configure ~/.aws/credentials or use an instance role"
-            )
+            return f"{what} failed: {NO_CREDENTIALS}"
         if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
             endpoint = self.endpoint_url or "the S3 endpoint"
             return f"{what} failed: cannot reach {endpoint}: {exc}"
@@ -651,9 +649,10 @@ class S3Storage(AwsRequests):
         return None if value is None else CHECKSUM_PREFIX + value
 
     def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+        what = f"restore request for {self._url(check_key(key))}"
         try:
             self._retrying(
-                f"restore request for {self._url(check_key(key))}",
+                what,
                 lambda: self._client.restore_object(
                     Bucket=self.bucket,
                     Key=key,
@@ -670,9 +669,9 @@ class S3Storage(AwsRequests):
                     "S3-compatible servers keep every class readable, so store there with "
                     'storage.storage_class = "STANDARD"'
                 ) from exc
-            raise self._error(f"restore request for {self._url(key)}", exc) from exc
+            raise self._error(what, exc) from exc
         except BotoCoreError as exc:
-            raise self._error(f"restore request for {self._url(key)}", exc) from exc
+            raise self._error(what, exc) from exc
 
     # -- maintenance -----------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO
 
 import boto3
 from botocore.config import Config
@@ -45,7 +45,18 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from btrsendd.errors import NotThawedError, OperationalError, StorageError
 from btrsendd.log import get_logger
-from btrsendd.storage.awserrors import AwsRequests, error_code, is_transient
+from btrsendd.storage.awserrors import (
+    ABORT_ATTEMPTS,
+    CHECK_CREDENTIALS,
+    NO_CREDENTIALS,
+    RETRY_BUDGET,
+    RETRY_DELAY,
+    RETRY_MAX_DELAY,
+    AwsRequests,
+    cause,
+    error_code,
+    is_transient,
+)
 from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
 from btrsendd.storage.common import check_key, read_block
 from btrsendd.storage.treehash import combine, tree_hash
@@ -54,8 +65,6 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
     from mypy_boto3_glacier import GlacierClient
     from mypy_boto3_glacier.type_defs import JobParametersTypeDef
-
-T = TypeVar("T")
 
 MiB = 1024**2
 GiB = 1024**3
@@ -82,16 +91,11 @@ JOB_OUTPUT_LIFETIME = timedelta(hours=24)
 #: into the archive's.
 DEFAULT_READ_RANGE = 16 * MiB
 
-#: The S3 backend's retry policy: a failing request is retried for this long from its first
-#: failure (riding out an endpoint restart or a flapping uplink, failing an outage within
-#: minutes), waiting from ``RETRY_DELAY`` doubling up to ``RETRY_MAX_DELAY`` with jitter, and
-#: every retry is logged (``storage.retrying``).
-RETRY_BUDGET = 300.0
-RETRY_DELAY = 1.0
-RETRY_MAX_DELAY = 30.0
-#: Aborting follows a failure already being reported, and the vault may drop an upload after
-#: 24 hours without activity anyway: a few quick tries, not the whole budget.
-ABORT_ATTEMPTS = 3
+#: The retry policy is the S3 backend's (``awserrors``): a failing request is retried for
+#: ``RETRY_BUDGET`` seconds from its first failure, waiting from ``RETRY_DELAY`` doubling up
+#: to ``RETRY_MAX_DELAY`` with jitter, and every retry is logged (``storage.retrying``).
+#: Aborting tries ``ABORT_ATTEMPTS`` times only: the vault may drop an upload after 24 hours
+#: without activity anyway.
 
 #: An inventory job takes hours on AWS; asking every few minutes is plenty.
 INVENTORY_POLL_SECONDS = 600.0
@@ -494,21 +498,17 @@ class VaultStorage(AwsRequests):
                 )
             if code in _ACCESS_CODES:
                 return StorageError(
-                    f"{what} failed: access denied ({code}: {message}); check the AWS "
-                    "credentials (environment, ~/.aws, instance role) and that their policy "
-                    "allows glacier:* on the vault"
+                    f"{what} failed: access denied ({cause(exc)}); {CHECK_CREDENTIALS} and "
+                    "that their policy allows glacier:* on the vault"
                 )
             if code == "InsufficientCapacityException":
                 return StorageError(
                     f"{what} failed: no Expedited retrieval capacity right now; use --tier "
                     "Standard or Bulk, or buy provisioned capacity"
                 )
-            return StorageError(f"{what} failed: {code}: {message}")
+            return StorageError(f"{what} failed: {cause(exc)}")
         if isinstance(exc, NoCredentialsError):
-            return StorageError(
-                f"{what} failed: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, configure ~/.aws/credentials or use an instance role"
-            )
+            return StorageError(f"{what} failed: {NO_CREDENTIALS}")
         if isinstance(exc, BotoConnectionError | HTTPClientError):
             endpoint = self.endpoint_url or f"Glacier in {self.region}"
             return StorageError(f"{what} failed: cannot reach {endpoint}: {exc}")
@@ -626,9 +626,9 @@ class VaultStorage(AwsRequests):
     ) -> tuple[list[bytes], int]:
         """Read parts one by one and upload them concurrently; returns (tree hashes, bytes).
 
-        As in the S3 backend, a semaphore counts part buffers, the one being read included,
-        so at most ``concurrency`` exist at once; after a failure no new part is read, and
-        parts already running finish before this returns, so the caller's abort is last.
+        A semaphore counts part buffers, the one being read included, so at most
+        ``concurrency`` exist at once; after a failure no new part is read, and parts already
+        running finish before this returns, so the caller's abort is last.
         """
         slots = threading.Semaphore(self.concurrency)
         failed = threading.Event()
