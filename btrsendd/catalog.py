@@ -25,7 +25,7 @@ from typing import Literal
 
 from btrsendd.errors import OperationalError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CATALOG_FILE = "catalog.db"
 
 State = Literal["uploading", "complete", "expiring"]
@@ -49,7 +49,13 @@ CREATE TABLE backups (
     raw_bytes     INTEGER NOT NULL DEFAULT 0,
     stored_bytes  INTEGER NOT NULL DEFAULT 0,
     created_at    TEXT NOT NULL,
-    completed_at  TEXT
+    completed_at  TEXT,
+    stream_version         INTEGER,
+    stream_name            TEXT,
+    stream_uuid            TEXT,
+    stream_ctransid        INTEGER,
+    stream_parent_uuid     TEXT,
+    stream_parent_ctransid INTEGER
 );
 CREATE INDEX backups_by_source ON backups(source, date);
 -- At most one live backup per source and day: dates name backups in the seed's protocol,
@@ -75,6 +81,15 @@ CREATE TABLE restore_requests (
     tier          TEXT NOT NULL,
     requested_at  TEXT NOT NULL
 );
+-- Working directories restore created inside targets: a restore that finds a leftover one
+-- deletes it only if it is recorded here with the same device and inode (a name alone could
+-- be anyone's, a symlink to anywhere among them).
+CREATE TABLE restore_workdirs (
+    path          TEXT PRIMARY KEY,
+    device        INTEGER NOT NULL,
+    inode         INTEGER NOT NULL,
+    created_at    TEXT NOT NULL
+);
 -- Chains are derived, never stored twice: a view keeps "how long is this chain" in one place.
 CREATE VIEW chains AS
     SELECT chain AS id, source, MIN(date) AS first_date, MAX(date) AS last_date,
@@ -87,6 +102,18 @@ CREATE VIEW chains AS
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 2: the storage backend's own checksum of each volume (``Volume.stored_checksum``).
     1: ("ALTER TABLE volumes ADD COLUMN stored_checksum TEXT",),
+    # 3: what each backup's send stream said it is (``StreamIdentity``), and restore's
+    # working directories.  Backups stored before keep NULLs: their streams were not checked.
+    2: (
+        "ALTER TABLE backups ADD COLUMN stream_version INTEGER",
+        "ALTER TABLE backups ADD COLUMN stream_name TEXT",
+        "ALTER TABLE backups ADD COLUMN stream_uuid TEXT",
+        "ALTER TABLE backups ADD COLUMN stream_ctransid INTEGER",
+        "ALTER TABLE backups ADD COLUMN stream_parent_uuid TEXT",
+        "ALTER TABLE backups ADD COLUMN stream_parent_ctransid INTEGER",
+        "CREATE TABLE restore_workdirs (path TEXT PRIMARY KEY, device INTEGER NOT NULL,"
+        " inode INTEGER NOT NULL, created_at TEXT NOT NULL)",
+    ),
 }
 
 _INSERT_VOLUME = (
@@ -141,6 +168,28 @@ class RestoreRequest:
 
 
 @dataclass(frozen=True)
+class StreamIdentity:
+    """What a backup's send stream says it is, read from its first command as it passed.
+
+    ``uuid`` and ``ctransid`` name the subvolume that was sent (btrfs puts its received UUID
+    there when it has one); an incremental's stream also names the subvolume it is relative
+    to (``parent_uuid``, ``parent_ctransid``), which must be what its parent backup's stream
+    named.  ``name`` is the subvolume name ``btrfs receive`` will create.
+    """
+
+    version: int
+    name: str
+    uuid: str
+    ctransid: int
+    parent_uuid: str | None = None
+    parent_ctransid: int | None = None
+
+    def continues(self, parent: StreamIdentity) -> bool:
+        """Whether this (incremental) stream is relative to the subvolume ``parent`` sent."""
+        return (self.parent_uuid, self.parent_ctransid) == (parent.uuid, parent.ctransid)
+
+
+@dataclass(frozen=True)
 class BackupRow:
     id: str
     source: str
@@ -161,6 +210,8 @@ class BackupRow:
     volume_count: int
     created_at: str
     completed_at: str | None
+    #: None for backups stored before btrsendd checked streams (catalog schema 2).
+    stream: StreamIdentity | None = None
 
 
 _SELECT_BACKUPS = """
@@ -168,12 +219,46 @@ _SELECT_BACKUPS = """
            b.snapshot_uuid, b.parent_uuid, b.compression, b.recipients, b.storage_class,
            b.raw_bytes, b.stored_bytes,
            (SELECT COUNT(*) FROM volumes v WHERE v.backup_id = b.id),
-           b.created_at, b.completed_at
+           b.created_at, b.completed_at, b.stream_version, b.stream_name, b.stream_uuid,
+           b.stream_ctransid, b.stream_parent_uuid, b.stream_parent_ctransid
     FROM backups b LEFT JOIN backups p ON p.id = b.parent_id
 """
 
+_STREAM_COLUMNS = (
+    "stream_version, stream_name, stream_uuid, stream_ctransid, stream_parent_uuid,"
+    " stream_parent_ctransid"
+)
+
+
+def _stream_values(stream: StreamIdentity | None) -> tuple[object, ...]:
+    if stream is None:
+        return (None,) * 6
+    return (
+        stream.version,
+        stream.name,
+        stream.uuid,
+        stream.ctransid,
+        stream.parent_uuid,
+        stream.parent_ctransid,
+    )
+
+
+def _stream_from(values: tuple[object, ...]) -> StreamIdentity | None:
+    version, name, uuid, ctransid, parent_uuid, parent_ctransid = values
+    if version is None:
+        return None
+    return StreamIdentity(
+        version=int(str(version)),
+        name=str(name),
+        uuid=str(uuid),
+        ctransid=int(str(ctransid)),
+        parent_uuid=None if parent_uuid is None else str(parent_uuid),
+        parent_ctransid=None if parent_ctransid is None else int(str(parent_ctransid)),
+    )
+
 
 def _backup_from_row(row: sqlite3.Row | tuple[object, ...]) -> BackupRow:
+    values = tuple(row)
     (
         bid,
         source,
@@ -194,7 +279,7 @@ def _backup_from_row(row: sqlite3.Row | tuple[object, ...]) -> BackupRow:
         nvol,
         created,
         completed,
-    ) = tuple(row)
+    ) = values[:19]
     return BackupRow(
         id=str(bid),
         source=str(source),
@@ -215,6 +300,7 @@ def _backup_from_row(row: sqlite3.Row | tuple[object, ...]) -> BackupRow:
         volume_count=int(str(nvol)),
         created_at=str(created),
         completed_at=None if completed is None else str(completed),
+        stream=_stream_from(values[19:]),
     )
 
 
@@ -350,6 +436,16 @@ class Catalog:
                 (volume.raw_length, volume.stored_size, backup_id),
             )
 
+    def set_stream(self, backup_id: str, stream: StreamIdentity) -> None:
+        """Record what the backup's (checked) send stream says it is, before its manifest."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE backups SET stream_version = ?, stream_name = ?, stream_uuid = ?,"
+                " stream_ctransid = ?, stream_parent_uuid = ?, stream_parent_ctransid = ?"
+                " WHERE id = ?",
+                (*_stream_values(stream), backup_id),
+            )
+
     def complete_backup(self, backup_id: str, completed_at: str) -> None:
         """Mark a backup complete: called only after its manifest is stored."""
         with self.transaction() as db:
@@ -380,8 +476,9 @@ class Catalog:
             db.execute(
                 "INSERT INTO backups (id, source, date, kind, parent_id, chain, state, snapshot,"
                 " snapshot_uuid, parent_uuid, compression, recipients, storage_class,"
-                " raw_bytes, stored_bytes, created_at, completed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f" raw_bytes, stored_bytes, created_at, completed_at, {_STREAM_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?, ?, ?, ?)",
                 (
                     row.id,
                     row.source,
@@ -399,6 +496,7 @@ class Catalog:
                     row.stored_bytes,
                     row.created_at,
                     row.completed_at,
+                    *_stream_values(row.stream),
                 ),
             )
             db.executemany(_INSERT_VOLUME, [v.row(row.id) for v in volumes])
@@ -450,6 +548,27 @@ class Catalog:
         """Drop requests whose objects have been read: their restored copies expire anyway."""
         with self.transaction() as db:
             db.executemany("DELETE FROM restore_requests WHERE key = ?", [(k,) for k in keys])
+
+    # -- restore working directories ------------------------------------------------------
+
+    def record_workdir(self, path: str, device: int, inode: int) -> None:
+        """Remember a working directory restore just created (before anything goes in it)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO restore_workdirs VALUES (?, ?, ?, ?)",
+                (path, device, inode, _now()),
+            )
+
+    def workdir(self, path: str) -> tuple[int, int] | None:
+        """The (device, inode) recorded for a working directory at ``path``, if any."""
+        row = self._db.execute(
+            "SELECT device, inode FROM restore_workdirs WHERE path = ?", (path,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def forget_workdir(self, path: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM restore_workdirs WHERE path = ?", (path,))
 
     def is_empty(self) -> bool:
         (count,) = self._db.execute("SELECT COUNT(*) FROM backups").fetchone()

@@ -17,7 +17,7 @@ from datetime import date
 from typing import Any
 
 from btrsendd import __version__
-from btrsendd.catalog import BackupRow, Volume
+from btrsendd.catalog import BackupRow, StreamIdentity, Volume
 from btrsendd.errors import OperationalError
 
 FORMAT = "btrsendd-manifest"
@@ -56,6 +56,9 @@ class Manifest:
             "stored_bytes": b.stored_bytes,
             "created_at": b.created_at,
             "completed_at": b.completed_at,
+            # Added within version 1 (absent before btrsendd checked send streams): what the
+            # stream said it is, so a rebuilt catalog can check chain links without a thaw.
+            "stream": None if b.stream is None else _stream_json(b.stream),
             "volumes": [
                 {
                     "index": v.index,
@@ -120,9 +123,32 @@ class Manifest:
                 volume_count=len(volumes),
                 created_at=str(doc["created_at"]),
                 completed_at=doc.get("completed_at"),
+                stream=None if doc.get("stream") is None else _stream_from_json(doc["stream"]),
             )
         except OperationalError:
             raise
         except (ValueError, KeyError, TypeError) as exc:
             raise OperationalError(f"{where}: unreadable manifest ({exc})") from None
         return cls(backup, volumes)
+
+
+def _stream_json(stream: StreamIdentity) -> dict[str, Any]:
+    return {
+        "version": stream.version,
+        "name": stream.name,
+        "uuid": stream.uuid,
+        "ctransid": stream.ctransid,
+        "parent_uuid": stream.parent_uuid,
+        "parent_ctransid": stream.parent_ctransid,
+    }
+
+
+def _stream_from_json(doc: dict[str, Any]) -> StreamIdentity:
+    return StreamIdentity(
+        version=int(doc["version"]),
+        name=str(doc["name"]),
+        uuid=str(doc["uuid"]),
+        ctransid=int(doc["ctransid"]),
+        parent_uuid=doc.get("parent_uuid"),
+        parent_ctransid=doc.get("parent_ctransid"),
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from btrsendd.catalog import SCHEMA_VERSION, Catalog, Volume
+from btrsendd.catalog import SCHEMA_VERSION, Catalog, StreamIdentity, Volume
 from btrsendd.errors import OperationalError
 from btrsendd.manifest import Manifest
 
@@ -88,13 +88,20 @@ _VOLUMES_V1 = """CREATE TABLE volumes (
     raw_length INTEGER NOT NULL, raw_sha256 TEXT NOT NULL, stored_size INTEGER NOT NULL,
     stored_sha256 TEXT NOT NULL, PRIMARY KEY (backup_id, idx))"""
 
+#: What schema 3 added: each backup's stream identity, and restore's working directories.
+_DOWN_TO_V2 = """DROP TABLE restore_workdirs;
+    ALTER TABLE backups DROP COLUMN stream_version; ALTER TABLE backups DROP COLUMN stream_name;
+    ALTER TABLE backups DROP COLUMN stream_uuid; ALTER TABLE backups DROP COLUMN stream_ctransid;
+    ALTER TABLE backups DROP COLUMN stream_parent_uuid;
+    ALTER TABLE backups DROP COLUMN stream_parent_ctransid;"""
+
 
 def test_catalog_of_version_1_is_upgraded_in_place(tmp_path: Path) -> None:
     with Catalog.open(tmp_path) as cat:
         begin(cat, "c1", "2000-01-01")
     db = sqlite3.connect(tmp_path / "catalog.db")
     db.executescript(
-        f"""DROP TABLE volumes; {_VOLUMES_V1};
+        f"""{_DOWN_TO_V2} DROP TABLE volumes; {_VOLUMES_V1};
         INSERT INTO volumes VALUES ('c1', 0, 'vol-00000', 0, 10, 'r', 7, 's');
         PRAGMA user_version = 1;"""
     )
@@ -108,6 +115,25 @@ def test_catalog_of_version_1_is_upgraded_in_place(tmp_path: Path) -> None:
     db.close()
 
 
+def test_catalog_of_version_2_keeps_its_backups_unchecked(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+        cat.complete_backup("c1", "2000-01-01T00:10:00+00:00")
+    db = sqlite3.connect(tmp_path / "catalog.db")
+    db.executescript(f"{_DOWN_TO_V2} PRAGMA user_version = 2;")
+    db.close()
+    stream = StreamIdentity(2, "2000-01-07", "ab" * 16, 7, "cd" * 16, 5)
+    with Catalog.open(tmp_path) as cat:
+        [old] = cat.backups("home")
+        assert old.stream is None  # stored before streams were checked
+        begin(cat, "i1", "2000-01-07", parent="c1")
+        cat.set_stream("i1", stream)
+        cat.complete_backup("i1", "2000-01-07T00:10:00+00:00")
+        assert cat.backups("home")[1].stream == stream
+        cat.record_workdir("/t/.btrsendd-restore-x", 5, 7)
+        assert cat.workdir("/t/.btrsendd-restore-x") == (5, 7)
+
+
 def test_corrupt_catalog_gives_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "catalog.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OperationalError, match="catalog rebuild"):
@@ -118,6 +144,7 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     with Catalog.open(tmp_path) as cat:
         begin(cat, "c1", "2000-01-01")
         cat.add_volume("c1", vol(0))
+        cat.set_stream("c1", StreamIdentity(1, "2000-01-01", "ab" * 16, 42))
         cat.complete_backup("c1", "2000-01-01T00:10:00+00:00")
         row = cat.backup("c1")
         assert row is not None
