@@ -52,7 +52,7 @@ def faulty_zstd(world: World, nth: int, action: str) -> Path:
     return counter
 
 
-def start(world: World, *args: str, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+def start(world: World, *args: str, stderr: IO[bytes] | int) -> subprocess.Popen[bytes]:
     """Start the real command line in a process group of its own, logging JSON to ``stderr``.
 
     Its own group is what lets ``kill_all`` take down btrfs send, zstd and gpg with it, as a

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
 import time
@@ -15,9 +13,9 @@ import pytest
 from tests.backed_up import events
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.sabotage import faulty_zstd
+from tests.sabotage import faulty_zstd, kill_all, start
 from tests.trees import assert_same_tree, populate
-from tests.world import BTRSENDD, World, make_world
+from tests.world import World, make_world
 
 
 @pytest.fixture
@@ -58,28 +56,14 @@ def test_failed_upload_resumes_from_first_missing_volume(
 
 def test_kill_9_mid_upload_then_resume(world: World, make_btrfs: MakeBtrfs) -> None:
     counter = faulty_zstd(world, nth=3, action="sleep 600")
-    world.write_config()
-    proc = subprocess.Popen(
-        [
-            BTRSENDD,
-            "--config",
-            str(world.config),
-            "--log-format",
-            "json",
-            "backup",
-            "--date",
-            "2000-01-01",
-        ],
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **world.env},
-    )
+    # Its own process group: the kill takes btrsendd with every child (the hanging zstd's
+    # sleep included), as a power cut would, and no process of anyone else's.
+    proc = start(world, "backup", "--date", "2000-01-01", stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not (counter.exists() and counter.read_text().strip() == "3"):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    subprocess.run(["pkill", "-f", "sleep 600"], check=False)
+    kill_all(proc)
     assert [b["state"] for b in world.list()] == ["uploading"]
 
     world.env.pop("PATH")
