@@ -24,7 +24,6 @@ import errno
 import fcntl
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -42,14 +41,12 @@ from btrsendd.catalog import BackupRow, Catalog, RestoreRequest
 from btrsendd.damage import Located, free_damage, volume_keys
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError, UsageError
 from btrsendd.log import get_logger
+from btrsendd.names import UnsafeName, check_name, is_safe_component
 from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
 from btrsendd.pricing import Fetch, Prices
 from btrsendd.progress import human_bytes
 from btrsendd.storage.base import Storage, Tier
-
-#: Working directories inside the target start with this; leftovers of a killed restore are
-#: recognised by it and removed by the next restore into the same target.
-WORKDIR_PREFIX = ".btrsendd-restore-"
+from btrsendd.workdir import Target, Workdir, fd_path, remove_leftovers
 
 #: How long a thawed copy stays readable.  Long enough to download a large chain after a
 #: 48-hour Bulk retrieval; the copy is billed as STANDARD storage meanwhile.
@@ -88,6 +85,27 @@ def resolve_chain(catalog: Catalog, source: str, day: date) -> list[BackupRow]:
 
 
 # -- checks that cost nothing ------------------------------------------------------------
+
+
+def check_names(volumes: Sequence[Located]) -> None:
+    """Every name restore will build a key or a path from must be one of ours.
+
+    The catalog's names came from storage once (a rebuild reads them from manifests); they
+    are checked again here, where they are about to become keys and file names.
+    """
+    for vol in volumes:
+        row = vol.backup
+        try:
+            check_name("source", row.source)
+            check_name("backup id", row.id)
+            if row.snapshot is not None:
+                check_name("snapshot", row.snapshot)
+            check_name("volume", vol.volume.name)
+        except UnsafeName as exc:
+            raise OperationalError(
+                f"the catalog's backup {row.id!r} has an unsafe name ({exc}); nothing was "
+                "requested: run `btrsendd catalog rebuild --force`"
+            ) from None
 
 
 def check_target(target: Path, name: str | None, writable: Path | None) -> None:
@@ -286,45 +304,20 @@ def _compression(name: str) -> Compression:
     raise OperationalError(f"unknown compression {name!r} in the catalog; upgrade btrsendd")
 
 
-def _subvolumes_in(directory: Path) -> set[str]:
-    return {p.name for p in directory.iterdir() if btrfsutil.is_subvolume(p)}
-
-
-def _delete_subvolume(path: Path) -> None:
-    try:
-        btrfsutil.delete_subvolume(path)
-    except btrfsutil.BtrfsUtilError:
-        # A half-received subvolume can be writable and partially populated; the library call
-        # handles both, but if it fails the CLI gets a second chance with the same semantics.
-        subprocess.run(["btrfs", "subvolume", "delete", str(path)], capture_output=True)
-
-
-def _remove_workdir(work: Path) -> None:
-    """Delete a working directory and every subvolume received into it."""
-    for name in _subvolumes_in(work):
-        _delete_subvolume(work / name)
-    shutil.rmtree(work, ignore_errors=True)
-    if work.exists():
-        get_logger().warning(
-            "restore.cleanup_failed", path=str(work), detail="delete it by hand (as root)"
-        )
-
-
 @contextlib.contextmanager
-def _exclusive(target: Path) -> Iterator[None]:
+def _exclusive(target: Target) -> Iterator[None]:
     """Hold an flock on the target directory: one restore at a time writes into it, so the
-    working directories found there belong to dead restores and can be removed."""
-    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    working directories found there belong to dead restores (or to no restore at all)."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OperationalError(
-                f"another btrsendd restore is writing into {target}; wait for it to finish"
-            ) from None
+        fcntl.flock(target.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OperationalError(
+            f"another btrsendd restore is writing into {target.path}; wait for it to finish"
+        ) from None
+    try:
         yield
     finally:
-        os.close(fd)
+        fcntl.flock(target.fd, fcntl.LOCK_UN)
 
 
 def _stored_sha256(storage: Storage, key: str) -> str | None:
@@ -367,25 +360,36 @@ def _receive_volume(storage: Storage, vol: Located, out: int, gnupg_home: Path |
         raise OperationalError("the decoded bytes differ from the send stream recorded")
 
 
-def _receive_backup(
-    storage: Storage, volumes: Sequence[Located], work: Path, gnupg_home: Path | None
-) -> Path:
-    """Receive one backup's volumes into ``work``; return the new subvolume.
+#: What btrfs receive says when all is well; left out of the lines quoted on failure.
+_RECEIVE_CHATTER = ("At subvol ", "At snapshot ", "Chroot to ")
 
-    On failure whatever was received stays in ``work``, which the caller deletes.
+
+def _receive_backup(
+    storage: Storage, volumes: Sequence[Located], work: Workdir, gnupg_home: Path | None
+) -> str:
+    """Receive one backup's volumes into ``work``; return the new subvolume's name.
+
+    ``btrfs receive`` is confined to the working directory (``--chroot``, reached through
+    its descriptor), so whatever the stream names, nothing outside it is written.  On
+    failure whatever was received stays in ``work``, which the caller removes.
     """
     row = volumes[0].backup
-    before = _subvolumes_in(work)
+    before = set(work.subvolumes())
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            ["btrfs", "receive", "-e", str(work)], stdin=subprocess.PIPE, stdout=err, stderr=err
+            ["btrfs", "receive", "-e", "--chroot", fd_path(work.fd)],
+            stdin=subprocess.PIPE,
+            stdout=err,
+            stderr=err,
+            pass_fds=(work.fd,),
         )
         assert proc.stdin is not None
         current: Located | None = None
 
         def receive_failure() -> str:
             err.seek(0)
-            detail = err.read().decode(errors="replace").strip().splitlines()
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            detail = [line for line in lines if not line.startswith(_RECEIVE_CHATTER)]
             return f"btrfs receive failed: {' '.join(detail[-3:]) or f'exit {proc.returncode}'}"
 
         try:
@@ -406,32 +410,47 @@ def _receive_backup(
             if isinstance(exc, OperationalError):
                 raise OperationalError(f"restore of {where} failed: {exc}") from None
             raise
-    new = _subvolumes_in(work) - before
+    new = set(work.subvolumes()) - before
     if len(new) != 1:
         raise OperationalError(f"btrfs receive of {row.id} created {len(new)} subvolumes")
-    return work / new.pop()
+    return new.pop()
+
+
+def _final_name(row: BackupRow, received: str) -> str:
+    """The name the restored day gets in the target: its snapshot's, as recorded.
+
+    A ``backup-stdin`` backup records no snapshot; then the name its stream gave the
+    subvolume is used, if it is a plain name (a hostile stream could name anything).
+    """
+    if row.snapshot is not None:
+        return row.snapshot
+    if not is_safe_component(received):
+        raise OperationalError(
+            f"backup {row.id} names its subvolume {received!r}, which is not a plain name"
+        )
+    return received
 
 
 def receive_chain(
-    storage: Storage, volumes: Sequence[Located], target: Path, *, gnupg_home: Path | None
+    storage: Storage,
+    catalog: Catalog,
+    volumes: Sequence[Located],
+    target_path: Path,
+    *,
+    gnupg_home: Path | None,
 ) -> Path:
     """Receive every backup of a chain in order; return the restored day's subvolume.
 
-    Members are received into a working directory in ``target`` and each is deleted once
-    the next one is in; the last becomes a read-only snapshot in ``target`` (a received
+    Members are received into a working directory in the target and each is deleted once
+    the next one is in; the last becomes a read-only snapshot in the target (a received
     read-only subvolume cannot be moved to another directory).
     """
     log = get_logger(source=volumes[0].backup.source)
-    with _exclusive(target):
-        for leftover in target.glob(WORKDIR_PREFIX + "*"):
-            log.warning("restore.leftover_removed", path=str(leftover))
-            _remove_workdir(leftover)
+    with Target.open(target_path) as target, _exclusive(target):
+        remove_leftovers(target, catalog)
+        work = Workdir.create(target, catalog)
         try:
-            work = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=target))
-        except OSError as exc:
-            raise OperationalError(f"cannot write into {target}: {exc.strerror}") from None
-        try:
-            previous: Path | None = None
+            previous: str | None = None
             for _, group in groupby(volumes, key=lambda v: v.backup.id):
                 members = list(group)
                 row = members[0].backup
@@ -445,19 +464,23 @@ def receive_chain(
                     duration=round(time.monotonic() - started, 3),
                 )
                 if previous is not None:
-                    _delete_subvolume(previous)
+                    work.delete_subvolume(previous)
                 previous = received
             assert previous is not None
-            final = target / previous.name
+            name = _final_name(volumes[-1].backup, previous)
             try:
-                btrfsutil.create_snapshot(previous, final, read_only=True)
+                btrfsutil.create_snapshot(
+                    fd_path(work.fd, previous), fd_path(target.fd, name), read_only=True
+                )
             except btrfsutil.BtrfsUtilError as exc:
-                raise OperationalError(f"cannot create {final}: {exc.strerror}") from None
-            return final
+                raise OperationalError(
+                    f"cannot create {target_path / name}: {exc.strerror}"
+                ) from None
+            return target_path / name
         except OperationalError as exc:
-            raise OperationalError(f"{exc}; nothing was left in {target}") from None
+            raise OperationalError(f"{exc}; nothing was left in {target_path}") from None
         finally:
-            _remove_workdir(work)
+            work.remove(catalog)
 
 
 def writable_copy(subvolume: Path, path: Path) -> None:
@@ -485,6 +508,7 @@ class RestoreJob:
     def prepare(cls, engine: Engine, chain: list[BackupRow], gnupg_home: Path | None) -> RestoreJob:
         """Run every check that costs nothing, and survey the volumes' thaw states."""
         volumes = volume_keys(engine, chain)
+        check_names(volumes)
         # Not rehashed even where reading is free: the receive checks every byte anyway.
         damage = free_damage(engine.storage, volumes, rehash=False)
         if damage:
@@ -558,6 +582,12 @@ class RestoreJob:
 
     def receive(self, target: Path, gnupg_home: Path | None) -> Path:
         """Receive the chain into ``target``; the thawed copies are no longer waited for."""
-        path = receive_chain(self.engine.storage, self.volumes, target, gnupg_home=gnupg_home)
+        path = receive_chain(
+            self.engine.storage,
+            self.engine.catalog,
+            self.volumes,
+            target,
+            gnupg_home=gnupg_home,
+        )
         self.engine.catalog.forget_restore_requests(v.key for v in self.volumes)
         return path

@@ -119,14 +119,21 @@ def _fsid(path: Path) -> bytes | None:
     except OSError as exc:
         raise _operational(f"open {path}", exc) from None
     try:
+        return filesystem_id(fd, str(path))
+    finally:
+        os.close(fd)
+
+
+def filesystem_id(fd: int, what: str) -> bytes | None:
+    """The btrfs filesystem UUID of the open directory ``fd`` (``what`` names it in errors);
+    None if it is not on btrfs.  By descriptor, so a path swapped meanwhile cannot mislead."""
+    try:
         buf = bytearray(_FS_INFO_SIZE)
         fcntl.ioctl(fd, _BTRFS_IOC_FS_INFO, buf)
     except OSError as exc:
         if exc.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
             return None
-        raise _operational(f"read the filesystem id of {path}", exc) from None
-    finally:
-        os.close(fd)
+        raise _operational(f"read the filesystem id of {what}", exc) from None
     return bytes(buf[_FSID])
 
 

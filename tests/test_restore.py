@@ -44,7 +44,7 @@ from tests.backed_up import (
     try_restore,
     world_storage,
 )
-from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
+from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
 from tests.trees import assert_same_tree
@@ -173,11 +173,7 @@ def test_damaged_and_missing_volumes_fail_cleanly(
     )
     assert "nothing was requested" in line
 
-    # The undamaged day of the second chain still restores, and the working directory a
-    # killed restore left behind (a half-received subvolume in it) is cleaned up on the way.
-    leftover = target / ".btrsendd-restore-killed"
-    leftover.mkdir()
-    make_subvolume(leftover / "2000-01-07")
+    # The undamaged day of the second chain still restores.
     assert_same_tree(w.snapshots / "2000-01-14", w.restore(TEN_DAYS[2], target))
     assert [p.name for p in target.iterdir()] == ["2000-01-14"]
 
