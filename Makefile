@@ -8,16 +8,17 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PACKAGES := btrfs-progs libbtrfsutil-dev gnupg pigz gzip zstd python3-venv python3-dev \
-	gcc pkg-config util-linux debootstrap systemd-container
+	gcc pkg-config util-linux debootstrap systemd-container faketime
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test demo lint typecheck fmt bench install clean
 
 all: test
 
-# apt only when something is missing, so a second run costs nothing and needs no network.
+# apt only when something is missing (checked again when this file changes), so a second run
+# costs nothing and needs no network.
 deps: .stamp-apt
-.stamp-apt:
+.stamp-apt: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

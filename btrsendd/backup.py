@@ -29,7 +29,7 @@ from typing import Any
 from btrsendd import planner, snapshots
 from btrsendd.catalog import BackupRow, Catalog, Volume
 from btrsendd.config import Config, SourceConfig
-from btrsendd.errors import BtrsenddError, OperationalError, StorageError
+from btrsendd.errors import BtrsenddError, OperationalError, StorageError, UsageError
 from btrsendd.lock import state_lock
 from btrsendd.log import get_logger
 from btrsendd.manifest import MANIFEST_NAME, Manifest
@@ -110,6 +110,7 @@ class Engine:
         if dry_run:
             decision = self.plan(src.name, day, force=force)
             return _outcome(src.name, day, decision)
+        check_date(day)
         self.recover(src.name, src)
         self._check_clock(src.name, day)
         decision = self.plan(src.name, day, force=force)
@@ -158,10 +159,12 @@ class Engine:
         """
         done = self.catalog.backups(source)
         if done and day < done[-1].date:
+            newest = done[-1].date
             raise OperationalError(
-                f"{source}: the date {day} is earlier than the newest backup "
-                f"({done[-1].date}); has the clock moved backwards? Nothing was done; fix the "
-                "system clock (or --date)"
+                f"{source}: the date {day} is earlier than the newest backup ({newest}); has "
+                "the clock moved backwards? Nothing was done; fix the system clock (or --date), "
+                f"or, if the backup of {newest} is the mistake, remove it with `btrsendd forget "
+                f"--source {source} --date {newest}`"
             )
 
     def _parent_snapshot(self, src: SourceConfig, parent_id: str) -> snapshots.Snapshot | None:
@@ -328,17 +331,11 @@ class Engine:
     # -- expiry and recovery -------------------------------------------------------------
 
     def expire(self, source: str, backup_ids: Sequence[str]) -> None:
-        """Delete a whole chain: remote objects first (manifests before volumes), then rows."""
+        """Delete a whole chain the planner let go, and say so."""
         rows = [r for r in (self.catalog.backup(i) for i in backup_ids) if r is not None]
         if not rows:
             return
-        self.catalog.mark_expiring([r.id for r in rows])
-        self.storage.delete([self.key(r, MANIFEST_NAME) for r in rows])
-        for r in rows:
-            self.storage.delete(
-                [o.key for o in self.storage.list(self.backup_dir(source, r.id) + "/")]
-            )
-        self.catalog.delete_backups([r.id for r in rows])
+        self.delete_backups(rows)
         get_logger(source=source).info(
             "chain.expired",
             chain=rows[0].chain,
@@ -346,6 +343,23 @@ class Engine:
             backups=len(rows),
             stored_bytes=sum(r.stored_bytes for r in rows),
         )
+
+    def delete_backups(self, rows: Sequence[BackupRow]) -> None:
+        """Delete backups: remote objects first, then their rows.
+
+        The rows turn ``expiring`` first, so an interruption is finished by the next
+        ``recover``.  Manifests go before volumes, newest first: at every moment the
+        manifests left in storage describe backups that can be restored, which is what
+        ``catalog rebuild`` adopts.
+        """
+        newest_first = sorted(rows, key=lambda r: r.date, reverse=True)
+        self.catalog.mark_expiring([r.id for r in rows])
+        for r in newest_first:
+            self.storage.delete([self.key(r, MANIFEST_NAME)])
+        for r in newest_first:
+            self._abort_leftover_uploads(r)
+            self.storage.delete([o.key for o in self.storage.list(self.backup_dir_of(r) + "/")])
+        self.catalog.delete_backups([r.id for r in rows])
 
     def recover(self, source: str, src: SourceConfig | None = None) -> None:
         """Finish what an interruption left: resume or discard uploads, finish expiries.
@@ -357,7 +371,9 @@ class Engine:
         """
         for row in self.catalog.backups(source, states=("uploading",)):
             self._abort_leftover_uploads(row)
-            plan = None if src is None else self._resume_plan(src, row)
+            # Never resume what a clock gone ahead started: that backup is the mistake.
+            ahead = row.date > dt.date.today() + dt.timedelta(days=1)
+            plan = None if src is None or ahead else self._resume_plan(src, row)
             if plan is None:
                 get_logger(source=source, backup_id=row.id).warning(
                     "backup.discarded",
@@ -376,7 +392,11 @@ class Engine:
                 self._discard(source, row.id)
         expiring = self.catalog.backups(source, states=("expiring",))
         if expiring:
-            self.expire(source, [r.id for r in expiring])
+            # An expiry or a `forget` was interrupted: finish what it decided.
+            self.delete_backups(expiring)
+            get_logger(source=source).info(
+                "backup.deletion_finished", backups=[r.id for r in expiring]
+            )
 
     def _abort_leftover_uploads(self, row: BackupRow) -> None:
         """Abort multipart uploads an interrupted volume left open (they cost money)."""
@@ -440,6 +460,22 @@ class Engine:
             keep.add(src.snapshot_dir / latest[-1].snapshot)
         for snap in snapshots.prune(src.snapshot_dir, day, self.config.snapshots.keep_days, keep):
             get_logger(source=src.name).info("snapshot.deleted", snapshot=str(snap.path))
+
+
+def check_date(day: date) -> None:
+    """Refuse to back up for a date later than tomorrow (a typo, or a clock gone wrong).
+
+    A backup dated ahead would be the newest for as long as the real date is behind it: every
+    real backup would be refused as "the clock moved backwards", local snapshots would be
+    pruned against that date, and the chains it made look old would expire.  Tomorrow is
+    still allowed, for a --date written in another time zone.
+    """
+    latest = dt.date.today() + dt.timedelta(days=1)
+    if day > latest:
+        raise UsageError(
+            f"the date {day} is in the future (after tomorrow, {latest}); nothing was done: "
+            "check --date, or the system clock"
+        )
 
 
 @contextmanager

@@ -152,10 +152,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_backup_stdin(args: argparse.Namespace) -> int:
-    from btrsendd.backup import open_engine
+    from btrsendd.backup import check_date, open_engine
 
     config = _config(args)
     src = config.source(args.source)
+    check_date(args.date)
     with open_engine(config, lock="backup-stdin") as engine:
         engine.recover(src.name)
         decision = engine.plan(src.name, args.date)
@@ -243,7 +244,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
         for line in job.plan(prices, args.tier):
             print(line)
-        if not args.yes and not _confirm("Proceed?"):
+        if not args.yes and not confirm("Proceed?"):
             print("nothing requested")
             return 1
         waiting = job.survey.waiting
@@ -269,7 +270,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(question: str) -> bool:
+def confirm(question: str) -> bool:
+    """Ask on the terminal; without one, refuse (exit 2) rather than guess."""
     if not sys.stdin.isatty():
         raise UsageError("not asking for confirmation without a terminal: pass --yes")
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
@@ -387,6 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="also make a writable snapshot of the restored day at PATH",
     )
+    p = command(
+        "forget",
+        _lazy("btrsendd.forget:cmd_forget"),
+        "delete a backup made by mistake (a wrong --date, a clock that jumped ahead) and every "
+        "later backup of its chain, from storage and the catalog; shows what goes and what "
+        "early deletion costs first",
+    )
+    p.add_argument("--source", metavar="NAME", required=True, help="the backup's source")
+    p.add_argument(
+        "--date", type=_date, metavar="YYYY-MM-DD", required=True, help="the backup's date"
+    )
+    p.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
+    p.add_argument("--yes", action="store_true", help="do not ask before deleting")
     command(
         "run",
         _lazy("btrsendd.daemon:cmd_run"),

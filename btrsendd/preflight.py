@@ -31,18 +31,11 @@ from btrsendd.config import (
     StorageConfig,
 )
 from btrsendd.errors import BtrsenddError
+from btrsendd.pricing import MINIMUM_STORAGE_DAYS
 
 Level = Literal["error", "warning"]
 
-#: Minimum storage durations (days): deleting earlier is billed as if kept this long.
-MINIMUM_STORAGE_DAYS = {
-    "DEEP_ARCHIVE": 180,
-    "GLACIER": 90,
-    "GLACIER_IR": 90,
-    "STANDARD_IA": 30,
-    "ONEZONE_IA": 30,
-}
-VAULT_MINIMUM_STORAGE_DAYS = 90
+VAULT_MINIMUM_STORAGE_DAYS = MINIMUM_STORAGE_DAYS["GLACIER_VAULT"]
 #: Classes to suggest instead, coldest (cheapest to keep) first.
 _COLDEST_FIRST = ("DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "STANDARD_IA", "STANDARD")
 

@@ -1,4 +1,4 @@
-"""What a restore costs and how long it waits, per storage class and retrieval tier.
+"""What storing and restoring cost, and how long a restore waits, per storage class and tier.
 
 Approximate AWS list prices (us-east-1, USD) as published in 2025; they change and differ by
 region, so the numbers are shown as estimates and ``[restore]`` in the configuration can
@@ -25,6 +25,49 @@ TRANSFER_OUT_PER_GB = 0.09
 
 #: The storage class the local backend records: no retrieval, no transfer, no cost.
 LOCAL_CLASS = "local"
+
+#: Storing, USD per GB-month (AWS bills GB as 2^30 bytes).  GLACIER and DEEP_ARCHIVE also
+#: bill ~40 KB of overhead per object, which volumes of hundreds of MiB make negligible.
+#: INTELLIGENT_TIERING is priced at its frequent tier, an upper bound.
+STORAGE_PER_GB_MONTH: Mapping[str, float] = {
+    "STANDARD": 0.023,
+    "INTELLIGENT_TIERING": 0.023,
+    "STANDARD_IA": 0.0125,
+    "ONEZONE_IA": 0.01,
+    "GLACIER_IR": 0.004,
+    "GLACIER": 0.0036,
+    "DEEP_ARCHIVE": 0.00099,
+    "GLACIER_VAULT": 0.0036,
+    LOCAL_CLASS: 0.0,
+}
+
+#: Minimum storage durations (days): deleting earlier is billed as if kept this long.
+MINIMUM_STORAGE_DAYS: Mapping[str, int] = {
+    "DEEP_ARCHIVE": 180,
+    "GLACIER": 90,
+    "GLACIER_IR": 90,
+    "STANDARD_IA": 30,
+    "ONEZONE_IA": 30,
+    "GLACIER_VAULT": 90,
+}
+
+#: Days in the month AWS prorates storage by.
+_DAYS_PER_MONTH = 30
+
+
+def monthly_cost(storage_class: str, stored_bytes: int) -> float | None:
+    """Estimated USD per month for keeping ``stored_bytes`` in ``storage_class``."""
+    price = STORAGE_PER_GB_MONTH.get(storage_class)
+    return None if price is None else stored_bytes / GIB * price
+
+
+def early_deletion_cost(storage_class: str, stored_bytes: int, age_days: int) -> float:
+    """What deleting ``stored_bytes`` stored ``age_days`` ago costs on top: the rest of the
+    class's minimum duration, billed as if kept (0 past it, or for a class without one)."""
+    remaining = MINIMUM_STORAGE_DAYS.get(storage_class, 0) - age_days
+    monthly = monthly_cost(storage_class, stored_bytes) or 0.0
+    return max(remaining, 0) / _DAYS_PER_MONTH * monthly
+
 
 #: Tiers from fastest (dearest) to slowest (cheapest): the order the plan lists them in.
 TIERS = ("Expedited", "Standard", "Bulk")

@@ -6,8 +6,7 @@ upload's progress, each source's last error), which is only current while the da
 Without a daemon, status still answers from the catalog and says "daemon not running"; the
 last errors it shows then are the ones the daemon saw before it stopped.
 
-The storage price table lives here, not in ``pricing.py`` (retrieval prices, owned by the
-restore side), because only this report needs what storing costs per month.
+What storing costs per month comes from ``pricing.py``.
 """
 
 from __future__ import annotations
@@ -20,35 +19,15 @@ from typing import Any
 
 from btrsendd import snapshots
 from btrsendd.backup import Engine, open_engine
+from btrsendd.catalog import BackupRow
 from btrsendd.config import Config, SourceConfig, config_path, load_config
 from btrsendd.daemon import cron_trigger, format_time, live_pid, read_state
 from btrsendd.errors import BtrsenddError
-from btrsendd.pricing import GIB, LOCAL_CLASS
+from btrsendd.pricing import monthly_cost
 from btrsendd.progress import human_bytes
-
-#: Storing, USD per GB-month (AWS bills GB as 2^30 bytes): us-east-1 list prices in 2025, for
-#: estimates only.  GLACIER and DEEP_ARCHIVE also bill ~40 KB of overhead per object, which
-#: volumes of hundreds of MiB make negligible.  INTELLIGENT_TIERING is priced at its frequent
-#: tier, an upper bound.
-STORAGE_PER_GB_MONTH: Mapping[str, float] = {
-    "STANDARD": 0.023,
-    "INTELLIGENT_TIERING": 0.023,
-    "STANDARD_IA": 0.0125,
-    "ONEZONE_IA": 0.01,
-    "GLACIER_IR": 0.004,
-    "GLACIER": 0.0036,
-    "DEEP_ARCHIVE": 0.00099,
-    LOCAL_CLASS: 0.0,
-}
 
 #: How far ahead ``next backup`` looks for a run on which the planner has a backup due.
 _LOOKAHEAD_DAYS = 366
-
-
-def monthly_cost(storage_class: str, stored_bytes: int) -> float | None:
-    """Estimated USD per month for keeping ``stored_bytes`` in ``storage_class``."""
-    price = STORAGE_PER_GB_MONTH.get(storage_class)
-    return None if price is None else stored_bytes / GIB * price
 
 
 def _next_backup(engine: Engine, source: str, trigger: Any, now: datetime) -> dict[str, Any]:
@@ -115,10 +94,26 @@ def _source_report(
         else None,
         "interrupted": [{"id": r.id, "volumes_stored": r.volume_count} for r in interrupted],
         "last_run": {"at": seen.get("last_run_at"), "result": seen.get("last_result")},
+        "problem": _date_problem(src.name, last, now),
         "last_error": None
         if not seen.get("last_error")
         else {"at": seen.get("last_error_at"), "message": seen.get("last_error")},
     }
+
+
+def _date_problem(source: str, newest: BackupRow | None, now: datetime) -> str | None:
+    """Why no backup can be made while the newest one is dated after today, and the way out.
+
+    Shown from the catalog, not from the daemon's last error: it holds whether or not a
+    daemon runs, and for as long as the dates disagree.
+    """
+    if newest is None or newest.date <= now.date():
+        return None
+    return (
+        f"the newest backup ({newest.date}) is dated after today ({now.date()}): no backup is "
+        "made until the clock reaches that day; if that backup is a mistake, remove it with "
+        f"`btrsendd forget --source {source} --date {newest.date}`"
+    )
 
 
 def _daemon_report(config: Config) -> dict[str, Any]:
@@ -238,6 +233,8 @@ def _source_lines(s: Mapping[str, Any]) -> list[str]:
     if run["at"]:
         add("last run", f"{_when(run['at'])}: {run['result']}")
     error = s["last_error"]
+    if s["problem"]:
+        add("problem", s["problem"])
     add("last error", "none" if error is None else f"{_when(error['at'])}: {error['message']}")
     return lines
 
