@@ -30,6 +30,7 @@ from btrsendd import planner, snapshots
 from btrsendd.catalog import BackupRow, Catalog, Volume
 from btrsendd.config import Config, SourceConfig
 from btrsendd.errors import BtrsenddError, OperationalError, StorageError, UsageError
+from btrsendd.interrupt import Interrupted
 from btrsendd.lock import state_lock
 from btrsendd.log import get_logger
 from btrsendd.manifest import MANIFEST_NAME, Manifest
@@ -272,6 +273,8 @@ class Engine:
             # endpoint, and the next cycle resumes (from volume 0) or discards it anyway.
             if not stored and not isinstance(exc, StorageError):
                 self._discard(row.source, backup_id)
+            if isinstance(exc, Interrupted):
+                exc.tell(_upload_aftermath(row, stored))
             raise
         progress.done()
         done = self.catalog.backup(backup_id)
@@ -354,11 +357,18 @@ class Engine:
         """
         newest_first = sorted(rows, key=lambda r: r.date, reverse=True)
         self.catalog.mark_expiring([r.id for r in rows])
-        for r in newest_first:
-            self.storage.delete([self.key(r, MANIFEST_NAME)])
-        for r in newest_first:
-            self._abort_leftover_uploads(r)
-            self.storage.delete([o.key for o in self.storage.list(self.backup_dir_of(r) + "/")])
+        try:
+            for r in newest_first:
+                self.storage.delete([self.key(r, MANIFEST_NAME)])
+            for r in newest_first:
+                self._abort_leftover_uploads(r)
+                self.storage.delete([o.key for o in self.storage.list(self.backup_dir_of(r) + "/")])
+        except Interrupted as exc:
+            exc.tell(
+                f"deleting {len(rows)} backup(s) ({', '.join(r.id for r in newest_first)}) "
+                "was cut short; they stay 'expiring' and the next backup finishes the deletion"
+            )
+            raise
         self.catalog.delete_backups([r.id for r in rows])
 
     def recover(self, source: str, src: SourceConfig | None = None) -> None:
@@ -501,6 +511,14 @@ class _ResumeMismatch(OperationalError):
 
 def _volume_name(index: int, codec: Codec) -> str:
     return f"vol-{index:05d}.{codec.suffix}"
+
+
+def _upload_aftermath(row: BackupRow, stored: int) -> str:
+    """What an interrupted upload left, for the one line the command prints."""
+    what = f"backup {row.id} of {row.source} ({row.date})"
+    if not stored:
+        return f"{what}: nothing was stored; it was discarded"
+    return f"{what}: {stored} volume(s) stored; the next backup resumes it from there"
 
 
 def _hash_prefix(stream: Readable, length: int) -> str:

@@ -25,8 +25,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from btrsendd import __version__
+from btrsendd import __version__, interrupt
 from btrsendd.errors import BtrsenddError, UsageError
+from btrsendd.interrupt import Interrupted
 from btrsendd.progress import human_bytes
 
 if TYPE_CHECKING:
@@ -261,7 +262,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 "interrupting is safe: the same command later keeps waiting, without new requests",
                 flush=True,
             )
-            job.thaw(args.tier, wait=True)
+            try:
+                job.thaw(args.tier, wait=True)
+            except Interrupted as exc:
+                exc.tell(
+                    "the retrievals requested so far go on and are recorded: run the same "
+                    "command again later, nothing is requested twice"
+                )
+                raise
         path = job.receive(args.target, args.gnupg_home)
     print(f"restored {args.source} {wanted.date} to {path}")
     if args.writable:
@@ -470,11 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "run":  # the daemon handles its own signals
+        interrupt.install()
     from btrsendd.log import configure as configure_logging
 
     configure_logging(args.log_format)
     try:
         return int(args.handler(args))
+    except Interrupted as exc:
+        what = "; ".join(exc.aftermath) or "nothing was left half done"
+        print(f"btrsendd: error: {args.command} interrupted by {exc}: {what}", file=sys.stderr)
+        return exc.exit_status
     except BtrsenddError as exc:
         for line in str(exc).splitlines() or ["failed"]:
             print(f"btrsendd: error: {line}", file=sys.stderr)

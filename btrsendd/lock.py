@@ -61,3 +61,13 @@ def daemon_lock(state_dir: Path) -> AbstractContextManager[None]:
             "first (systemctl stop btrsendd), or ask it for a backup with `btrsendd trigger`"
         ),
     )
+
+
+def backup_running(state_dir: Path) -> bool:
+    """Whether some btrsendd holds the state directory's lock right now (a backup, expiry,
+    forget, ...): for reports that must not call its work in progress a leftover."""
+    try:
+        with state_lock(state_dir, "a check"):
+            return False
+    except (OperationalError, OSError):
+        return True  # taken, or not takeable here: assume the worst

@@ -40,6 +40,7 @@ from btrsendd.backup import Engine
 from btrsendd.catalog import BackupRow, Catalog, RestoreRequest
 from btrsendd.damage import Located, free_damage, volume_keys
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError, UsageError
+from btrsendd.interrupt import Interrupted
 from btrsendd.log import get_logger
 from btrsendd.names import UnsafeName, check_name, is_safe_component
 from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
@@ -479,6 +480,9 @@ def receive_chain(
             return target_path / name
         except OperationalError as exc:
             raise OperationalError(f"{exc}; nothing was left in {target_path}") from None
+        except Interrupted as exc:
+            exc.tell(f"nothing was left in {target_path}; run the same restore again")
+            raise
         finally:
             work.remove(catalog)
 

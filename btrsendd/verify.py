@@ -32,6 +32,7 @@ from btrsendd.catalog import BackupRow, Volume
 from btrsendd.config import SourceConfig, config_path, load_config
 from btrsendd.damage import Located, free_damage, volume_keys
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
+from btrsendd.lock import backup_running
 from btrsendd.loopfs import loop_btrfs
 from btrsendd.manifest import MANIFEST_NAME, Manifest
 from btrsendd.pricing import Prices
@@ -170,8 +171,13 @@ def _unknown_backups(
     return owned
 
 
-def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
-    """The shallow check of one source: volumes, manifests, orphans."""
+def check_source(engine: Engine, source: str, *, rehash: bool, idle: bool) -> Report:
+    """The shallow check of one source: volumes, manifests, orphans.
+
+    ``idle``: no backup is running, so even an interrupted backup's unfinished uploads
+    (temporary files, open multipart uploads) are leftovers to report; otherwise they may be
+    a running upload's own and are left out.
+    """
     report = Report(source)
     root = object_key(engine.config.storage.prefix, source) + "/"
     objects = {o.key: o for o in engine.storage.list(root)}
@@ -193,8 +199,9 @@ def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:
     ]
     uploads = getattr(engine.storage, "incomplete_uploads", None)
     if uploads is not None:
+        running = [] if idle else in_flight
         report.uploads = [
-            key for key in uploads(root) if not any(key.startswith(d) for d in in_flight)
+            key for key in uploads(root) if not any(key.startswith(d) for d in running)
         ]
     stored = human_bytes(sum(v.volume.stored_size for v in volumes))
     report.notes.append(
@@ -303,7 +310,7 @@ def deep_check(
 
 
 def _clean(engine: Engine, report: Report) -> list[str]:
-    """Delete the orphans and abort unfinished multipart uploads; what was done, as lines."""
+    """Delete the orphans and abort unfinished uploads; what was done, as lines."""
     done = []
     if report.orphans:
         engine.storage.delete([o.key for o in report.orphans])
@@ -316,7 +323,7 @@ def _clean(engine: Engine, report: Report) -> list[str]:
         root = object_key(engine.config.storage.prefix, report.source) + "/"
         aborted = int(abort(root))
         if aborted:
-            done.append(f"aborted {aborted} unfinished multipart upload(s)")
+            done.append(f"removed {aborted} unfinished upload(s)")
         report.uploads = []
     return done
 
@@ -328,7 +335,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     rehash = config.storage.backend == "local"
     # --clean deletes: it holds the state lock, so no backup is writing meanwhile.
     with open_engine(config, lock="verify --clean" if args.clean else None) as engine:
-        reports = [check_source(engine, src.name, rehash=rehash) for src in sources]
+        idle = args.clean or not backup_running(config.state_dir)
+        reports = [check_source(engine, src.name, rehash=rehash, idle=idle) for src in sources]
         if args.clean:
             for report in reports:
                 report.notes += _clean(engine, report)
@@ -348,7 +356,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for o in r.orphans:
             print(f"{r.source}: ORPHAN: {o.key} ({human_bytes(o.size)})")
         for key in r.uploads:
-            print(f"{r.source}: ORPHAN: {key} (unfinished multipart upload)")
+            print(f"{r.source}: ORPHAN: {key} (unfinished upload)")
     if not problems and not orphans:
         print("verify: OK")
         return 0

@@ -108,10 +108,10 @@ def test_clean_aborts_unfinished_uploads_on_s3(
     assert proc.returncode == 1
     out = proc.stdout.decode()
     assert "checked by size and the storage's checksum\n" in out
-    assert f"data: ORPHAN: {key} (unfinished multipart upload)\n" in out
+    assert f"data: ORPHAN: {key} (unfinished upload)\n" in out
     assert "verify: 0 problem(s), 1 orphan(s)" in out
     cleaned = w.run("verify", "--clean")
-    assert "data: aborted 1 unfinished multipart upload(s)" in cleaned.stdout.decode()
+    assert "data: removed 1 unfinished upload(s)" in cleaned.stdout.decode()
     assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert w.run("verify").stdout.decode().endswith("verify: OK\n")
 

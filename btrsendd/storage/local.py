@@ -137,7 +137,8 @@ class LocalStorage:
         with f:
             yield f
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def _files(self, prefix: str) -> list[tuple[str, Path]]:
+        """Every file whose key starts with ``prefix``, temporary ones included, by key."""
         # Walk only the deepest directory the prefix names; S3 prefixes may end mid-name
         # ("host1/home/2024"), so the last segment is a filter, not a directory.
         directory, _, _ = prefix.rpartition("/")
@@ -147,24 +148,42 @@ class LocalStorage:
             if not isinstance(exc, FileNotFoundError):
                 raise _os_error("list", Path(exc.filename or top), exc) from exc
 
-        found: list[ObjectInfo] = []
+        found = []
         for dirpath, _dirs, files in os.walk(top, onerror=fail):
             for name in files:
-                if name.startswith(TEMP_PREFIX):
-                    continue
                 path = Path(dirpath, name)
                 key = path.relative_to(self.root).as_posix()
-                if not key.startswith(prefix):
-                    continue
-                try:
-                    size = path.stat().st_size
-                except FileNotFoundError:
-                    continue  # deleted while we listed
-                except OSError as exc:
-                    raise _os_error("list", path, exc) from exc
-                found.append(ObjectInfo(key, size))
+                if key.startswith(prefix):
+                    found.append((key, path))
         # S3 lists in key order; callers may rely on it (volumes in sequence).
-        return iter(sorted(found, key=lambda info: info.key))
+        return sorted(found)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        for key, path in self._files(prefix):
+            if path.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            except OSError as exc:
+                raise _os_error("list", path, exc) from exc
+            found.append(ObjectInfo(key, size))
+        return iter(found)
+
+    def incomplete_uploads(self, prefix: str) -> Sequence[str]:
+        """Temporary files under ``prefix``: writes a crash (or kill -9) cut short.
+
+        A write in progress has one too, so callers ask only where none can be running.
+        """
+        return [key for key, path in self._files(prefix) if path.name.startswith(TEMP_PREFIX)]
+
+    def abort_incomplete_uploads(self, prefix: str) -> int:
+        """Delete the temporary files under ``prefix``; returns how many there were."""
+        leftovers = self.incomplete_uploads(prefix)
+        self.delete(leftovers)
+        return len(leftovers)
 
     def delete(self, keys: Sequence[str]) -> None:
         for key in keys:

@@ -1,0 +1,131 @@
+"""Interruptions are clean: SIGINT or SIGTERM of a foreground command, and kill -9.
+
+A stopped command prints one line saying what was interrupted and what the next run does,
+exits 128 + the signal, and leaves no process and no temporary file behind; what kill -9
+leaves, ``verify`` reports and the next backup cleans up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.backed_up import error_lines
+from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.gpg import GpgKey
+from tests.sabotage import faulty_zstd, kill_all, start
+from tests.trees import assert_same_tree, populate
+from tests.world import World, make_world
+
+DAY = date(2000, 1, 1)
+
+
+@pytest.fixture
+def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
+    w = make_world(
+        make_btrfs("src"), tmp_path, gpg_key, f'backend = "local"\npath = "{tmp_path / "a"}"'
+    )
+    populate(w.source, big=5 * 1024**2)  # about 8 volumes of 1 MiB
+    return w
+
+
+def temporary_files(world: World) -> list[Path]:
+    return list((world.work / "a").rglob(".tmp-*"))
+
+
+def hung_at_volume(world: World, index: int, *args: str) -> subprocess.Popen[bytes]:
+    """Start ``args`` with zstd hanging (as one process: ``exec``) when volume ``index``
+    starts, in a process group of its own; returns once it hangs there."""
+    counter = faulty_zstd(world, nth=index + 1, action="exec sleep 600")
+    proc = start(world, *args, stderr=open(world.work / "run.log", "wb"))
+    deadline = time.monotonic() + 60
+    while not (counter.exists() and counter.read_text().strip() == str(index + 1)):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it block on the hung stage
+    return proc
+
+
+def stopped(world: World, proc: subprocess.Popen[bytes], signum: int) -> str:
+    """Signal the command alone (not its children) and check how it ended: 128 + signum,
+    one error line, no process of its group left.  Returns the error line."""
+    proc.send_signal(signum)
+    assert proc.wait(timeout=60) == 128 + signum
+    with pytest.raises(ProcessLookupError):  # every child was stopped and reaped
+        os.killpg(proc.pid, 0)
+    world.env.pop("PATH")
+    log = (world.work / "run.log").read_text()
+    assert "Traceback" not in log and "internal error" not in log, log
+    [line] = [line for line in log.splitlines() if line.startswith("btrsendd: error:")]
+    assert f"interrupted by {signal.Signals(signum).name}" in line
+    return line
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopped_backup_says_so_cleans_up_and_resumes(
+    world: World, make_btrfs: MakeBtrfs, signum: int
+) -> None:
+    proc = hung_at_volume(world, 3, "backup", "--date", DAY.isoformat())
+    line = stopped(world, proc, signum)
+    assert "3 volume(s) stored" in line and "next backup resumes" in line
+    assert temporary_files(world) == []
+    [partial] = world.list()
+    assert (partial["state"], partial["volumes"]) == ("uploading", 3)
+
+    world.run("backup", "--date", DAY.isoformat())
+    assert [b["state"] for b in world.list()] == ["complete"]
+    target = make_btrfs("dst")
+    world.restore(DAY, target)
+    assert_same_tree(world.snapshots / DAY.isoformat(), target / DAY.isoformat())
+
+
+def test_stopped_restore_leaves_nothing_in_the_target(world: World, make_btrfs: MakeBtrfs) -> None:
+    world.run("backup", "--date", DAY.isoformat())
+    target = make_btrfs("dst")
+    proc = hung_at_volume(world, 2, *world.restore_args(DAY, target))
+    line = stopped(world, proc, signal.SIGTERM)
+    assert f"nothing was left in {target}" in line
+    assert list(target.iterdir()) == []
+    world.restore(DAY, target)
+    assert_same_tree(world.snapshots / DAY.isoformat(), target / DAY.isoformat())
+
+
+def test_read_only_command_interrupted(world: World) -> None:
+    world.run("backup", "--date", DAY.isoformat())
+    proc = hung_at_volume(world, 0, "verify", "--deep", "--gnupg-home", str(world.key.secret_home))
+    line = stopped(world, proc, signal.SIGINT)
+    assert "verify interrupted by SIGINT" in line
+
+
+def test_what_kill_9_leaves_is_reported_and_cleaned(world: World, make_btrfs: MakeBtrfs) -> None:
+    proc = hung_at_volume(world, 2, "backup", "--date", DAY.isoformat())
+    kill_all(proc)
+    world.env.pop("PATH")
+    [leftover] = temporary_files(world)  # volume 2's write, cut short
+
+    report = world.run("verify", check=False)
+    assert report.returncode == 1
+    key = leftover.relative_to(world.work / "a").as_posix()
+    assert f"data: ORPHAN: {key} (unfinished upload)" in report.stdout.decode()
+    # The next backup resumes the interrupted one and removes what it left.
+    world.run("backup", "--date", DAY.isoformat())
+    assert temporary_files(world) == []
+    assert world.run("verify").stdout.decode().endswith("verify: OK\n")
+
+
+def test_verify_clean_removes_temporary_files(world: World) -> None:
+    world.run("backup", "--date", DAY.isoformat())
+    [backup] = world.list()
+    leftover = world.work / "a" / "data" / backup["id"] / ".tmp-vol-00009.btrfs.zst.gpg-0badc0de"
+    leftover.write_bytes(b"x" * 1000)
+    assert world.run("verify", check=False).returncode == 1
+    cleaned = world.run("verify", "--clean")
+    assert "removed 1 unfinished upload(s)" in cleaned.stdout.decode()
+    assert not leftover.exists()
+    assert error_lines(world.run("verify")) == []
