@@ -228,7 +228,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from btrsendd import pricing, restore
+    from btrsendd import pricing, receive, restore
     from btrsendd.backup import open_engine
 
     config = _config(args)
@@ -273,7 +273,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         path = job.receive(args.target, args.gnupg_home)
     print(f"restored {args.source} {wanted.date} to {path}")
     if args.writable:
-        restore.writable_copy(path, args.writable)
+        receive.writable_copy(path, args.writable)
         print(f"writable snapshot at {args.writable}")
     return 0
 

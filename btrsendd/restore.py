@@ -1,14 +1,7 @@
-"""Restore: resolve a chain, thaw its objects, and receive it onto a btrfs filesystem.
+"""Restore: resolve a chain, check what is free to check, thaw, then receive it (``receive.py``).
 
-A day is restored by receiving its chain in order: the full backup, then each incremental,
-each one's volumes streamed through gpg, the decompressor and ``btrfs receive`` with both the
-stored and the raw SHA-256 of every volume checked against the catalog.
-
-Everything is received into a working directory inside the target, and the finished day is
-put into the target as a read-only snapshot of the last member, so the target only ever gains
-a complete subvolume: a failure (or a kill) leaves nothing there that looks whole.  A failure
-deletes the working directory and names the backup and volume that failed; one left by a
-killed restore is deleted by the next restore into the same target.
+A day is restored by receiving its chain in order, the full backup first; ``receive.py`` does
+that, into a working directory inside the target, checking every volume's SHA-256.
 
 Before anything is spent, restore checks what it can for free: every volume is in storage
 with its recorded size (and on S3 its recorded checksum, see ``damage.py``), the keyring
@@ -19,35 +12,26 @@ run again (after ``--no-wait``, Ctrl-C or a reboot) waits for them instead of pa
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
 import re
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from itertools import groupby
 from pathlib import Path
-
-import btrfsutil
 
 from btrsendd import snapshots
 from btrsendd.backup import Engine
 from btrsendd.catalog import BackupRow, Catalog, RestoreRequest
 from btrsendd.damage import Located, free_damage, volume_keys
-from btrsendd.errors import BtrsenddError, OperationalError, PipelineError, UsageError
-from btrsendd.interrupt import Interrupted
+from btrsendd.errors import BtrsenddError, OperationalError, UsageError
 from btrsendd.log import get_logger
-from btrsendd.names import UnsafeName, check_name, is_safe_component
-from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
+from btrsendd.names import UnsafeName, check_name
 from btrsendd.pricing import Fetch, Prices
 from btrsendd.progress import human_bytes
+from btrsendd.receive import receive_chain
 from btrsendd.storage.base import Storage, Tier
-from btrsendd.workdir import Target, Workdir, fd_path, remove_leftovers
 
 #: How long a thawed copy stays readable.  Long enough to download a large chain after a
 #: 48-hour Bulk retrieval; the copy is billed as STANDARD storage meanwhile.
@@ -285,214 +269,6 @@ def thaw(
         waiting = now.waiting
         get_logger().info("restore.waiting", pending=len(waiting), next_poll=delay)
     return not waiting
-
-
-# -- receiving -----------------------------------------------------------------------------
-
-
-def _codec(row: BackupRow) -> Codec:
-    return Codec(
-        compression=_compression(row.compression),
-        level=1,
-        recipients=row.recipients,
-        gnupg_home=None,
-    )
-
-
-def _compression(name: str) -> Compression:
-    if name in ("gzip", "zstd", "none"):
-        return name  # type: ignore[return-value]
-    raise OperationalError(f"unknown compression {name!r} in the catalog; upgrade btrsendd")
-
-
-@contextlib.contextmanager
-def _exclusive(target: Target) -> Iterator[None]:
-    """Hold an flock on the target directory: one restore at a time writes into it, so the
-    working directories found there belong to dead restores (or to no restore at all)."""
-    try:
-        fcntl.flock(target.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise OperationalError(
-            f"another btrsendd restore is writing into {target.path}; wait for it to finish"
-        ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(target.fd, fcntl.LOCK_UN)
-
-
-def _stored_sha256(storage: Storage, key: str) -> str | None:
-    """The SHA-256 of a stored object, read afresh; ``None`` if it cannot be read again.
-
-    Only a failed decode needs it, to tell damage of the stored bytes from trouble with the
-    key or gpg: a successful one hashes what it reads anyway, so the common path reads and
-    hashes every stored byte once.
-    """
-    try:
-        with storage.open_read(key) as body:
-            return sha256_of(body)
-    except (BtrsenddError, OSError):
-        return None
-
-
-def _receive_volume(storage: Storage, vol: Located, out: int, gnupg_home: Path | None) -> None:
-    """Decode one volume into ``out`` (btrfs receive's stdin) and check both its hashes."""
-    expected = vol.volume
-    try:
-        with storage.open_read(vol.key) as body:
-            got = decode_volume(body, _codec(vol.backup), out, gnupg_home=gnupg_home)
-    except PipelineError as exc:
-        # gpg and zstd fail on damaged input before its end, so the decode's own hash of
-        # the stored bytes is incomplete: read the object again to know which it was.
-        if _stored_sha256(storage, vol.key) not in (expected.stored_sha256, None):
-            raise OperationalError(
-                "the stored object is damaged: its SHA-256 differs from the one recorded "
-                f"when it was backed up ({exc})"
-            ) from None
-        if exc.stage == "gpg":
-            raise OperationalError(
-                f"{exc}; the private key must be in --gnupg-home and usable without a "
-                "prompt (unlock a passphrase-protected key in gpg-agent first)"
-            ) from None
-        raise
-    if got.stored_sha256 != expected.stored_sha256:
-        raise OperationalError("the stored object's SHA-256 differs from the one recorded")
-    if (got.raw_length, got.raw_sha256) != (expected.raw_length, expected.raw_sha256):
-        raise OperationalError("the decoded bytes differ from the send stream recorded")
-
-
-#: What btrfs receive says when all is well; left out of the lines quoted on failure.
-_RECEIVE_CHATTER = ("At subvol ", "At snapshot ", "Chroot to ")
-
-
-def _receive_backup(
-    storage: Storage, volumes: Sequence[Located], work: Workdir, gnupg_home: Path | None
-) -> str:
-    """Receive one backup's volumes into ``work``; return the new subvolume's name.
-
-    ``btrfs receive`` is confined to the working directory (``--chroot``, reached through
-    its descriptor), so whatever the stream names, nothing outside it is written.  On
-    failure whatever was received stays in ``work``, which the caller removes.
-    """
-    row = volumes[0].backup
-    before = set(work.subvolumes())
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            ["btrfs", "receive", "-e", "--chroot", fd_path(work.fd)],
-            stdin=subprocess.PIPE,
-            stdout=err,
-            stderr=err,
-            pass_fds=(work.fd,),
-        )
-        assert proc.stdin is not None
-        current: Located | None = None
-
-        def receive_failure() -> str:
-            err.seek(0)
-            lines = err.read().decode(errors="replace").strip().splitlines()
-            detail = [line for line in lines if not line.startswith(_RECEIVE_CHATTER)]
-            return f"btrfs receive failed: {' '.join(detail[-3:]) or f'exit {proc.returncode}'}"
-
-        try:
-            for vol in volumes:
-                current = vol
-                _receive_volume(storage, vol, proc.stdin.fileno(), gnupg_home)
-            current = None
-            proc.stdin.close()
-            if proc.wait() != 0:
-                raise OperationalError(receive_failure())
-        except BaseException as exc:
-            proc.kill()
-            proc.wait()
-            where = f"backup {row.id} ({row.date})" if current is None else current.describe()
-            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
-                # btrfs receive stopped reading: its own error is the one worth reporting.
-                raise OperationalError(f"restore of {where} failed: {receive_failure()}") from None
-            if isinstance(exc, OperationalError):
-                raise OperationalError(f"restore of {where} failed: {exc}") from None
-            raise
-    new = set(work.subvolumes()) - before
-    if len(new) != 1:
-        raise OperationalError(f"btrfs receive of {row.id} created {len(new)} subvolumes")
-    return new.pop()
-
-
-def _final_name(row: BackupRow, received: str) -> str:
-    """The name the restored day gets in the target: its snapshot's, as recorded.
-
-    A ``backup-stdin`` backup records no snapshot; then the name its stream gave the
-    subvolume is used, if it is a plain name (a hostile stream could name anything).
-    """
-    if row.snapshot is not None:
-        return row.snapshot
-    if not is_safe_component(received):
-        raise OperationalError(
-            f"backup {row.id} names its subvolume {received!r}, which is not a plain name"
-        )
-    return received
-
-
-def receive_chain(
-    storage: Storage,
-    catalog: Catalog,
-    volumes: Sequence[Located],
-    target_path: Path,
-    *,
-    gnupg_home: Path | None,
-) -> Path:
-    """Receive every backup of a chain in order; return the restored day's subvolume.
-
-    Members are received into a working directory in the target and each is deleted once
-    the next one is in; the last becomes a read-only snapshot in the target (a received
-    read-only subvolume cannot be moved to another directory).
-    """
-    log = get_logger(source=volumes[0].backup.source)
-    with Target.open(target_path) as target, _exclusive(target):
-        remove_leftovers(target, catalog)
-        work = Workdir.create(target, catalog)
-        try:
-            previous: str | None = None
-            for _, group in groupby(volumes, key=lambda v: v.backup.id):
-                members = list(group)
-                row = members[0].backup
-                started = time.monotonic()
-                received = _receive_backup(storage, members, work, gnupg_home)
-                log.info(
-                    "restore.received",
-                    backup_id=row.id,
-                    date=row.date.isoformat(),
-                    bytes=row.raw_bytes,
-                    duration=round(time.monotonic() - started, 3),
-                )
-                if previous is not None:
-                    work.delete_subvolume(previous)
-                previous = received
-            assert previous is not None
-            name = _final_name(volumes[-1].backup, previous)
-            try:
-                btrfsutil.create_snapshot(
-                    fd_path(work.fd, previous), fd_path(target.fd, name), read_only=True
-                )
-            except btrfsutil.BtrfsUtilError as exc:
-                raise OperationalError(
-                    f"cannot create {target_path / name}: {exc.strerror}"
-                ) from None
-            return target_path / name
-        except OperationalError as exc:
-            raise OperationalError(f"{exc}; nothing was left in {target_path}") from None
-        except Interrupted as exc:
-            exc.tell(f"nothing was left in {target_path}; run the same restore again")
-            raise
-        finally:
-            work.remove(catalog)
-
-
-def writable_copy(subvolume: Path, path: Path) -> None:
-    """A writable snapshot of a restored (read-only) subvolume."""
-    try:
-        btrfsutil.create_snapshot(subvolume, path)
-    except btrfsutil.BtrfsUtilError as exc:
-        raise OperationalError(f"cannot create writable snapshot {path}: {exc}") from None
 
 
 # -- one restore, start to end -------------------------------------------------------------
