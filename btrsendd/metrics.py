@@ -8,7 +8,9 @@ moment) from what it already keeps: its per-source records and the catalog.  Off
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,8 +100,19 @@ def render(facts: Mapping[str, SourceFacts], backups: Iterable[BackupRow]) -> st
 
 
 def write_textfile(path: Path, text: str) -> None:
-    """Replace ``path`` atomically, so the collector never reads half a file."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(text)
-    temp.chmod(0o644)
-    os.replace(temp, path)
+    """Replace ``path`` atomically, so the collector never reads half a file.
+
+    The temporary file gets a random name and is created exclusively: the collector's
+    directory is often writable by its own user too, and a name that could be guessed (a
+    pid) would let that user plant a symlink for root to write through.
+    """
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o644)
+            out.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
