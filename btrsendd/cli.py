@@ -237,7 +237,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     with open_engine(config) as engine:
         chain = restore.resolve_chain(engine.catalog, args.source, args.date)
         wanted = chain[-1]
-        restore.check_target(args.target, wanted.snapshot, args.writable)
+        restore.check_target(
+            args.target, wanted.snapshot, args.writable, [s.snapshot_dir for s in config.sources]
+        )
         job = restore.RestoreJob.prepare(engine, chain, args.gnupg_home)
         print(
             f"Restore {args.source} as of {wanted.date} (newest backup on or before "

@@ -93,10 +93,26 @@ def check_names(volumes: Sequence[Located]) -> None:
             ) from None
 
 
-def check_target(target: Path, name: str | None, writable: Path | None) -> None:
-    """Refuse, before anything is spent, a target the restored day cannot be put into."""
+def check_target(
+    target: Path, name: str | None, writable: Path | None, snapshot_dirs: Sequence[Path] = ()
+) -> None:
+    """Refuse, before anything is spent, a target the restored day cannot be put into.
+
+    ``snapshot_dirs`` (the configured ones) are refused too: local retention deletes the
+    date-named read-only subvolumes it finds there, a restored day among them.
+    """
     if not target.is_dir():
         raise UsageError(f"restore target {target} is not a directory; create it first")
+    for place, what in ((target, "restore target"), (writable, "--writable")):
+        if place is None:
+            continue
+        real = Path(os.path.realpath(place))
+        for snapshot_dir in snapshot_dirs:
+            if real.is_relative_to(os.path.realpath(snapshot_dir)):
+                raise UsageError(
+                    f"{what} {place} is inside snapshot_dir {snapshot_dir}, where local "
+                    "retention would delete the restored day; choose another directory"
+                )
     # same_filesystem is false when a path is not on btrfs, so this asks "is it btrfs".
     if not snapshots.same_filesystem(target, target):
         raise UsageError(

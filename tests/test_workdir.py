@@ -127,3 +127,16 @@ def test_working_directory_swapped_for_another_is_left_alone(world: World, targe
     assert restored_ok(world, target) == ["restore.leftover_ignored"]
     assert (sub / "data.txt").exists()
     subprocess.run(["btrfs", "subvolume", "delete", str(sub)], check=True, capture_output=True)
+
+
+def test_snapshot_dir_is_refused_as_a_target(world: World) -> None:
+    # An admin restoring next to the snapshots: retention would later delete the restored
+    # day, which is named and made like a snapshot.  Refused before anything is spent.
+    for args in (
+        world.restore_args(DAY, world.snapshots),
+        [*world.restore_args(DAY, world.root), "--writable", str(world.snapshots / "rw")],
+    ):
+        proc = world.run(*args, check=False)
+        assert proc.returncode == 2
+        assert "inside snapshot_dir" in proc.stderr.decode()
+    assert sorted(p.name for p in world.snapshots.iterdir()) == [DAY.isoformat()]
