@@ -82,11 +82,12 @@ CREATE TABLE restore_requests (
     requested_at  TEXT NOT NULL
 );
 -- Working directories restore created inside targets: a restore that finds a leftover one
--- deletes it only if it is recorded here with the same device and inode (a name alone could
--- be anyone's, a symlink to anywhere among them).
+-- deletes it only if it is recorded here with the same subvolume and inode (a name alone
+-- could be anyone's, a symlink to anywhere among them).  Not st_dev: btrfs gives
+-- subvolumes device numbers that change across mounts.
 CREATE TABLE restore_workdirs (
     path          TEXT PRIMARY KEY,
-    device        INTEGER NOT NULL,
+    subvolume     INTEGER NOT NULL,
     inode         INTEGER NOT NULL,
     created_at    TEXT NOT NULL
 );
@@ -111,7 +112,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE backups ADD COLUMN stream_ctransid INTEGER",
         "ALTER TABLE backups ADD COLUMN stream_parent_uuid TEXT",
         "ALTER TABLE backups ADD COLUMN stream_parent_ctransid INTEGER",
-        "CREATE TABLE restore_workdirs (path TEXT PRIMARY KEY, device INTEGER NOT NULL,"
+        "CREATE TABLE restore_workdirs (path TEXT PRIMARY KEY, subvolume INTEGER NOT NULL,"
         " inode INTEGER NOT NULL, created_at TEXT NOT NULL)",
     ),
 }
@@ -551,18 +552,18 @@ class Catalog:
 
     # -- restore working directories ------------------------------------------------------
 
-    def record_workdir(self, path: str, device: int, inode: int) -> None:
+    def record_workdir(self, path: str, subvolume: int, inode: int) -> None:
         """Remember a working directory restore just created (before anything goes in it)."""
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO restore_workdirs VALUES (?, ?, ?, ?)",
-                (path, device, inode, _now()),
+                (path, subvolume, inode, _now()),
             )
 
     def workdir(self, path: str) -> tuple[int, int] | None:
-        """The (device, inode) recorded for a working directory at ``path``, if any."""
+        """The (subvolume id, inode) recorded for a working directory at ``path``, if any."""
         row = self._db.execute(
-            "SELECT device, inode FROM restore_workdirs WHERE path = ?", (path,)
+            "SELECT subvolume, inode FROM restore_workdirs WHERE path = ?", (path,)
         ).fetchone()
         return None if row is None else (int(row[0]), int(row[1]))
 

@@ -6,8 +6,8 @@ subvolumes elsewhere.  So:
 
 - the target and the working directory are opened once and reached through their descriptors
   from then on (``/proc/self/fd/N/NAME`` for the calls that want paths), never by name again;
-- the working directory is private (root's, 0700) and recorded in the catalog, by device and
-  inode, the moment it exists;
+- the working directory is private (root's, 0700) and recorded in the catalog, by subvolume
+  and inode, the moment it exists;
 - removal deletes only subvolumes inside such a directory, only if they are subvolumes of the
   target's own filesystem, and the directory itself only if it is still the one recorded;
 - a leftover of a killed restore is removed only if all of that holds for it; anything else
@@ -47,6 +47,12 @@ def fd_path(fd: int, name: str = "") -> str:
     now and whatever took its old name; only ``name``, one component, is looked up in it.
     """
     return f"/proc/self/fd/{fd}" + (f"/{name}" if name else "")
+
+
+def _subvolume_id(fd: int) -> int:
+    """The id of the subvolume holding the open directory ``fd``: with the inode number, an
+    identity that lasts across remounts, unlike the device number."""
+    return int(btrfsutil.subvolume_id(fd))
 
 
 def _listing(directory: int) -> list[tuple[str, os.stat_result]]:
@@ -117,7 +123,7 @@ class Workdir:
         except OSError as exc:
             raise OperationalError(f"cannot write into {target.path}: {exc.strerror}") from None
         info = os.fstat(fd)
-        catalog.record_workdir(target.record_key(name), info.st_dev, info.st_ino)
+        catalog.record_workdir(target.record_key(name), _subvolume_id(fd), info.st_ino)
         return cls(target, name, fd, info.st_dev, info.st_ino)
 
     def subvolumes(self) -> list[str]:
@@ -189,7 +195,7 @@ def _leftover(target: Target, catalog: Catalog, name: str) -> Workdir | None:
         return None  # a symlink (O_NOFOLLOW), a file, or gone
     info = os.fstat(fd)
     ours = (
-        recorded == (info.st_dev, info.st_ino)
+        recorded == (_subvolume_id(fd), info.st_ino)
         and info.st_uid == 0
         and stat.S_IMODE(info.st_mode) == 0o700
     )

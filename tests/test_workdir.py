@@ -109,10 +109,15 @@ def kill_restore_mid_way(world: World, target: Path) -> Path:
 
 
 def test_killed_restore_leaves_a_working_directory_the_next_one_removes(
-    world: World, target: Path
+    world: World, target: Path, tmp_path: Path
 ) -> None:
     workdir = kill_restore_mid_way(world, target)
     assert [p.name for p in workdir.iterdir()] == [DAY.isoformat()]  # half received
+    # A reboot in between: the filesystem is mounted again, its subvolumes' device numbers
+    # change, and the dead restore's directory is still recognised.
+    mnt = target.parent
+    subprocess.run(["umount", str(mnt)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(tmp_path / "dst.img"), str(mnt)], check=True)
     assert restored_ok(world, target) == ["restore.leftover_removed"]
     assert [p.name for p in target.iterdir()] == [DAY.isoformat()]
 
