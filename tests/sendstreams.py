@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import crc32c
 
-from btrsendd.sendstream import END, MAGIC, SNAPSHOT, SUBVOL
+from btrsendd.sendstream import COMMAND_HEADER, END, MAGIC, SNAPSHOT, STREAM_HEADER, SUBVOL
 
 # Command and attribute numbers (``BTRFS_SEND_C_*``, ``BTRFS_SEND_A_*``).
 MKFILE, WRITE, FALLOCATE = 3, 15, 23
@@ -116,3 +116,14 @@ def synthetic(size: int, pattern: bytes, name: bytes = b"2024-01-01") -> Iterato
         yield piece
         left -= len(piece)
     yield end()
+
+
+def commands(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(offset, payload length, command, stored checksum) of each command of a whole stream,
+    read without the checker."""
+    found, pos = [], STREAM_HEADER
+    while pos < len(data):
+        length, number, stored = struct.unpack_from("<IHI", data, pos)
+        found.append((pos, length, number, stored))
+        pos += COMMAND_HEADER + length
+    return found

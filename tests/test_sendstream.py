@@ -113,23 +113,13 @@ def refused(data: bytes, chunk: int = MiB) -> str:
     return str(caught.value)
 
 
-def commands(data: bytes) -> list[tuple[int, int, int, int]]:
-    """(offset, payload length, command, stored crc) of each command, read independently."""
-    found, pos = [], STREAM_HEADER
-    while pos < len(data):
-        length, number, stored = struct.unpack_from("<IHI", data, pos)
-        found.append((pos, length, number, stored))
-        pos += COMMAND_HEADER + length
-    return found
-
-
 # -- the format, as btrfs writes it -----------------------------------------------------------
 
 
 def test_checksums_are_crc32c_with_seed_0_and_no_final_inversion(sent: Sent) -> None:
     for kind in ("full", "incremental", *(["full v2"] if sent.proto2 else [])):
         data = sent.streams[kind]
-        for pos, length, _, stored in commands(data):
+        for pos, length, _, stored in ss.commands(data):
             unsigned = data[pos : pos + 6] + bytes(4) + data[pos + 10 : pos + 10 + length]
             assert ss.crc(unsigned) == stored
             assert crc32c.crc32c(unsigned) != stored  # the usual CRC-32C is not it
@@ -184,7 +174,7 @@ def test_the_identity_is_what_btrfs_names_the_snapshots(sent: Sent) -> None:
 
 def test_the_identity_is_known_once_the_first_command_is_read(sent: Sent) -> None:
     data = sent.streams["incremental"]
-    [(_, length, _, _), *_] = commands(data)
+    [(_, length, _, _), *_] = ss.commands(data)
     first_end = STREAM_HEADER + COMMAND_HEADER + length
     seen: list[StreamIdentity] = []
     checker = StreamChecker(expect=seen.append)
@@ -200,7 +190,7 @@ def test_the_identity_is_known_once_the_first_command_is_read(sent: Sent) -> Non
 
 def test_a_stream_cut_anywhere_is_refused_with_where(sent: Sent) -> None:
     data = sent.streams["full"]
-    found = commands(data)
+    found = ss.commands(data)
     assert refused(data[:5]) == "the send stream ends in its header at byte 5 (truncated?)"
     for pos, length, _, _ in found:
         assert refused(data[:pos]) == (
@@ -239,7 +229,7 @@ def test_every_bit_flip_but_one_in_the_version_is_refused(sent: Sent) -> None:
 
 def test_a_flipped_bit_in_a_large_payload_is_refused_at_its_command(sent: Sent) -> None:
     data = bytearray(sent.streams["full"])
-    pos, length, _, _ = max(commands(bytes(data)), key=lambda c: c[1])
+    pos, length, _, _ = max(ss.commands(bytes(data)), key=lambda c: c[1])
     data[pos + COMMAND_HEADER + length - 1] ^= 0x10
     assert refused(bytes(data)) == (
         f"the send stream is damaged: the checksum of its WRITE command at byte {pos} does "
