@@ -135,20 +135,25 @@ class StreamChecker:
         self._crc = 0
         self._stored_crc = 0
         self._started = False
+        self._error: StreamError | None = None
 
     @property
     def identity(self) -> StreamIdentity | None:
         """What the stream says it is; None until its first command has been read."""
         return self._identity
 
-    @property
-    def complete(self) -> bool:
-        """Whether the stream has ended with its END command."""
-        return self._phase == _ENDED
-
     def feed(self, data: memoryview | bytes) -> None:
-        """Check the next ``data`` of the stream; raises ``StreamError`` at the first fault."""
-        view = memoryview(data).cast("B")
+        """Check the next ``data`` of the stream; raises ``StreamError`` at the first fault
+        (and again at every later call: once refused, a stream stays refused)."""
+        if self._error is not None:
+            raise self._error
+        try:
+            self._feed(memoryview(data).cast("B"))
+        except StreamError as exc:
+            self._error = exc
+            raise
+
+    def _feed(self, view: memoryview) -> None:
         pos, end = 0, len(view)
         while pos < end:
             phase = self._phase
@@ -176,6 +181,8 @@ class StreamChecker:
 
     def finish(self) -> StreamIdentity:
         """The stream's identity, once its input has ended; ``StreamError`` unless complete."""
+        if self._error is not None:
+            raise self._error
         if self._phase == _ENDED:
             assert self._identity is not None
             return self._identity
