@@ -29,7 +29,9 @@ import pytest
 from btrsendd.catalog import StreamIdentity
 from btrsendd.sendstream import (
     COMMAND_HEADER,
+    MAGIC,
     STREAM_HEADER,
+    SUBVOL,
     Expected,
     StreamChecker,
     StreamError,
@@ -224,7 +226,7 @@ def test_every_bit_flip_but_one_in_the_version_is_refused(sent: Sent) -> None:
         with contextlib.suppress(StreamError):
             check(bytes(damaged), 4096)
             passed.append(bit)
-    assert passed == [len(ss.MAGIC) * 8 + 1]
+    assert passed == [len(MAGIC) * 8 + 1]
 
 
 def test_a_flipped_bit_in_a_large_payload_is_refused_at_its_command(sent: Sent) -> None:
@@ -299,18 +301,18 @@ def test_the_stream_must_begin_with_one_well_formed_subvolume() -> None:
         "the send stream does not begin with a subvolume: its first command, at byte 17, is MKFILE"
     )
     no_uuid = ss.command(
-        ss.SUBVOL, ss.attribute(ss.A_PATH, b"x") + ss.attribute(ss.A_CTRANSID, ss.u64(1))
+        SUBVOL, ss.attribute(ss.A_PATH, b"x") + ss.attribute(ss.A_CTRANSID, ss.u64(1))
     )
     assert refused(ss.header() + no_uuid + ss.end()) == (
         "the send stream's SUBVOL command at byte 17 has no UUID (damaged?)"
     )
     short = ss.subvol(uuid=b"\x01" * 15)
     assert "has a UUID of 15 bytes, not 16" in refused(ss.header() + short + ss.end())
-    overrun = ss.command(ss.SUBVOL, ss.attribute(ss.A_PATH, b"x")[:-1])
+    overrun = ss.command(SUBVOL, ss.attribute(ss.A_PATH, b"x")[:-1])
     assert "attribute running past its end" in refused(ss.header() + overrun + ss.end())
     # A first command claiming more than such a command can hold is refused from its header,
     # without waiting for (or keeping) its payload.
-    huge = struct.pack("<IHI", 1 << 30, ss.SUBVOL, 0)
+    huge = struct.pack("<IHI", 1 << 30, SUBVOL, 0)
     assert refused(ss.header() + huge) == (
         "the send stream's SUBVOL command at byte 17 claims 1073741824 bytes, more than such "
         "a command can hold (damaged?)"
@@ -320,7 +322,7 @@ def test_the_stream_must_begin_with_one_well_formed_subvolume() -> None:
 def test_from_version_2_data_has_no_length_and_runs_to_the_end() -> None:
     trailing = ss.attribute(ss.A_PATH, b"x") + ss.attribute(ss.A_UUID, ss.UUID)
     trailing += ss.attribute(ss.A_CTRANSID, ss.u64(5)) + struct.pack("<H", ss.A_DATA) + b"abc"
-    stream = ss.header(2) + ss.command(ss.SUBVOL, trailing) + ss.end()
+    stream = ss.header(2) + ss.command(SUBVOL, trailing) + ss.end()
     assert check(stream) == StreamIdentity(2, "x", ss.UUID.hex(), 5)
     # The same bytes as version 1: DATA's "length" is the next two bytes, far too many.
     assert "attribute running past its end" in refused(b"".join((ss.header(1), stream[17:])))
