@@ -30,15 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from btrsendd import planner, snapshots
-from btrsendd.catalog import BackupRow, Catalog, Kind, Volume
+from btrsendd.catalog import BackupRow, Catalog, Volume
 from btrsendd.config import Config, SourceConfig
 from btrsendd.errors import BtrsenddError, OperationalError, StorageError
+from btrsendd.expected_stream import expected_stream
 from btrsendd.lock import state_lock
 from btrsendd.log import get_logger
 from btrsendd.manifest import MANIFEST_NAME, Manifest
 from btrsendd.pipeline import CHUNK, Codec, encode_volumes, run_send, send_command
 from btrsendd.progress import Progress
-from btrsendd.sendstream import Expected, StreamChecker, StreamError, checked
+from btrsendd.sendstream import StreamChecker, StreamError, checked
 from btrsendd.storage import object_key, open_storage
 from btrsendd.storage.base import Readable, Storage, Stored
 
@@ -205,7 +206,9 @@ class Engine:
         parent = decision.parent
         codec = self.codec
         checker = StreamChecker(
-            self._expected(kind, None if parent is None else parent.id, snap, parent_snap)
+            expected_stream(
+                self.catalog, kind, None if parent is None else parent.id, snap, parent_snap
+            )
         )
         self.catalog.begin_backup(
             id=backup_id,
@@ -225,38 +228,6 @@ class Engine:
             "backup.started", kind=kind, date=day.isoformat()
         )
         return self._store_and_finish(backup_id, checked(stream, checker), checker, skipped=[])
-
-    def _expected(
-        self,
-        kind: Kind,
-        parent_id: str | None,
-        snap: snapshots.Snapshot | None,
-        parent_snap: snapshots.Snapshot | None,
-    ) -> Expected:
-        """What the stream of a backup of ``kind`` on ``parent_id`` must say it is.
-
-        A parent recorded before btrsendd checked streams has no stream identity: its
-        snapshot's UUID stands in for it where known (the incremental's stream must then be
-        relative to that snapshot), and otherwise the link is accepted unchecked and logged.
-        """
-        uuid = None if snap is None else snapshots.send_uuid(snap)
-        parent = None if parent_id is None else self.catalog.backup(parent_id)
-        if parent is None:
-            return Expected(kind, uuid)
-        legacy_uuid = None
-        if parent.stream is None:
-            legacy_uuid = (
-                parent.snapshot_uuid if parent_snap is None else snapshots.send_uuid(parent_snap)
-            )
-        expected = Expected(kind, uuid, parent.stream, legacy_uuid, f"the backup of {parent.date}")
-        if not expected.link_checkable:
-            get_logger(source=parent.source).warning(
-                "backup.link_unchecked",
-                parent=parent.date.isoformat(),
-                reason="the parent backup was stored before btrsendd checked send streams and "
-                "names no snapshot; its stream cannot be compared",
-            )
-        return expected
 
     def _store_and_finish(
         self, backup_id: str, stream: Readable, checker: StreamChecker, skipped: Sequence[Volume]
@@ -463,7 +434,9 @@ class Engine:
         stray = [o.key for o in self.storage.list(self.backup_dir_of(row) + "/")]
         self.storage.delete([k for k in stray if k not in keep])
         log = get_logger(source=row.source, backup_id=row.id)
-        checker = StreamChecker(self._expected(row.kind, row.parent_id, snap, parent_snap))
+        checker = StreamChecker(
+            expected_stream(self.catalog, row.kind, row.parent_id, snap, parent_snap)
+        )
         cmd = send_command(snap.path, None if parent_snap is None else parent_snap.path)
         with run_send(cmd) as raw:
             stream = checked(raw, checker)

@@ -32,8 +32,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import crc32c
 
@@ -364,65 +363,6 @@ def _attributes(payload: bytes, version: int, where: str) -> dict[int, bytes]:
         found[kind] = payload[pos : pos + length]
         pos += length
     return found
-
-
-@dataclass(frozen=True)
-class Expected:
-    """What one backup's stream must say it is, known before its first byte is read.
-
-    Use as a ``StreamChecker``'s ``expect``.  ``uuid`` is what ``btrfs send`` names the
-    snapshot being backed up by (None when it is not known, as with ``backup-stdin``).  An
-    incremental's stream must be relative to the subvolume its parent backup's stream named
-    (``parent``); for a parent recorded before streams were checked, ``parent_uuid`` is the
-    UUID its snapshot was sent by, when known.  With neither, the link cannot be checked.
-    """
-
-    kind: Literal["full", "incremental"]
-    uuid: str | None = None
-    parent: StreamIdentity | None = None
-    parent_uuid: str | None = None
-    #: How messages name the parent backup, e.g. "the backup of 2000-01-07".
-    parent_label: str = "the parent backup"
-
-    @property
-    def link_checkable(self) -> bool:
-        return self.kind == "full" or self.parent is not None or self.parent_uuid is not None
-
-    def __call__(self, identity: StreamIdentity) -> None:
-        if self.kind == "full" and identity.parent_uuid is not None:
-            raise StreamError(
-                "a full backup was due, but the send stream is incremental (relative to "
-                f"subvolume {uuid_text(identity.parent_uuid)}); send it without -p"
-            )
-        if self.kind == "incremental":
-            self._check_link(identity)
-        if self.uuid is not None and identity.uuid != self.uuid:
-            raise StreamError(
-                f"the send stream is of subvolume {uuid_text(identity.uuid)}, not of the "
-                f"snapshot being backed up ({uuid_text(self.uuid)})"
-            )
-
-    def _check_link(self, identity: StreamIdentity) -> None:
-        label = self.parent_label
-        if identity.parent_uuid is None:
-            raise StreamError(
-                f"an incremental backup relative to {label} was due, but the send stream is a "
-                f"full one; send it with -p and {label}'s snapshot"
-            )
-        if self.parent is not None and not identity.continues(self.parent):
-            raise StreamError(
-                f"the send stream is relative to subvolume {uuid_text(identity.parent_uuid)} "
-                f"(ctransid {identity.parent_ctransid}), not to {label}, which sent "
-                f"{uuid_text(self.parent.uuid)} (ctransid {self.parent.ctransid}); send it with "
-                f"-p and {label}'s snapshot"
-            )
-        if self.parent is None and self.parent_uuid not in (None, identity.parent_uuid):
-            assert self.parent_uuid is not None
-            raise StreamError(
-                f"the send stream is relative to subvolume {uuid_text(identity.parent_uuid)}, "
-                f"not to {label}'s snapshot ({uuid_text(self.parent_uuid)}); send it with -p "
-                "and that snapshot"
-            )
 
 
 class _Checked:

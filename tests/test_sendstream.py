@@ -27,12 +27,12 @@ import crc32c
 import pytest
 
 from btrsendd.catalog import StreamIdentity
+from btrsendd.expected_stream import ExpectedStream
 from btrsendd.sendstream import (
     COMMAND_HEADER,
     MAGIC,
     STREAM_HEADER,
     SUBVOL,
-    Expected,
     StreamChecker,
     StreamError,
     checked,
@@ -335,46 +335,50 @@ def test_expected_kind_parent_and_snapshot() -> None:
     full = StreamIdentity(1, "2000-01-01", "aa" * 16, 7)
     incremental = StreamIdentity(1, "2000-01-07", "bb" * 16, 9, "aa" * 16, 7)
     other = StreamIdentity(1, "2000-01-01", "cc" * 16, 8)
-    Expected("full", uuid="aa" * 16)(full)
-    Expected("incremental", parent=full)(incremental)
-    Expected("incremental", parent_uuid="aa" * 16)(incremental)
-    assert Expected("incremental", parent=full).link_checkable
-    assert not Expected("incremental").link_checkable
-    Expected("incremental")(incremental)  # a legacy parent that names nothing: unchecked
+    ExpectedStream("full", uuid="aa" * 16)(full)
+    ExpectedStream("incremental", parent=full)(incremental)
+    ExpectedStream("incremental", parent_uuid="aa" * 16)(incremental)
+    assert ExpectedStream("incremental", parent=full).link_checkable
+    assert not ExpectedStream("incremental").link_checkable
+    ExpectedStream("incremental")(incremental)  # a legacy parent that names nothing: unchecked
 
-    def refusal(expected: Expected, identity: StreamIdentity) -> str:
+    def refusal(expected: ExpectedStream, identity: StreamIdentity) -> str:
         with pytest.raises(StreamError) as caught:
             expected(identity)
         return str(caught.value)
 
-    assert refusal(Expected("full"), incremental) == (
+    assert refusal(ExpectedStream("full"), incremental) == (
         "a full backup was due, but the send stream is incremental (relative to subvolume "
         "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa); send it without -p"
     )
     label = "the backup of 2000-01-01"
-    assert refusal(Expected("incremental", parent=full, parent_label=label), full) == (
+    assert refusal(ExpectedStream("incremental", parent=full, parent_label=label), full) == (
         "an incremental backup relative to the backup of 2000-01-01 was due, but the send "
         "stream is a full one; send it with -p and the backup of 2000-01-01's snapshot"
     )
-    assert refusal(Expected("incremental", parent=other, parent_label=label), incremental) == (
+    assert refusal(
+        ExpectedStream("incremental", parent=other, parent_label=label), incremental
+    ) == (
         "the send stream is relative to subvolume aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa "
         "(ctransid 7), not to the backup of 2000-01-01, which sent "
         "cccccccc-cccc-cccc-cccc-cccccccccccc (ctransid 8); send it with -p and the backup of "
         "2000-01-01's snapshot"
     )
     moved = StreamIdentity(1, "2000-01-01", "aa" * 16, 8)  # same subvolume, changed since
-    assert "(ctransid 7), not to" in refusal(Expected("incremental", parent=moved), incremental)
-    assert "not to the parent backup's snapshot (cccccccc-" in refusal(
-        Expected("incremental", parent_uuid="cc" * 16), incremental
+    assert "(ctransid 7), not to" in refusal(
+        ExpectedStream("incremental", parent=moved), incremental
     )
-    assert refusal(Expected("full", uuid="cc" * 16), full) == (
+    assert "not to the parent backup's snapshot (cccccccc-" in refusal(
+        ExpectedStream("incremental", parent_uuid="cc" * 16), incremental
+    )
+    assert refusal(ExpectedStream("full", uuid="cc" * 16), full) == (
         "the send stream is of subvolume aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa, not of the "
         "snapshot being backed up (cccccccc-cccc-cccc-cccc-cccccccccccc)"
     )
 
 
 def test_expected_refuses_the_stream_at_its_first_command(sent: Sent) -> None:
-    checker = StreamChecker(Expected("full"))
+    checker = StreamChecker(ExpectedStream("full"))
     data = sent.streams["incremental"]
     with pytest.raises(StreamError, match="a full backup was due"):
         checker.feed(data[:4096])
