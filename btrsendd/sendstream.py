@@ -22,9 +22,16 @@ as the kernel computes it: seed 0 and no final inversion, which is not the usual
 inversion, so the kernel's value is ``crc32c(data, 0xFFFFFFFF) ^ 0xFFFFFFFF`` and it chains
 over pieces like any CRC (``tests/test_sendstream.py`` checks this on real streams).
 
+The stream header has no checksum.  A damaged magic or an unknown version is refused, but
+one bit flip turns version 1 into version 3, under which every version 1 command is still
+valid, and that the checker cannot see (``btrfs receive`` would then misread the length of
+WRITE data).  It is about what btrsendd is given; damage after storing is caught by the
+volumes' SHA-256 sums, checked at every restore.
+
 Nothing is buffered but a command header and the first command (at most 64 KiB): memory stays
 flat whatever the stream's length.  Payloads are checksummed in place, in C (hardware
-CRC-32C, about 15 GB/s here), so the cost is a few microseconds per command.
+CRC-32C, about 15 GiB/s here), and an ordinary command costs about half a microsecond of
+Python: 3.4 GiB/s on a stream of mostly small files (148,000 commands in 360 MiB).
 """
 
 from __future__ import annotations
