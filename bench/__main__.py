@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         suite = Suite(w, args.runs, args.seed, say)
         say("backups")
         suite.backups()
+        say("stream check")
+        suite.stream_checks()
         say("restores")
         suite.restores()
         say("memory")
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data_bytes": dataset.data_bytes,
                 "apparent_bytes": dataset.apparent_bytes,
             },
+            "stream_check": [asdict(cost) for cost in report.check_costs(summaries)],
         },
         suite.cases,
         summaries,

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from btrsendd.pipeline import CHUNK
+from btrsendd.sendstream import StreamChecker
+
 #: How often ``VmHWM`` is read.
 POLL_SECONDS = 0.01
 
@@ -116,6 +119,23 @@ def run(
 def shell(pipeline: str, *, log: Path) -> Sample:
     """Run a bash pipeline as the bare baseline; ``pipefail`` makes any stage's failure count."""
     return run(["bash", "-c", f"set -euo pipefail; {pipeline}"], log=log)
+
+
+def stream_check(path: Path) -> Sample:
+    """Feed the send stream saved at ``path`` to a ``StreamChecker`` as the pipeline does
+    (reads of ``CHUNK`` into one reused buffer), in this process; only the checking is
+    timed, not the reads.  CPU is this thread's alone."""
+    checker = StreamChecker()
+    buffer = memoryview(bytearray(CHUNK))
+    seconds = cpu = 0.0
+    with path.open("rb", buffering=0) as stream:
+        while count := stream.readinto(buffer):
+            started, started_cpu = time.perf_counter(), time.thread_time()
+            checker.feed(buffer[:count])
+            seconds += time.perf_counter() - started
+            cpu += time.thread_time() - started_cpu
+    checker.finish()
+    return Sample(seconds=seconds, cpu_seconds=cpu, peak_rss=None)
 
 
 def run_fed(producer: Sequence[str], argv: Sequence[str], *, log: Path) -> Sample:

@@ -1,4 +1,5 @@
-"""Medians, the targets of issue 7, the printed tables and the JSON results file."""
+"""Medians, the targets of issue 7, the stream check's cost, the printed tables and the JSON
+results file."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.dataset import GiB, MiB
-from bench.suite import Case
+from bench.suite import STREAM_CHECK, Case
 
 #: Throughput btrsendd must keep of the bare pipeline with the same compressor.
 MIN_RATIO = 0.9
@@ -143,6 +144,37 @@ def targets(summaries: Sequence[Summary]) -> list[Target]:
     return found
 
 
+@dataclass(frozen=True)
+class CheckCost:
+    """What checking a send stream costs, set against backing up the same stream."""
+
+    stream: str
+    #: The checker's throughput alone.
+    gib_per_s: float
+    #: The checker's time as a share of each btrsendd backup's wall-clock time (medians):
+    #: what it would add to the backup if nothing else ran meanwhile, an upper bound, since
+    #: it runs on the thread that feeds the compressor.
+    share_of_backup: dict[str, float]
+
+
+def check_costs(summaries: Sequence[Summary]) -> list[CheckCost]:
+    """The stream check's cost for each stream the run checked."""
+    costs = []
+    for check in (s for s in summaries if s.group == STREAM_CHECK):
+        kind = check.name.removesuffix(" stream")
+        backups = [
+            s for s in summaries if s.group == f"backup {kind}" and s.name.startswith("btrsendd")
+        ]
+        costs.append(
+            CheckCost(
+                kind,
+                check.raw_bytes / check.seconds / GiB,
+                {b.name: check.seconds / b.seconds for b in backups},
+            )
+        )
+    return costs
+
+
 def table(summaries: Sequence[Summary], found: Sequence[Target]) -> str:
     """The results as plain-text tables, one per group, then the targets."""
     lines: list[str] = []
@@ -159,6 +191,15 @@ def table(summaries: Sequence[Summary], found: Sequence[Target]) -> str:
                 f"  {s.name:<30} {s.seconds:>8.2f} {s.mib_per_s:>8.1f} {ratio:>8} "
                 f"{s.cpu_seconds:>8.2f} {rss:>8}"
             )
+        lines.append("")
+    costs = check_costs(summaries)
+    if costs:
+        lines.append("stream check against the backups (its time / the backup's, medians)")
+        for cost in costs:
+            shares = ", ".join(
+                f"{share:.1%} of {name}" for name, share in cost.share_of_backup.items()
+            )
+            lines.append(f"  {cost.stream} stream: {cost.gib_per_s:.2f} GiB/s; {shares or '-'}")
         lines.append("")
     lines.append("targets")
     for t in found:

@@ -1,15 +1,20 @@
 """A synthetic send stream of any length on stdout, for runs where a real one is too costly.
 
-``python -m bench.stream SIZE KIND SEED`` writes SIZE bytes (``8GiB`` and the like):
+``python -m bench.stream SIZE KIND SEED`` writes a valid btrfs send stream of SIZE bytes
+(``8GiB`` and the like; within one 48 KiB command): a SUBVOL, then WRITE commands that fill
+one file with a pattern over and over, then END.  btrsendd checks every stream it stores, so
+the stream must be a real one, checksums and all (``tests/sendstreams.synthetic`` builds it;
+``btrfs receive --dump`` accepts it).  The pattern is:
 
 * ``sparse``: every MiB is 128 KiB of random bytes then 896 KiB of zeros, like the send stream
   of a mostly empty disk image.  zstd shrinks it about eightfold at several hundred MiB/s, so
-  an 8 GiB stream takes seconds, while btrsendd still reads, hashes and splits every byte:
-  the stream that shows whether memory stays flat as the stream grows.
+  an 8 GiB stream takes seconds, while btrsendd still reads, hashes, checks and splits every
+  byte: the stream that shows whether memory stays flat as the stream grows.
 * ``random``: incompressible bytes, for upload runs without compression.
 
 Both repeat a 64 MiB pattern built from SEED; no compressor used here keeps a window that
-large, and hashing and uploading do not care.
+large, and hashing and uploading do not care.  Each repetition is the same commands, built
+once, so the producer costs no more than copying.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import random
 import sys
 
 from bench.dataset import MiB, parse_size
+from tests.sendstreams import synthetic
 
 PATTERN = 64 * MiB
 
@@ -36,13 +42,10 @@ def pattern(kind: str, seed: int) -> bytes:
 
 
 def write(size: int, kind: str, seed: int, fd: int) -> None:
-    view = memoryview(pattern(kind, seed))
-    left = size
-    while left > 0:
-        chunk = view[: min(left, len(view))]
-        while chunk:
-            chunk = chunk[os.write(fd, chunk) :]
-        left -= min(left, len(view))
+    for piece in synthetic(size, pattern(kind, seed)):
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 if __name__ == "__main__":

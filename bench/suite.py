@@ -43,6 +43,9 @@ UPLOAD_SETTINGS = ((1, 16), (2, 16), (4, 16), (8, 16), (4, 5), (4, 64))
 
 Step = Callable[[], None]
 
+#: The group of the checker's own runs, which the report also sets against the backups.
+STREAM_CHECK = "stream check"
+
 
 @dataclass
 class Case:
@@ -113,11 +116,14 @@ class Suite:
             "--pinentry-mode loopback --decrypt --output -"
         )
 
-    def _send(self, kind: str) -> str:
-        full = quote(str(self.world.snapshot(FULL_DAY)))
+    def _send_argv(self, kind: str) -> list[str]:
+        full = str(self.world.snapshot(FULL_DAY))
         if kind == "full":
-            return f"btrfs -q send {full}"
-        return f"btrfs -q send -p {full} {quote(str(self.world.snapshot(INCREMENTAL_DAY)))}"
+            return ["btrfs", "-q", "send", full]
+        return ["btrfs", "-q", "send", "-p", full, str(self.world.snapshot(INCREMENTAL_DAY))]
+
+    def _send(self, kind: str) -> str:
+        return " ".join(quote(arg) for arg in self._send_argv(kind))
 
     def _btrsendd(self, config: Path, *args: str) -> list[str]:
         return [BTRSENDD, "--config", str(config), "--log-format", "json", *args]
@@ -191,6 +197,34 @@ class Suite:
             self._record(case, measure.shell(f"{pipeline} > {target}", log=self._log(case)))
 
         return step
+
+    # -- the stream check ----------------------------------------------------------------------
+
+    def stream_checks(self) -> None:
+        """btrsendd's send-stream checker alone, on the benchmark's own full and incremental
+        streams (saved to the tmpfs first): its throughput, and for the report its share of a
+        backup's time.  In a backup it runs on the thread that feeds the compressor."""
+        steps: list[Step] = []
+        streams = {"full": self.world.full_bytes, "incremental": self.world.incremental_bytes}
+        for kind, raw_bytes in streams.items():
+            path = self.world.scratch / f"{kind}.stream"
+            with path.open("wb") as out:
+                subprocess.run(self._send_argv(kind), stdout=out, check=True)
+            case = self._case(
+                STREAM_CHECK,
+                f"{kind} stream",
+                "sendstream.StreamChecker.feed, 1 MiB at a time, in-process (reads not timed)",
+                raw_bytes,
+            )
+            steps.append(self._stream_check(case, path))
+        try:
+            self._alternate(steps)
+        finally:
+            for kind in streams:
+                (self.world.scratch / f"{kind}.stream").unlink(missing_ok=True)
+
+    def _stream_check(self, case: Case, path: Path) -> Step:
+        return lambda: self._record(case, measure.stream_check(path))
 
     # -- restore -----------------------------------------------------------------------------
 

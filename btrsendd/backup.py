@@ -6,6 +6,9 @@ cycle; the front ends only choose the date and print the outcome.
 Ordering is what makes a crash harmless:
 - a backup's catalog row exists (``uploading``) before its first object, so an interrupted
   upload is always found and cleaned at the next cycle;
+- every stream passes a ``StreamChecker`` on its way to the volumes, and a stream that is
+  truncated, damaged, not a send stream, or not of the snapshot (and parent) planned fails
+  the backup, whose objects are then deleted at once;
 - its manifest is stored after every volume, and the row turns ``complete`` after the
   manifest: "complete" in the catalog implies complete in the bucket;
 - expiry marks the chain ``expiring`` first, deletes manifests (so no member looks complete
@@ -30,12 +33,14 @@ from btrsendd import planner, snapshots
 from btrsendd.catalog import BackupRow, Catalog, Volume
 from btrsendd.config import Config, SourceConfig
 from btrsendd.errors import BtrsenddError, OperationalError, StorageError, UsageError
+from btrsendd.expected_stream import expected_stream
 from btrsendd.interrupt import Interrupted
 from btrsendd.lock import state_lock
 from btrsendd.log import get_logger
 from btrsendd.manifest import MANIFEST_NAME, Manifest
 from btrsendd.pipeline import CHUNK, Codec, encode_volumes, run_send, send_command
 from btrsendd.progress import Progress
+from btrsendd.sendstream import StreamChecker, StreamError, checked
 from btrsendd.storage import object_key, open_storage
 from btrsendd.storage.base import Readable, Storage, Stored
 
@@ -189,11 +194,14 @@ class Engine:
         snap: snapshots.Snapshot | None = None,
         parent_snap: snapshots.Snapshot | None = None,
     ) -> BackupRow:
-        """Encode ``stream`` into volumes, store them and the manifest, record completion.
+        """Check ``stream`` and encode it into volumes, store them and the manifest, record
+        completion.
 
         Each stored volume is recorded at once.  If the upload fails after some volumes are
         stored, the backup stays ``uploading`` and the next cycle resumes it from the first
-        missing volume (``recover``); with nothing stored yet, it is simply removed.
+        missing volume (``recover``); with nothing stored yet, or when the stream fails its
+        check, it is removed.  ``snap`` and ``parent_snap`` are the snapshots ``stream`` was
+        sent from, when known (not for ``backup-stdin``).
         """
         assert decision.action in ("full", "incremental")
         kind: Any = decision.action
@@ -201,6 +209,11 @@ class Engine:
         backup_id = f"{day.isoformat()}-{short}-{secrets.token_hex(3)}"
         parent = decision.parent
         codec = self.codec
+        checker = StreamChecker(
+            expected_stream(
+                self.catalog, kind, None if parent is None else parent.id, snap, parent_snap
+            )
+        )
         self.catalog.begin_backup(
             id=backup_id,
             source=source,
@@ -218,12 +231,16 @@ class Engine:
         get_logger(source=source, backup_id=backup_id).info(
             "backup.started", kind=kind, date=day.isoformat()
         )
-        return self._store_and_finish(backup_id, stream, skipped=[])
+        return self._store_and_finish(backup_id, checked(stream, checker), checker, skipped=[])
 
     def _store_and_finish(
-        self, backup_id: str, stream: Readable, skipped: Sequence[Volume]
+        self, backup_id: str, stream: Readable, checker: StreamChecker, skipped: Sequence[Volume]
     ) -> BackupRow:
-        """Store the rest of ``stream`` as volumes after ``skipped``, then the manifest."""
+        """Store the rest of ``stream`` as volumes after ``skipped``, then the manifest.
+
+        ``stream`` is read through ``checker``: the stream's identity is recorded once it
+        has passed, before the manifest (which is built from the row) is written.
+        """
         row = self.catalog.backup(backup_id)
         assert row is not None
         log = get_logger(source=row.source, backup_id=backup_id)
@@ -249,29 +266,28 @@ class Engine:
                     backup_id,
                     Volume(name=_volume_name(res.index, codec), **asdict(res)),
                 )
-            if not self.catalog.volumes(backup_id):
-                raise OperationalError(
-                    "the send stream was empty; nothing to back up (is the input a btrfs "
-                    "send stream?)"
-                )
+            self.catalog.set_stream(backup_id, checker.finish())
             self.catalog.complete_backup(backup_id, self._write_manifest(backup_id))
         except BaseException as exc:
             progress.done()
             stored = len(self.catalog.volumes(backup_id))
+            # A stream that fails its check would fail it again when replayed: nothing of it
+            # is worth keeping.  With nothing stored the partial backup is dropped too, unless
+            # storage itself failed: cleaning up would only wait out a second retry budget on
+            # the same dead endpoint, and the next cycle resumes (from volume 0) or discards
+            # it anyway.
+            discard = isinstance(exc, StreamError) or (
+                not stored and not isinstance(exc, StorageError)
+            )
             # The front end (CLI or daemon) reports the cycle's `backup.failed`; this event
             # says what became of the upload itself.
             log.error(
                 "upload.failed",
                 error=str(exc) if isinstance(exc, BtrsenddError) else repr(exc),
                 volumes_stored=stored,
-                next_step="discarded"
-                if not stored and not isinstance(exc, StorageError)
-                else "resume at the next cycle",
+                next_step="discarded" if discard else "resume at the next cycle",
             )
-            # With nothing stored the partial backup is dropped, unless storage itself failed:
-            # cleaning up would only wait out a second retry budget on the same dead
-            # endpoint, and the next cycle resumes (from volume 0) or discards it anyway.
-            if not stored and not isinstance(exc, StorageError):
+            if discard:
                 self._discard(row.source, backup_id)
             if isinstance(exc, Interrupted):
                 exc.tell(_upload_aftermath(row, stored))
@@ -439,17 +455,30 @@ class Engine:
 
         ``btrfs send`` of the same snapshot pair is deterministic, so the raw bytes of each
         recorded volume must hash to what was recorded; anything else means the stream is not
-        the one the stored volumes came from.
+        the one the stored volumes came from.  The skipped bytes pass the stream check too
+        (they may have been stored before btrsendd checked streams): if they fail it, the
+        stored volumes are worthless and the backup starts afresh.
         """
         done = self.catalog.volumes(row.id)
         keep = {self.key(row, v.name) for v in done} | {self.key(row, MANIFEST_NAME)}
         stray = [o.key for o in self.storage.list(self.backup_dir_of(row) + "/")]
         self.storage.delete([k for k in stray if k not in keep])
         log = get_logger(source=row.source, backup_id=row.id)
+        checker = StreamChecker(
+            expected_stream(self.catalog, row.kind, row.parent_id, snap, parent_snap)
+        )
         cmd = send_command(snap.path, None if parent_snap is None else parent_snap.path)
-        with run_send(cmd) as stream:
+        with run_send(cmd) as raw:
+            stream = checked(raw, checker)
             for vol in done:
-                if _hash_prefix(stream, vol.raw_length) != vol.raw_sha256:
+                try:
+                    digest = _hash_prefix(stream, vol.raw_length)
+                except StreamError as exc:
+                    raise _ResumeMismatch(
+                        f"the replayed send stream fails its check ({exc}); starting the "
+                        "backup afresh"
+                    ) from None
+                if digest != vol.raw_sha256:
                     raise _ResumeMismatch(
                         f"the send stream differs from stored volume {vol.index}; "
                         "starting the backup afresh"
@@ -460,7 +489,7 @@ class Engine:
                 volumes_skipped=len(done),
                 bytes_saved=sum(v.raw_length for v in done),
             )
-            return self._store_and_finish(row.id, stream, skipped=done)
+            return self._store_and_finish(row.id, stream, checker, skipped=done)
 
     def prune(self, src: SourceConfig, day: date) -> None:
         """Local retention, keeping the snapshot the next incremental will be sent against."""

@@ -228,6 +228,16 @@ def snapshot_by_uuid(snapshot_dir: Path, uuid: str) -> Snapshot | None:
     return next((s for s in list_snapshots(snapshot_dir) if s.uuid == wanted), None)
 
 
+def send_uuid(snap: Snapshot) -> str:
+    """The UUID (hex) ``btrfs send`` names ``snap`` by in its stream: its received UUID when
+    it has one (a snapshot of a read-only received subvolume keeps it), else its own."""
+    try:
+        received = bytes(_btrfsutil().subvolume_info(snap.path).received_uuid)
+    except OSError as exc:
+        raise _operational(f"inspect {snap.path}", exc) from None
+    return received.hex() if any(received) else snap.uuid
+
+
 def _ensure_snapshot_dir(snapshot_dir: Path) -> None:
     """Create ``snapshot_dir`` itself (0700: snapshots hold every file of the source).
 

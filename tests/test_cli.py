@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import sendstreams as ss
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.world import BTRSENDD, World, make_world
@@ -141,16 +142,18 @@ def test_backup_stdin_speaks_the_seed_protocol(world: World) -> None:
     def stdin_backup(day: str, payload: bytes) -> bytes:
         return world.run("backup-stdin", "--source", "data", "--date", day, input=payload).stdout
 
-    assert stdin_backup("2000-01-01", b"full stream " * 1000) == b"c\n"
+    full = ss.small_stream()  # a SUBVOL stream of subvolume ss.UUID, ctransid 7
+    incremental = ss.header() + ss.snapshot(parent_uuid=ss.UUID, parent_ctransid=7) + ss.end()
+    assert stdin_backup("2000-01-01", full) == b"c\n"
     assert stdin_backup("2000-01-01", b"") == b""
     assert stdin_backup("2000-01-02", b"") == b""
-    assert stdin_backup("2000-01-07", b"incremental " * 100) == b"i 2000-01-01\n"
+    assert stdin_backup("2000-01-07", incremental) == b"i 2000-01-01\n"
     backups = world.list()
     assert [(b["date"], b["kind"], b["parent"]) for b in backups] == [
         ("2000-01-01", "full", None),
         ("2000-01-07", "incremental", "2000-01-01"),
     ]
-    assert backups[0]["raw_bytes"] == 12000
+    assert backups[0]["raw_bytes"] == len(full)
 
 
 def test_list_json_contract(world: World) -> None:

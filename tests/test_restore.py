@@ -32,6 +32,7 @@ from btrsendd.restore import (
     thaw,
 )
 from btrsendd.storage.base import ThawState, Tier
+from tests import sendstreams as ss
 from tests.backed_up import (
     TEN_DAYS,
     OnBackend,
@@ -250,8 +251,9 @@ def test_send_stream_btrfs_refuses_fails_cleanly(
     on_backend: OnBackend, make_btrfs: MakeBtrfs
 ) -> None:
     w = on_backend("local")
-    # backup-stdin stores whatever it is given, hashes and all: a stream only btrfs rejects.
-    proc = w.run("backup-stdin", "--source", "data", "--date", "2000-01-01", input=b"x" * 3_000_000)
+    # A well-formed stream that writes to a file it never created: only btrfs rejects it.
+    stream = ss.header() + ss.subvol() + ss.write(b"missing", 0, b"x" * 60_000) + ss.end()
+    proc = w.run("backup-stdin", "--source", "data", "--date", "2000-01-01", input=stream)
     assert proc.stdout == b"c\n"
     [backup] = w.list()
     target = make_btrfs("dst")
