@@ -657,12 +657,14 @@ def decode_volume(
     out: IO[bytes] | int,
     *,
     gnupg_home: Path | None = None,
+    inspect: Callable[[memoryview], None] | None = None,
 ) -> DecodedVolume:
     """Decrypt and decompress one stored volume into ``out`` (a file or a file descriptor).
 
     ``gnupg_home`` overrides ``codec.gnupg_home``: the restore host's keyring, which holds
     the private key, is rarely the backup host's.  Both ends are hashed so the caller can
-    check them against the manifest.  A failing stage raises ``PipelineError`` once the
+    check them against the manifest.  ``inspect`` sees every decoded chunk before ``out``
+    does, and may refuse it by raising.  A failing stage raises ``PipelineError`` once the
     output ends, after the bytes before the failure were written: the caller must treat
     everything written for this volume as void (e.g. abort ``btrfs receive``).  A failing
     ``out`` (``btrfs receive`` exited) raises its ``OSError``: the caller knows that process.
@@ -679,6 +681,8 @@ def decode_volume(
     with _Flow(stages, _readinto(stored), into_stages, None) as flow:
         # Whatever arrives goes on at once: btrfs receive works while we wait for more.
         while count := flow.output.readinto1(out_of_stages):
+            if inspect is not None:
+                inspect(out_of_stages[:count])
             _write_all(write, out_of_stages[:count])
     if not isinstance(out, int):
         out.flush()

@@ -18,18 +18,20 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from itertools import groupby
 from pathlib import Path
 
 import btrfsutil
 
-from btrsendd.catalog import BackupRow, Catalog
+from btrsendd.catalog import BackupRow, Catalog, StreamIdentity
 from btrsendd.damage import Located
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
 from btrsendd.interrupt import Interrupted
 from btrsendd.log import get_logger
 from btrsendd.names import is_safe_component
 from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
+from btrsendd.sendstream import StreamChecker, StreamError
 from btrsendd.storage.base import Storage
 from btrsendd.workdir import Target, Workdir, fd_path, remove_leftovers
 
@@ -79,12 +81,17 @@ def _stored_sha256(storage: Storage, key: str) -> str | None:
         return None
 
 
-def _receive_volume(storage: Storage, vol: Located, out: int, gnupg_home: Path | None) -> None:
-    """Decode one volume into ``out`` (btrfs receive's stdin) and check both its hashes."""
+def _receive_volume(
+    storage: Storage, vol: Located, out: int, gnupg_home: Path | None, checker: StreamChecker
+) -> None:
+    """Decode one volume into ``out`` (btrfs receive's stdin) through ``checker``, and check
+    both its hashes."""
     expected = vol.volume
     try:
         with storage.open_read(vol.key) as body:
-            got = decode_volume(body, _codec(vol.backup), out, gnupg_home=gnupg_home)
+            got = decode_volume(
+                body, _codec(vol.backup), out, gnupg_home=gnupg_home, inspect=checker.feed
+            )
     except PipelineError as exc:
         # gpg and zstd fail on damaged input before its end, so the decode's own hash of
         # the stored bytes is incomplete: read the object again to know which it was.
@@ -119,6 +126,9 @@ def _receive_backup(
     failure whatever was received stays in ``work``, which the caller removes.
     """
     row = volumes[0].backup
+    # The stream was checked when it was stored; it is checked again on its way back, since
+    # the bucket it came from may have been written by someone else since.
+    checker = StreamChecker(partial(_expect_restored, row))
     before = set(work.subvolumes())
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
@@ -140,8 +150,9 @@ def _receive_backup(
         try:
             for vol in volumes:
                 current = vol
-                _receive_volume(storage, vol, proc.stdin.fileno(), gnupg_home)
+                _receive_volume(storage, vol, proc.stdin.fileno(), gnupg_home, checker)
             current = None
+            checker.finish()
             proc.stdin.close()
             if proc.wait() != 0:
                 raise OperationalError(receive_failure())
@@ -159,6 +170,25 @@ def _receive_backup(
     if len(new) != 1:
         raise OperationalError(f"btrfs receive of {row.id} created {len(new)} subvolumes")
     return new.pop()
+
+
+def _expect_restored(row: BackupRow, found: StreamIdentity) -> None:
+    """Refuse a stream that is not the one ``row`` recorded, or that names no plain name.
+
+    Raised from the stream's first command, before ``btrfs receive`` has read it.
+    """
+    if not is_safe_component(found.name):
+        raise StreamError(f"the send stream names its subvolume {found.name!r}, not a plain name")
+    recorded = row.stream
+    if recorded is None:  # stored before btrsendd recorded streams: check the kind only
+        if (found.parent_uuid is None) != (row.kind == "full"):
+            raise StreamError(f"the send stream is not a {row.kind} one")
+    elif found != recorded:
+        raise StreamError(
+            f"the send stream is of subvolume {found.name} ({found.uuid}, ctransid "
+            f"{found.ctransid}), not the one backed up ({recorded.name}, {recorded.uuid}, "
+            f"ctransid {recorded.ctransid})"
+        )
 
 
 def _final_name(row: BackupRow, received: str) -> str:
