@@ -163,7 +163,15 @@ def _unknown_backups(
             continue
         directory = key.rpartition("/")[0] + "/"
         manifest = _read_manifest(engine, key, size)
-        if not isinstance(manifest, Manifest):  # archived, or unreadable: keep it all
+        if isinstance(manifest, Manifest):
+            b = manifest.backup
+            place = engine.backup_dir(b.source, b.id) + "/"
+            if place != directory:
+                manifest = (
+                    f"{shown(key)}: it describes backup {b.id} of {b.source}, which belongs "
+                    f"under {place}"
+                )
+        if not isinstance(manifest, Manifest):  # archived, untrusted or misplaced: keep it all
             owned.update(k for k in sizes if k.startswith(directory))
         if isinstance(manifest, str):
             report.problems.append(f"{manifest}; `btrsendd catalog rebuild` skips it")
