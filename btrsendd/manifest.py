@@ -55,8 +55,9 @@ FORMAT = "btrsendd-manifest"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
-#: A manifest takes about 430 bytes per volume: 64 MiB is 150,000 volumes (150 TiB in the
-#: default 1 GiB volumes).  Anything larger is refused unread: parsing it could exhaust memory.
+#: A manifest takes about 400 bytes per volume: 64 MiB holds 160,000 volumes (over 150 TiB in
+#: the default 1 GiB volumes).  Anything larger is refused unread: parsing it could exhaust
+#: memory.
 MAX_MANIFEST_BYTES = 64 * 1024**2
 #: Every size and offset: 8 PiB, beyond any send stream, exact in any JSON reader (a double
 #: holds it), and an INTEGER sqlite stores.
@@ -152,8 +153,8 @@ class Manifest:
         ``today`` (the local date by default) decides what is a future backup: one dated
         later than tomorrow, the most a clock in another time zone can be ahead.
         """
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise ManifestError(where, _too_large(len(data)))
+        if (too_large := oversized(len(data))) is not None:
+            raise ManifestError(where, too_large)
         try:
             return _manifest(Object(loads(data), "", "a JSON object"), today or date.today())
         except Invalid as exc:
@@ -167,8 +168,8 @@ def read_manifest(storage: Storage, key: str, size: int) -> Manifest:
     the limit in case the object is not what the listing said (a local file that is a
     symlink to a device, an object replaced since).
     """
-    if size > MAX_MANIFEST_BYTES:
-        raise ManifestError(key, _too_large(size))
+    if (too_large := oversized(size)) is not None:
+        raise ManifestError(key, too_large)
     with storage.open_read(key) as body:
         try:
             data = body.read(MAX_MANIFEST_BYTES + 1)
@@ -177,7 +178,10 @@ def read_manifest(storage: Storage, key: str, size: int) -> Manifest:
     return Manifest.from_json(data, key)
 
 
-def _too_large(size: int) -> str:
+def oversized(size: int) -> str | None:
+    """Why a manifest of ``size`` bytes is refused unread, or None if it is not too large."""
+    if size <= MAX_MANIFEST_BYTES:
+        return None
     return f"{size} bytes, larger than any manifest btrsendd writes (at most {MAX_MANIFEST_BYTES})"
 
 

@@ -31,9 +31,9 @@ from btrsendd.config import config_path, load_config
 from btrsendd.errors import NotThawedError, UsageError
 from btrsendd.manifest import (
     MANIFEST_NAME,
-    MAX_MANIFEST_BYTES,
     Manifest,
     ManifestError,
+    oversized,
     read_manifest,
     shown,
 )
@@ -59,7 +59,7 @@ def _is_manifest(key: str) -> bool:
     return key.rpartition("/")[2] == MANIFEST_NAME
 
 
-def _unreadable(key: str, size: int, root: str) -> str | None:
+def _why_not_read(key: str, size: int, root: str) -> str | None:
     """Why the manifest at ``key`` is not read at all (nor thawed, on a vault), or None.
 
     Its key must be ``<root><source>/<backup-id>/manifest.json`` with names btrsendd could
@@ -73,11 +73,7 @@ def _unreadable(key: str, size: int, root: str) -> str | None:
         check_name("backup id", parts[1])
     except UnsafeName as exc:
         return f"not in a backup's directory: {exc}"
-    if size > MAX_MANIFEST_BYTES:
-        return (
-            f"{size} bytes, larger than any manifest btrsendd writes (at most {MAX_MANIFEST_BYTES})"
-        )
-    return None
+    return oversized(size)
 
 
 def _missing_volumes(manifest: Manifest, directory: str, sizes: dict[str, int]) -> list[str]:
@@ -101,7 +97,7 @@ def _stored_backups(storage: Storage, prefix: str, found: Found) -> list[tuple[s
     for key, size in sizes.items():
         if not _is_manifest(key):
             continue
-        why = _unreadable(key, size, root)
+        why = _why_not_read(key, size, root)
         if why is not None:
             found.skip(key, why)
             continue
@@ -231,7 +227,7 @@ def _manifests_at_hand(storage: Storage, prefix: str, args: argparse.Namespace) 
     keys = [
         o.key
         for o in storage.list(root)
-        if _is_manifest(o.key) and _unreadable(o.key, o.size, root) is None
+        if _is_manifest(o.key) and _why_not_read(o.key, o.size, root) is None
     ]
     delay = 0.0
     while True:

@@ -156,21 +156,8 @@ def _unknown_backups(
         if name != MANIFEST_NAME or backup_id in known:
             continue
         owned.add(key)
-        try:
-            check_name("backup id", backup_id)
-        except UnsafeName as exc:
-            report.problems.append(f"{shown(key)}: not in a backup's directory: {exc}")
-            continue
         directory = key.rpartition("/")[0] + "/"
-        manifest = _read_manifest(engine, key, size)
-        if isinstance(manifest, Manifest):
-            b = manifest.backup
-            place = engine.backup_dir(b.source, b.id) + "/"
-            if place != directory:
-                manifest = (
-                    f"{shown(key)}: it describes backup {b.id} of {b.source}, which belongs "
-                    f"under {place}"
-                )
+        manifest = _unknown_manifest(engine, key, size, backup_id)
         if not isinstance(manifest, Manifest):  # archived, untrusted or misplaced: keep it all
             owned.update(k for k in sizes if k.startswith(directory))
         if isinstance(manifest, str):
@@ -185,6 +172,25 @@ def _unknown_backups(
             "`btrsendd catalog rebuild --force` adopts it"
         )
     return owned
+
+
+def _unknown_manifest(engine: Engine, key: str, size: int, backup_id: str) -> Manifest | str | None:
+    """``_read_manifest`` of a manifest the catalog does not know, which must also sit in
+    its backup's directory (``backup_id``, a name from storage, so checked first)."""
+    try:
+        check_name("backup id", backup_id)
+    except UnsafeName as exc:
+        return f"{shown(key)}: not in a backup's directory: {exc}"
+    manifest = _read_manifest(engine, key, size)
+    if isinstance(manifest, Manifest):
+        b = manifest.backup
+        place = engine.backup_dir(b.source, b.id) + "/"
+        if not key.startswith(place):
+            return (
+                f"{shown(key)}: it describes backup {b.id} of {b.source}, which belongs "
+                f"under {place}"
+            )
+    return manifest
 
 
 def check_source(engine: Engine, source: str, *, rehash: bool) -> Report:

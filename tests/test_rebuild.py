@@ -361,6 +361,7 @@ def test_rebuild_from_a_vault_skips_hostile_archives(
         ({"ArchiveDescription": '{"btrsendd":1,"key":"a/../b"}'}, "names no object key"),
         ({"ArchiveDescription": '{"btrsendd":1,"key":"a\\nb"}'}, "names no object key"),
         ({"ArchiveDescription": "[" * 5000 + '"btrsendd"'}, "names no object key"),
+        ({"ArchiveDescription": '{"btrsendd":1,"key":"\udcff"}'}, "names no object key"),
         ({"ArchiveDescription": ["btrsendd"]}, "expected a string, got a list"),
         ({"Size": True}, "Size: expected an integer, got a boolean"),
         ({"Size": -1}, "Size: -1 is out of range"),

@@ -204,7 +204,8 @@ def key_from_description(description: str) -> str | None:
     """The key a btrsendd archive description names; None for anyone else's archive, and
     for one that names no safe, printable key (the key becomes a path on restore)."""
     try:
-        doc = loads(description.encode())
+        # surrogatepass: a string from JSON can hold lone surrogates, which are not UTF-8.
+        doc = loads(description.encode("utf-8", "surrogatepass"))
     except Invalid:
         return None
     if not isinstance(doc, dict) or doc.get("btrsendd") != DESCRIPTION_FORMAT:
