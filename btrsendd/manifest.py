@@ -260,7 +260,7 @@ def _manifest(doc: Object, today: date) -> Manifest:
         raise Invalid(
             "date",
             f"{when} is in the future (later than tomorrow, {tomorrow}): a wrong clock or "
-            "--date made this backup",
+            "--date made this backup, or this machine's clock is behind",
         )
     kind = doc.req("kind", _kind)
     if _id_kind(backup_id) != kind:
@@ -348,7 +348,7 @@ def _recipients(encryption: Object) -> tuple[str, ...]:
 def _recipient(field: str, value: object) -> str:
     """A fingerprint, key id or user id: the catalog joins recipients with commas."""
     found = printable(field, value)
-    if "," in found or found.strip() != found:
+    if "," in found:
         raise Invalid(field, f"{show(found)} is not a gpg recipient")
     return found
 

@@ -170,9 +170,15 @@ def read_manifests(storage: Storage, prefix: str) -> Found:
     """
     found = Found()
     candidates = _stored_backups(storage, prefix, found)
-    # Oldest first per source, so a parent (always dated earlier) is considered first.
+    # Oldest first per source, so a parent (always dated earlier) is considered first; of
+    # two backups of one day, the one completed first wins, whatever order storage lists.
     candidates.sort(
-        key=lambda c: (c[1].backup.source, c[1].backup.date, c[1].backup.completed_at or "")
+        key=lambda c: (
+            c[1].backup.source,
+            c[1].backup.date,
+            c[1].backup.completed_at or "",
+            c[1].backup.id,
+        )
     )
     adopted = _Adopted()
     for key, manifest in candidates:

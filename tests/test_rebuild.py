@@ -233,6 +233,17 @@ def hostile_objects(bucket: Bucket, good: list[dict[str, Any]]) -> tuple[dict[st
     stray["stream"] = {**valid["stream"], "uuid": "33" * 16, "parent_uuid": "22" * 16}
     stray["stream"].update(name="2000-06-07", ctransid=9, parent_ctransid=7)
     put(key, stray, f"its send stream continues subvolume {'22' * 16} at ctransid 7, but its")
+    # The full backup's id again, under another source: ids are unique in a catalog.
+    twin = {**copy.deepcopy(full), "source": "other"}
+    other = f"{prefix.removesuffix('data/')}other/{full['id']}/"
+    for volume in twin["volumes"]:
+        bucket.put(other + volume["name"], b"\0" * volume["stored_size"])
+    put(
+        other + "manifest.json",
+        twin,
+        f"backup {full['id']} (other 2000-01-01): backup {full['id']} was already adopted "
+        f"from {prefix}{full['id']}/manifest.json",
+    )
     return bad, valid["id"]
 
 
@@ -273,7 +284,7 @@ def test_rebuild_survives_a_hostile_bucket(
     assert checked.returncode == 1
     problems = checked.stdout.decode()
     for key in bad:
-        if "odd/place" not in key:  # not a backup's manifest: an orphan to verify
+        if "odd/place" not in key and "other/" not in key:  # verify checks data/ only
             assert shown(key) in problems or key.split("/")[-2] in problems, key
     # What a bad manifest's directory holds may be a backup still: never an orphan to delete.
     [orphan] = [line for line in problems.splitlines() if "ORPHAN" in line]
