@@ -327,8 +327,10 @@ def test_rebuild_from_a_vault_skips_hostile_archives(
     )
 
     shutil.rmtree(w.work / "state")
+    vault_server.job_seconds = 5  # the inventory is still being taken when --no-wait exits
     pending = w.run("catalog", "rebuild", "--no-wait")
     assert b"run the same command again" in pending.stdout
+    vault_server.job_seconds = 0.2
     # The inventory job's output, changed before btrsendd reads it: entries of wrong types.
     [job] = [j for j in vault_server.vault(name).jobs.values() if j.action == "InventoryRetrieval"]
     inventory = json.loads(job.output)
