@@ -2,9 +2,13 @@
 
 This is how a new machine (or one that lost its state directory) gets its backups back: the
 manifests are the truth and stay in STANDARD storage, so reading them costs no retrieval.
-Only backups that can actually be restored are adopted: every volume must be in storage with
-the size its manifest records, and an incremental's parent must have been adopted too.
-Anything else is reported and left out, so ``list`` never offers a day that cannot come back.
+Only backups that can actually be restored are adopted: the manifest passes the strict schema
+(``manifest.py``: no future dates, no unsafe names, sizes that add up) and sits in its
+backup's place, every volume is in storage with the size the manifest records, and an
+incremental's parent was adopted too, with the send stream it continues where both recorded
+one.  Anything else is skipped with one warning naming its key, and the command exits 1: a
+bad object in the bucket costs that backup (and its descendants), never the whole recovery,
+and ``list`` never offers a day that cannot come back.
 
 The new catalog is written beside the old one and moved into place only once complete, inside
 the state directory's lock: an interrupted rebuild leaves the old catalog as it was.
@@ -16,15 +20,24 @@ import argparse
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from btrsendd.backup import open_engine
-from btrsendd.catalog import CATALOG_FILE, Catalog
+from btrsendd.catalog import CATALOG_FILE, BackupRow, Catalog
 from btrsendd.config import config_path, load_config
-from btrsendd.errors import BtrsenddError, UsageError
-from btrsendd.manifest import MANIFEST_NAME, Manifest
+from btrsendd.errors import NotThawedError, UsageError
+from btrsendd.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ManifestError,
+    oversized,
+    read_manifest,
+    shown,
+)
+from btrsendd.names import UnsafeName, check_name
 from btrsendd.restore import FIRST_POLL_SECONDS, poll_seconds
 from btrsendd.storage import object_key
 from btrsendd.storage.base import Storage
@@ -32,10 +45,35 @@ from btrsendd.storage.base import Storage
 
 @dataclass
 class Found:
-    """What the manifests in storage hold: restorable manifests, and what was left out."""
+    """What the manifests in storage hold: the backups to adopt, and the manifests skipped."""
 
     manifests: list[Manifest] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    #: One line per skipped manifest: its key, then why it was left out.
+    skipped: list[str] = field(default_factory=list)
+
+    def skip(self, key: str, why: str) -> None:
+        self.skipped.append(f"{shown(key)}: {why}")
+
+
+def _is_manifest(key: str) -> bool:
+    return key.rpartition("/")[2] == MANIFEST_NAME
+
+
+def _why_not_read(key: str, size: int, root: str) -> str | None:
+    """Why the manifest at ``key`` is not read at all (nor thawed, on a vault), or None.
+
+    Its key must be ``<root><source>/<backup-id>/manifest.json`` with names btrsendd could
+    have written: the names become keys and paths, so a ``..`` or a ``/`` is never used.
+    """
+    parts = key[len(root) :].split("/")
+    if len(parts) != 3:
+        return f"not where btrsendd keeps manifests ({root}<source>/<backup-id>/{MANIFEST_NAME})"
+    try:
+        check_name("source", parts[0])
+        check_name("backup id", parts[1])
+    except UnsafeName as exc:
+        return f"not in a backup's directory: {exc}"
+    return oversized(size)
 
 
 def _missing_volumes(manifest: Manifest, directory: str, sizes: dict[str, int]) -> list[str]:
@@ -50,67 +88,107 @@ def _missing_volumes(manifest: Manifest, directory: str, sizes: dict[str, int]) 
     return found
 
 
-def _stored_backups(storage: Storage, prefix: str, found: Found) -> list[Manifest]:
-    """Manifests that are readable, in their backup's place, with every volume stored."""
+def _stored_backups(storage: Storage, prefix: str, found: Found) -> list[tuple[str, Manifest]]:
+    """Manifests (with their keys) that are valid, in their backup's place, with every
+    volume stored; everything else is skipped in ``found``."""
     root = object_key(prefix, "")  # "<prefix>/", or "" for the whole bucket
     sizes = {obj.key: obj.size for obj in storage.list(root)}
     complete = []
-    for key in sizes:
-        parts = key[len(root) :].split("/")
-        if len(parts) != 3 or parts[2] != MANIFEST_NAME:
+    for key, size in sizes.items():
+        if not _is_manifest(key):
+            continue
+        why = _why_not_read(key, size, root)
+        if why is not None:
+            found.skip(key, why)
             continue
         try:
-            manifest = Manifest.from_json(storage.get_bytes(key), key)
-        except BtrsenddError as exc:
-            found.warnings.append(f"skipped {key}: {exc}")
+            manifest = read_manifest(storage, key, size)
+        except (ManifestError, NotThawedError) as exc:
+            # Anything else from storage (an endpoint down) stops the rebuild: the old
+            # catalog stays, and running the command again reads the manifest.
+            found.skip(key, exc.detail if isinstance(exc, ManifestError) else str(exc))
             continue
         b = manifest.backup
         directory = object_key(prefix, b.source, b.id)
         if key != f"{directory}/{MANIFEST_NAME}":
-            found.warnings.append(
-                f"skipped {key}: it describes backup {b.id} of {b.source!r}, which belongs "
-                f"under {directory}/"
+            found.skip(
+                key, f"it describes backup {b.id} of {b.source}, which belongs under {directory}/"
             )
             continue
         damaged = _missing_volumes(manifest, directory, sizes)
         if damaged:
-            found.warnings.append(
-                f"skipped backup {b.id} ({b.source} {b.date}): {', '.join(damaged)}"
-            )
+            found.skip(key, f"backup {b.id} ({b.source} {b.date}): {', '.join(damaged)}")
             continue
-        complete.append(manifest)
+        complete.append((key, manifest))
     return complete
+
+
+@dataclass
+class _Adopted:
+    """The backups adopted so far: by id (with the key of each manifest), and by day."""
+
+    keys: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, BackupRow] = field(default_factory=dict)
+    by_day: dict[tuple[str, date], str] = field(default_factory=dict)
+
+    def add(self, key: str, b: BackupRow) -> None:
+        self.keys[b.id] = key
+        self.rows[b.id] = b
+        self.by_day[(b.source, b.date)] = b.id
+
+    def why_not(self, b: BackupRow) -> str | None:
+        """Why ``b`` cannot join the backups adopted so far, or None if it can."""
+        if b.id in self.rows:
+            return f"backup {b.id} was already adopted from {shown(self.keys[b.id])}"
+        if (b.source, b.date) in self.by_day:
+            return (
+                f"backup {self.by_day[(b.source, b.date)]} has the same source and date (the "
+                "catalog holds one backup per day)"
+            )
+        if b.parent_id is None:
+            return None
+        parent = self.rows.get(b.parent_id)
+        if parent is None:
+            return f"its parent {b.parent_id} is missing or was skipped, so it cannot be restored"
+        if (parent.source, parent.chain) != (b.source, b.chain):
+            return f"its parent {b.parent_id} is of another source or chain"
+        if b.stream and parent.stream and not b.stream.continues(parent.stream):
+            return (
+                f"its send stream continues subvolume {b.stream.parent_uuid} at ctransid "
+                f"{b.stream.parent_ctransid}, but its parent {b.parent_id} sent "
+                f"{parent.stream.uuid} at ctransid {parent.stream.ctransid}, so it cannot be "
+                "restored"
+            )
+        return None
 
 
 def read_manifests(storage: Storage, prefix: str) -> Found:
     """Every restorable backup under ``<prefix>/<source>/<backup-id>/manifest.json``.
 
     Parents come before their children in the result (the catalog's foreign keys need
-    that); a backup whose chain is broken is reported, not returned.
+    that); a backup whose chain is broken is skipped, not returned.
     """
     found = Found()
     candidates = _stored_backups(storage, prefix, found)
-    # Oldest first per source, so a parent is always considered before its children.
-    candidates.sort(key=lambda m: (m.backup.source, m.backup.date, m.backup.completed_at or ""))
-    adopted: set[str] = set()
-    taken: dict[tuple[str, date], str] = {}
-    for manifest in candidates:
+    # Oldest first per source, so a parent (always dated earlier) is considered first; of
+    # two backups of one day, the one completed first wins, whatever order storage lists.
+    candidates.sort(
+        key=lambda c: (
+            c[1].backup.source,
+            c[1].backup.date,
+            c[1].backup.completed_at or "",
+            c[1].backup.id,
+        )
+    )
+    adopted = _Adopted()
+    for key, manifest in candidates:
         b = manifest.backup
-        if b.parent_id is not None and b.parent_id not in adopted:
-            found.warnings.append(
-                f"skipped backup {b.id} ({b.source} {b.date}): its parent {b.parent_id} is "
-                "missing or was skipped, so it cannot be restored"
-            )
-        elif (b.source, b.date) in taken:
-            found.warnings.append(
-                f"skipped backup {b.id} ({b.source} {b.date}): backup "
-                f"{taken[(b.source, b.date)]} has the same source and date (the catalog "
-                "holds one backup per day)"
-            )
-        else:
-            taken[(b.source, b.date)] = b.id
-            adopted.add(b.id)
+        why = adopted.why_not(b)
+        if why is None:
+            adopted.add(key, b)
             found.manifests.append(manifest)
+        else:
+            found.skip(key, f"backup {b.id} ({b.source} {b.date}): {why}")
     return found
 
 
@@ -150,7 +228,13 @@ def _manifests_at_hand(storage: Storage, prefix: str, args: argparse.Namespace) 
         return True
     if not rebuild_index(wait=not args.no_wait, poll_seconds=poll_seconds()):
         return False
-    keys = [o.key for o in storage.list(object_key(prefix, "")) if o.key.endswith(MANIFEST_NAME)]
+    root = object_key(prefix, "")
+    # Only manifests that will be read: a retrieval of anything else is money wasted.
+    keys = [
+        o.key
+        for o in storage.list(root)
+        if _is_manifest(o.key) and _why_not_read(o.key, o.size, root) is None
+    ]
     delay = 0.0
     while True:
         waiting = []
@@ -186,15 +270,21 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         found = read_manifests(engine.storage, config.storage.prefix)
         engine.catalog.close()  # before its file is replaced; open_engine closes it again
         _replace_catalog(config.state_dir, found.manifests)
-    for warning in found.warnings:
-        print(f"btrsendd: warning: {warning}", file=sys.stderr)
-    by_source: dict[str, int] = defaultdict(int)
-    for manifest in found.manifests:
-        by_source[manifest.backup.source] += 1
-    summary = ", ".join(f"{source}: {n}" for source, n in sorted(by_source.items()))
+    for line in found.skipped:
+        print(f"btrsendd: warning: skipped {line}", file=sys.stderr)
     print(
-        f"catalog rebuilt from {engine.storage.description}: {len(found.manifests)} backup(s)"
-        + (f" ({summary})" if summary else "")
-        + (f"; {len(found.warnings)} skipped, see the warnings" if found.warnings else "")
+        f"catalog rebuilt from {engine.storage.description}: {len(found.manifests)} adopted, "
+        f"{len(found.skipped)} skipped{_by_source(found.manifests)}"
+        + ("; see the warnings" if found.skipped else "")
     )
-    return 0
+    # The catalog holds what could be adopted, but the bucket held more: say so to scripts.
+    return 1 if found.skipped else 0
+
+
+def _by_source(adopted: Iterable[Manifest]) -> str:
+    """`` (data: 2, home: 1)``, or nothing when nothing was adopted."""
+    counts: dict[str, int] = defaultdict(int)
+    for manifest in adopted:
+        counts[manifest.backup.source] += 1
+    listed = ", ".join(f"{source}: {n}" for source, n in sorted(counts.items()))
+    return f" ({listed})" if listed else ""

@@ -34,7 +34,8 @@ from btrsendd.damage import Located, free_damage, volume_keys
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
 from btrsendd.lock import backup_running
 from btrsendd.loopfs import loop_btrfs
-from btrsendd.manifest import MANIFEST_NAME, Manifest
+from btrsendd.manifest import MANIFEST_NAME, Manifest, read_manifest, shown
+from btrsendd.names import UnsafeName, check_name
 from btrsendd.pricing import Prices
 from btrsendd.progress import human_bytes
 from btrsendd.restore import RestoreJob, resolve_chain
@@ -89,14 +90,15 @@ def _manifest_differences(manifest: Manifest, row: BackupRow, volumes: list[Volu
     return differing
 
 
-def _read_manifest(engine: Engine, key: str) -> Manifest | str | None:
-    """The manifest at ``key``; a problem's text if it is unreadable; None if archived.
+def _read_manifest(engine: Engine, key: str, size: int) -> Manifest | str | None:
+    """The manifest at ``key`` (``size`` bytes listed); a problem's text if it is unreadable
+    or not one btrsendd can trust (``manifest.py``); None if archived.
 
     Manifests are STANDARD on S3 and files locally; only a vault archives them, and reading
     one there is a paid retrieval that a shallow check does not make.
     """
     try:
-        return Manifest.from_json(engine.storage.get_bytes(key), key)
+        return read_manifest(engine.storage, key, size)
     except NotThawedError:
         return None
     except BtrsenddError as exc:
@@ -107,24 +109,25 @@ def _check_manifests(
     engine: Engine,
     complete: Sequence[BackupRow],
     volumes: Sequence[Located],
-    stored: set[str],
+    sizes: dict[str, int],
     report: Report,
 ) -> int:
     """Compare each complete backup's manifest with the catalog (``volumes``: the catalog's
-    volumes of ``complete``); returns how many could not be read for free (archived)."""
+    volumes of ``complete``; ``sizes``: the listing); returns how many could not be read for
+    free (archived)."""
     by_backup: dict[str, list[Volume]] = {row.id: [] for row in complete}
     for vol in volumes:
         by_backup[vol.backup.id].append(vol.volume)
     archived = 0
     for row in complete:
         key = engine.key(row, MANIFEST_NAME)
-        if key not in stored:
+        if key not in sizes:
             report.problems.append(
                 f"backup {row.id} ({row.date}): its manifest {key} is missing, so a catalog "
                 "rebuild would lose this backup"
             )
             continue
-        manifest = _read_manifest(engine, key)
+        manifest = _read_manifest(engine, key, sizes[key])
         if isinstance(manifest, str):
             report.problems.append(f"backup {row.id} ({row.date}): {manifest}")
         elif manifest is None:
@@ -140,28 +143,29 @@ def _check_manifests(
 
 
 def _unknown_backups(
-    engine: Engine, root: str, keys: set[str], known: set[str], report: Report
+    engine: Engine, root: str, sizes: dict[str, int], known: set[str], report: Report
 ) -> set[str]:
     """Report backups whose manifests the catalog does not know; return the keys they own.
 
     They are backups, not litter: a rebuild adopts them, and ``--clean`` must never delete
-    them.
+    them.  A manifest that cannot be read or trusted still owns its whole directory: its
+    volumes may be a backup that a newer btrsendd, or a repaired manifest, can restore.
     """
     owned = set()
-    for key in keys:
+    for key, size in sizes.items():
         backup_id, _, name = key[len(root) :].partition("/")
         if name != MANIFEST_NAME or backup_id in known:
             continue
         owned.add(key)
-        manifest = _read_manifest(engine, key)
-        if isinstance(manifest, str):
-            report.problems.append(manifest)
-            continue
         directory = key.rpartition("/")[0] + "/"
+        manifest = _unknown_manifest(engine, key, size, backup_id)
+        if not isinstance(manifest, Manifest):  # archived, untrusted or misplaced: keep it all
+            owned.update(k for k in sizes if k.startswith(directory))
+        if isinstance(manifest, str):
+            report.problems.append(f"{manifest}; `btrsendd catalog rebuild` skips it")
+            continue
         when = ""
-        if manifest is None:  # archived: all of its directory may be its volumes
-            owned.update(k for k in keys if k.startswith(directory))
-        else:
+        if manifest is not None:
             owned.update(directory + v.name for v in manifest.volumes)
             when = f" ({manifest.backup.date})"
         report.problems.append(
@@ -169,6 +173,25 @@ def _unknown_backups(
             "`btrsendd catalog rebuild --force` adopts it"
         )
     return owned
+
+
+def _unknown_manifest(engine: Engine, key: str, size: int, backup_id: str) -> Manifest | str | None:
+    """``_read_manifest`` of a manifest the catalog does not know, which must also sit in
+    its backup's directory (``backup_id``, a name from storage, so checked first)."""
+    try:
+        check_name("backup id", backup_id)
+    except UnsafeName as exc:
+        return f"{shown(key)}: not in a backup's directory: {exc}"
+    manifest = _read_manifest(engine, key, size)
+    if isinstance(manifest, Manifest):
+        b = manifest.backup
+        place = engine.backup_dir(b.source, b.id) + "/"
+        if not key.startswith(place):
+            return (
+                f"{shown(key)}: it describes backup {b.id} of {b.source}, which belongs "
+                f"under {place}"
+            )
+    return manifest
 
 
 def check_source(engine: Engine, source: str, *, rehash: bool, idle: bool) -> Report:
@@ -187,9 +210,9 @@ def check_source(engine: Engine, source: str, *, rehash: bool, idle: bool) -> Re
     sizes = {key: o.size for key, o in objects.items()}
     damage = free_damage(engine.storage, volumes, rehash=rehash, sizes=sizes)
     report.problems += [str(d) for d in damage]
-    archived = _check_manifests(engine, complete, volumes, set(objects), report)
+    archived = _check_manifests(engine, complete, volumes, sizes, report)
     referenced = {v.key for v in volumes} | {engine.key(r, MANIFEST_NAME) for r in complete}
-    referenced |= _unknown_backups(engine, root, set(objects), {r.id for r in rows}, report)
+    referenced |= _unknown_backups(engine, root, sizes, {r.id for r in rows}, report)
     # Backups in flight (or interrupted) own their whole directory: the engine cleans them.
     in_flight = [engine.backup_dir_of(r) + "/" for r in rows if r.state != "complete"]
     report.orphans = [

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -12,7 +10,6 @@ import pytest
 
 from btrsendd.catalog import SCHEMA_VERSION, Catalog, StreamIdentity, Volume
 from btrsendd.errors import OperationalError
-from btrsendd.manifest import Manifest
 
 
 def begin(cat: Catalog, bid: str, day: str, parent: str | None = None) -> None:
@@ -138,30 +135,3 @@ def test_corrupt_catalog_gives_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "catalog.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OperationalError, match="catalog rebuild"):
         Catalog.open(tmp_path)
-
-
-def test_manifest_round_trip(tmp_path: Path) -> None:
-    with Catalog.open(tmp_path) as cat:
-        begin(cat, "c1", "2000-01-01")
-        cat.add_volume("c1", vol(0))
-        cat.set_stream("c1", StreamIdentity(1, "2000-01-01", "ab" * 16, 42))
-        cat.complete_backup("c1", "2000-01-01T00:10:00+00:00")
-        row = cat.backup("c1")
-        assert row is not None
-        manifest = Manifest(row, tuple(cat.volumes("c1")))
-    again = Manifest.from_json(manifest.to_json(), "k")
-    assert again == manifest
-    assert again.volumes[0].stored_checksum == "sha256:0"
-
-    # Manifests written before volumes carried the backend's checksum still read.
-    doc = json.loads(manifest.to_json())
-    del doc["volumes"][0]["stored_checksum"]
-    old = Manifest.from_json(json.dumps(doc).encode(), "k")
-    assert old.volumes == (replace(vol(0), stored_checksum=None),)
-
-
-def test_unknown_manifest_version_is_refused() -> None:
-    with pytest.raises(OperationalError, match="upgrade btrsendd"):
-        Manifest.from_json(b'{"format": "btrsendd-manifest", "version": 99}', "k")
-    with pytest.raises(OperationalError, match="unreadable manifest"):
-        Manifest.from_json(b"{}", "k")

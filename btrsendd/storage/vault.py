@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -60,6 +61,18 @@ from btrsendd.storage.awserrors import (
 from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
 from btrsendd.storage.common import check_key, read_block
 from btrsendd.storage.treehash import combine, tree_hash
+from btrsendd.strictjson import (
+    Invalid,
+    Object,
+    a_list,
+    a_string,
+    integer,
+    loads,
+    printable,
+    show,
+    text,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -78,6 +91,8 @@ MAX_PARTS = 10_000
 #: Archive descriptions: at most 1,024 characters, printable ASCII only.
 MAX_DESCRIPTION = 1024
 DESCRIPTION_FORMAT = 1
+#: SHA-256 tree hashes, as the vault reports them in inventories.
+_TREE_HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 #: What ``list`` reports as the class of every archive, so catalogs and price estimates can
 #: tell vault archives from S3's GLACIER class (whose Bulk retrievals are free; a vault's
@@ -186,20 +201,47 @@ def archive_description(key: str) -> str:
 
 
 def key_from_description(description: str) -> str | None:
-    """The key a btrsendd archive description names; None for anyone else's archive."""
+    """The key a btrsendd archive description names; None for anyone else's archive, and
+    for one that names no safe, printable key (the key becomes a path on restore)."""
     try:
-        doc = json.loads(description)
-    except ValueError:
+        # surrogatepass: a string from JSON can hold lone surrogates, which are not UTF-8.
+        doc = loads(description.encode("utf-8", "surrogatepass"))
+    except Invalid:
         return None
     if not isinstance(doc, dict) or doc.get("btrsendd") != DESCRIPTION_FORMAT:
         return None
     key = doc.get("key")
-    if not isinstance(key, str):
+    if not isinstance(key, str) or not key.isprintable():
         return None
     try:
         return check_key(key)
     except ValueError:
         return None
+
+
+def _inventory_archive(entry: Object) -> Archive | None:
+    """The archive an inventory entry describes; None if it is not btrsendd's.
+
+    Raises ``Invalid`` for an entry that claims to be btrsendd's (its description holds the
+    ``"btrsendd"`` marker) but names no safe key, or whose fields have the wrong types:
+    skipped with a warning, since its key cannot be trusted with a path.
+    """
+    description = entry.opt("ArchiveDescription", a_string, may_be_absent=True)
+    key = None if description is None else key_from_description(description)
+    if key is None:
+        if description is not None and '"btrsendd"' in description:
+            raise Invalid(
+                entry.field("ArchiveDescription"),
+                f"{show(description)} names no object key this btrsendd can use",
+            )
+        return None
+    return Archive(
+        key,
+        entry.req("ArchiveId", printable),
+        entry.req("Size", integer(0, MAX_PARTS * MAX_PART_SIZE)),
+        entry.req("SHA256TreeHash", text(_TREE_HASH_RE, "a tree hash (64 lowercase hex digits)")),
+        entry.req("CreationDate", timestamp),
+    )
 
 
 def _now() -> str:
@@ -922,30 +964,26 @@ class VaultStorage(AwsRequests):
         with self._translate(what):
             raw = self._retrying(what, partial(self._job_output, job_id))
         try:
-            doc = json.loads(raw)
-            date = str(doc["InventoryDate"])
-            listed = [
-                (key_from_description(str(entry.get("ArchiveDescription") or "")), entry)
-                for entry in doc["ArchiveList"]
-            ]
-            found = [
-                Archive(
-                    key,
-                    str(entry["ArchiveId"]),
-                    int(entry["Size"]),
-                    str(entry["SHA256TreeHash"]),
-                    str(entry["CreationDate"]),
-                )
-                for key, entry in listed
-                if key is not None
-            ]
-            datetime.fromisoformat(date)
-            # Two archives for one key: the newer one is the key's current content.
-            newest: dict[str, Archive] = {}
-            for archive in sorted(found, key=lambda a: datetime.fromisoformat(a.created_at)):
-                newest[archive.key] = archive
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise StorageError(f"{what} failed: unreadable inventory ({exc!r})") from None
+            doc = Object(loads(raw), "", "an inventory")
+            date = doc.req("InventoryDate", timestamp)
+            entries = doc.req("ArchiveList", a_list)
+        except Invalid as exc:
+            raise StorageError(f"{what} failed: unreadable inventory ({exc})") from None
+        found: list[Archive] = []
+        skipped = 0
+        for n, entry in enumerate(entries):
+            try:
+                archive = _inventory_archive(Object(entry, f"ArchiveList[{n}]"))
+            except Invalid as exc:
+                get_logger().warning("vault.archive_skipped", vault=self.vault, reason=str(exc))
+                skipped += 1
+                continue
+            if archive is not None:
+                found.append(archive)
+        # Two archives for one key: the newer one is the key's current content.
+        newest: dict[str, Archive] = {}
+        for archive in sorted(found, key=lambda a: datetime.fromisoformat(a.created_at)):
+            newest[archive.key] = archive
         kept = self.index.replace_from_inventory(list(newest.values()), date)
         get_logger().info(
             "vault.inventory",
@@ -953,7 +991,8 @@ class VaultStorage(AwsRequests):
             inventory_date=date,
             archives=len(newest),
             superseded=len(found) - len(newest),
-            foreign=len(listed) - len(found),
+            skipped=skipped,
+            foreign=len(entries) - len(found) - skipped,
             newer_kept=kept,
         )
 
