@@ -19,6 +19,7 @@ from typing import Literal
 from btrsendd import snapshots
 from btrsendd.catalog import Catalog, Kind, StreamIdentity
 from btrsendd.log import get_logger
+from btrsendd.names import is_safe_component
 from btrsendd.sendstream import StreamError, uuid_text
 
 
@@ -47,6 +48,14 @@ class ExpectedStream:
         return self.kind == "full" or self.parent is not None or self.parent_uuid is not None
 
     def __call__(self, identity: StreamIdentity) -> None:
+        if not is_safe_component(identity.name):
+            # Restore names the restored day after it (backup-stdin records no snapshot),
+            # and a rebuild refuses a manifest recording anything else.
+            raise StreamError(
+                f"the send stream's subvolume is called {identity.name!r}; btrsendd restores "
+                "a backup under that name, so it must be letters, digits, '.', '_' or '-' "
+                "(starting with a letter or digit): rename the snapshot you send"
+            )
         if self.kind == "full" and identity.parent_uuid is not None:
             raise StreamError(
                 "a full backup was due, but the send stream is incremental (relative to "

@@ -41,6 +41,7 @@ from btrsendd.progress import human_bytes
 from btrsendd.restore import RestoreJob, resolve_chain
 from btrsendd.storage import object_key
 from btrsendd.storage.base import ObjectInfo, Tier
+from btrsendd.storage.common import check_key
 from btrsendd.treediff import diff_trees
 
 #: ``--deep`` thaws with the cheapest tier: a check is rarely urgent.
@@ -332,13 +333,32 @@ def deep_check(
             )
 
 
+def _plain_key(key: str) -> bool:
+    """Whether btrsendd could have written ``key``: relative, no empty, '.' or '..' segment,
+    nothing unprintable (which S3's XML requests cannot even carry)."""
+    try:
+        check_key(key)
+    except ValueError:
+        return False
+    return key.isprintable()
+
+
 def _clean(engine: Engine, report: Report) -> list[str]:
     """Delete the orphans and abort unfinished uploads; what was done, as lines."""
     done = []
-    if report.orphans:
-        engine.storage.delete([o.key for o in report.orphans])
-        done.append(f"deleted {len(report.orphans)} orphan(s)")
-        report.orphans = []
+    # A key btrsendd would never write (put there by someone else) is not one it hands to the
+    # storage either: it stays, reported.
+    odd = [o for o in report.orphans if not _plain_key(o.key)]
+    deletable = [o for o in report.orphans if _plain_key(o.key)]
+    if deletable:
+        engine.storage.delete([o.key for o in deletable])
+        done.append(f"deleted {len(deletable)} orphan(s)")
+    report.orphans = odd
+    if odd:
+        done.append(
+            f"left {len(odd)} orphan(s) whose keys btrsendd never writes; delete them with "
+            "your storage's own tools"
+        )
     abort = getattr(engine.storage, "abort_incomplete_uploads", None)
     if abort is not None:
         # All of them, those of interrupted backups too: the lock is held, so none is
@@ -377,9 +397,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for line in r.problems:
             print(f"{r.source}: PROBLEM: {line}")
         for o in r.orphans:
-            print(f"{r.source}: ORPHAN: {o.key} ({human_bytes(o.size)})")
+            print(f"{r.source}: ORPHAN: {shown(o.key)} ({human_bytes(o.size)})")
         for key in r.uploads:
-            print(f"{r.source}: ORPHAN: {key} (unfinished upload)")
+            print(f"{r.source}: ORPHAN: {shown(key)} (unfinished upload)")
     if not problems and not orphans:
         print("verify: OK")
         return 0

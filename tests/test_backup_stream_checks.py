@@ -84,6 +84,7 @@ def broken_streams(world: World, good: bytes) -> dict[str, tuple[bytes, str]]:
     day1, day2 = world.snapshots / DAY1.isoformat(), world.snapshots / DAY2.isoformat()
     day3 = world.root / "manual" / DAY3.isoformat()
     other = snapshot(world.source, world.root / "manual" / "other")
+    odd = snapshot(world.source, world.root / "manual" / "my snapshot")
     return {
         "cut in the stream header": (good[:9], "ends in its header at byte 9 (truncated?)"),
         "cut in a command header": (good[:21], "in the middle of a command at byte 21"),
@@ -106,6 +107,10 @@ def broken_streams(world: World, good: bytes) -> dict[str, tuple[bytes, str]]:
         "two subvolumes in one stream": (
             send("-e", "-p", day2, day3, other),
             "the send stream holds more than one subvolume (another SNAPSHOT at byte",
+        ),
+        "a subvolume name restore could not use": (
+            send("-p", day2, odd),
+            "the send stream's subvolume is called 'my snapshot'",
         ),
         "two streams one after the other": (
             send("-p", day2, day3, other),

@@ -116,6 +116,29 @@ def test_clean_aborts_unfinished_uploads_on_s3(
     assert w.run("verify").stdout.decode().endswith("verify: OK\n")
 
 
+def test_orphans_with_keys_btrsendd_never_writes(
+    on_backend: OnBackend, request: pytest.FixtureRequest
+) -> None:
+    # Someone with write access to the bucket puts objects whose keys have empty segments
+    # or a newline: reported on one line each, never a crash, and --clean leaves them to the
+    # bucket's owner instead of handing them to the storage as if btrsendd had made them.
+    w = on_backend("moto")  # SeaweedFS folds "//" into "/"; AWS and moto keep keys as given
+    back_up(w, TEN_DAYS[:1])
+    server: S3Server = request.getfixturevalue("moto_server")
+    bucket = load_config(w.config).storage.bucket
+    odd = ["host1/data//x", "host1/data/../y", "host1/data/z\x1b[2K PROBLEM: forged"]
+    for key in odd:
+        server.client().put_object(Bucket=bucket, Key=key, Body=b"junk")
+    proc = w.run("verify", check=False)
+    out = proc.stdout.decode()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr.decode()
+    assert "data: ORPHAN: host1/data//x (4 B)" in out
+    assert "data: ORPHAN: 'host1/data/z\\x1b[2K PROBLEM: forged' (4 B)" in out
+    cleaned = w.run("verify", "--clean", check=False)
+    assert "left 3 orphan(s) whose keys btrsendd never writes" in cleaned.stdout.decode()
+    assert error_lines(cleaned) == []
+
+
 @pytest.mark.parametrize("backend", ["moto", "seaweedfs"])
 def test_changed_volume_found_by_the_storage_checksum(
     on_backend: OnBackend,
