@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from btrsendd.errors import OperationalError
+from btrsendd.permissions import open_state_dir
 
 SCHEMA_VERSION = 3
 CATALOG_FILE = "catalog.db"
@@ -335,13 +336,7 @@ class Catalog:
     @classmethod
     def open(cls, state_dir: Path) -> Catalog:
         """Open (creating if needed) the catalog in ``state_dir``, which is kept root-only."""
-        try:
-            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OperationalError(
-                f"cannot create state_dir {state_dir}: {exc.strerror}; create it (mode 0700) "
-                "or set state_dir to a writable directory"
-            ) from None
+        open_state_dir(state_dir)
         return cls(state_dir / CATALOG_FILE)
 
     def close(self) -> None:

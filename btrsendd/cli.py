@@ -452,6 +452,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_about_config_file(args: argparse.Namespace) -> None:
+    """One warning line when others can read (or change) the configuration file.
+
+    Every command but check-config, which reports it as a finding of its own.
+    """
+    from btrsendd.config import config_path
+    from btrsendd.permissions import config_file_problem
+
+    path = config_path(args.config)
+    problem = None if args.command == "check-config" else config_file_problem(path)
+    if problem is not None:
+        print(f"btrsendd: warning: {path}: {problem[1]}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -459,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(args.log_format)
     try:
+        _warn_about_config_file(args)
         return int(args.handler(args))
     except BtrsenddError as exc:
         for line in str(exc).splitlines() or ["failed"]:

@@ -14,14 +14,13 @@ import datetime as dt
 import math
 import re
 import shutil
-import stat
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from btrsendd import snapshots
+from btrsendd import cron, layout, permissions, snapshots
 from btrsendd.config import (
     Config,
     EncryptionConfig,
@@ -30,7 +29,7 @@ from btrsendd.config import (
     SourceConfig,
     StorageConfig,
 )
-from btrsendd.errors import BtrsenddError
+from btrsendd.errors import BtrsenddError, ConfigError
 
 Level = Literal["error", "warning"]
 
@@ -75,6 +74,7 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     """
     findings = _config_file(config.source_file)
     findings += _state_dir(config.state_dir)
+    findings += _schedule(config.schedule)
     findings += _early_deletion(config.schedule, config.storage)
     findings += _compressor(config.pipeline)
     findings += _encryption(config.encryption)
@@ -82,6 +82,8 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     findings += _glacier_vault(config.storage, config.sources)
     findings += _compatible_endpoint(config.storage)
     findings += _sources(config.sources)
+    findings += [Finding(*p) for p in layout.inside_problems(config)]
+    findings += [Finding(*p) for p in layout.nested_problems(config)]
     if check_storage is not None:
         try:
             check_storage()
@@ -95,37 +97,46 @@ def format_findings(findings: Sequence[Finding]) -> list[str]:
     return [f"{f.level}: {f.key}: {f.message}" for f in findings]
 
 
-def _mode(path: Path) -> int | None:
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return None
-
-
 def _config_file(path: Path | None) -> list[Finding]:
-    """The file names the bucket and keys and steers what runs as root: owner-only."""
-    mode = None if path is None else _mode(path)
-    if path is None or mode is None:
-        return []
-    fix = f"chmod 600 {path}"
-    if mode & 0o006:
-        what = "writable" if mode & 0o002 else "readable"
-        return [_error(str(path), f"{what} by every user (mode {mode:04o}); {fix}")]
-    if mode & 0o060:
-        what = "writable" if mode & 0o020 else "readable"
-        return [_warning(str(path), f"{what} by its group (mode {mode:04o}); {fix}")]
-    return []
+    problem = None if path is None else permissions.config_file_problem(path)
+    return [] if problem is None else [Finding(problem[0], str(path), problem[1])]
+
+
+def _private_dir(key: str, path: Path, role: permissions.Role) -> list[Finding]:
+    """A directory others could read or swap: an error, or a warning when chmod is enough
+    (the commands tighten it themselves)."""
+    return [
+        Finding("error" if p.new_mode is None else "warning", key, p.message)
+        for p in permissions.inspect(path, role)
+    ]
 
 
 def _state_dir(path: Path) -> list[Finding]:
-    """The catalog there maps the whole bucket: keep it root-only like the config."""
-    if not path.exists():
-        return []
-    if not path.is_dir():
-        return [_error("state_dir", f"{path} is not a directory; move it away or fix state_dir")]
-    mode = _mode(path)
-    if mode is not None and mode & 0o077:
-        return [_warning("state_dir", f"{path} has mode {mode:04o}; chmod 700 {path}")]
+    """Private, and writable: every command records what it does there."""
+    findings = _private_dir("state_dir", path, permissions.STATE_DIR)
+    if findings:
+        return findings
+    # A missing state_dir is created (with its parents) by the first command.
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    reason = permissions.read_only_reason(existing)
+    if reason is not None:
+        where = path if existing == path else f"{existing}, where {path} would be created,"
+        return [
+            _error(
+                "state_dir",
+                f"{where} is read-only ({reason}); remount it read-write, or set state_dir to "
+                "a writable directory",
+            )
+        ]
+    return []
+
+
+def _schedule(schedule: ScheduleConfig) -> list[Finding]:
+    """The very trigger the daemon runs: one that cannot be built or never fires is refused."""
+    try:
+        cron.cron_trigger(schedule.cron)
+    except ConfigError as exc:
+        return [_error("schedule.cron", str(exc))]
     return []
 
 
@@ -164,28 +175,28 @@ def _source(index: int, src: SourceConfig) -> list[Finding]:
         snapshots.require_subvolume(src.path)
     except BtrsenddError as exc:
         return [_error(path_key, str(exc)), *shape]
-    if shape:
+    if any(f.level == "error" for f in shape):
         return shape
     try:
         same = snapshots.same_filesystem(src.path, src.snapshot_dir)
     except BtrsenddError as exc:
-        return [_error(dir_key, str(exc))]
+        return [*shape, _error(dir_key, str(exc))]
     if not same:
         return [
+            *shape,
             _error(
                 dir_key,
                 f"{src.snapshot_dir} is on another filesystem than {src.path}; btrfs can only "
                 f"snapshot within one filesystem: use a directory on it, e.g. {example}",
-            )
+            ),
         ]
-    return []
+    return shape
 
 
 def _snapshot_dir_shape(key: str, snapshot_dir: Path) -> list[Finding]:
-    """snapshot_dir is created on first use, but not its parent: a missing parent is a typo."""
-    if snapshot_dir.exists() and not snapshot_dir.is_dir():
-        return [_error(key, f"{snapshot_dir} exists and is not a directory; fix snapshot_dir")]
-    if not snapshot_dir.parent.is_dir():
+    """snapshot_dir is created on first use (0700), but not its parent: a missing parent is
+    a typo.  Snapshots hold every file of the source: nobody else may enter it."""
+    if not snapshot_dir.exists() and not snapshot_dir.parent.is_dir():
         return [
             _error(
                 key,
@@ -193,7 +204,7 @@ def _snapshot_dir_shape(key: str, snapshot_dir: Path) -> list[Finding]:
                 "snapshot_dir",
             )
         ]
-    return []
+    return _private_dir(key, snapshot_dir, permissions.SNAPSHOT_DIR)
 
 
 def _compressor(pipeline: PipelineConfig) -> list[Finding]:
@@ -226,7 +237,8 @@ def _encryption(enc: EncryptionConfig) -> list[Finding]:
                 f"install -d -m 700 {home} && gpg --homedir {home} --import KEY.asc",
             )
         ]
-    findings = _secret_keys(home)
+    findings = _private_dir("encryption.gnupg_home", home, permissions.GNUPG_HOME)
+    findings += _secret_keys(home)
     for index, recipient in enumerate(enc.recipients):
         findings += _recipient(gpg, home, f"encryption.recipients[{index}]", recipient)
     return findings
@@ -262,7 +274,8 @@ def _recipient(gpg: str, home: Path, key: str, recipient: str) -> list[Finding]:
                 "key with a matching user id can be picked",
             )
         )
-    argv = [gpg, "--homedir", str(home), "--batch", "--no-autostart", "--with-colons"]
+    argv = [gpg, "--no-options", "--homedir", str(home), "--batch", "--no-autostart"]
+    argv += ["--with-colons"]
     argv += ["--list-keys", "--", recipient]
     try:
         listing = subprocess.run(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from btrsendd import permissions
 from btrsendd.errors import OperationalError, UsageError
 
 _NAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([1-9]\d*))?$")
@@ -221,26 +222,57 @@ def snapshot_by_uuid(snapshot_dir: Path, uuid: str) -> Snapshot | None:
     return next((s for s in list_snapshots(snapshot_dir) if s.uuid == wanted), None)
 
 
-def _ensure_snapshot_dir(snapshot_dir: Path) -> None:
-    """Create ``snapshot_dir`` itself (0700: snapshots hold every file of the source).
-
-    Its parent is not created: a missing parent is far more often a typo in the
-    configuration than a directory the user wants made.
-    """
+def subvolume_id(path: Path) -> int:
+    """The ID of the subvolume holding ``path`` (or its nearest existing parent directory)."""
+    where = _nearest_directory(path)
     try:
-        snapshot_dir.mkdir(mode=0o700)
-    except FileExistsError:
-        if not snapshot_dir.is_dir():
-            raise UsageError(
-                f"{snapshot_dir} exists and is not a directory; move it away or point "
-                "sources.snapshot_dir elsewhere"
-            ) from None
-    except FileNotFoundError:
-        raise UsageError(
-            f"the parent of {snapshot_dir} does not exist; create it or fix sources.snapshot_dir"
-        ) from None
+        return int(_btrfsutil().subvolume_id(where))
     except OSError as exc:
-        raise _operational(f"create {snapshot_dir}", exc) from None
+        raise _operational(f"inspect {where}", exc) from None
+
+
+def in_subvolume_of(path: Path, source: Path) -> bool:
+    """Whether ``path`` (or, if missing, where it would be made) lies in ``source``'s own
+    subvolume, and so in every ``btrfs send`` of it; a subvolume of its own does not."""
+    return same_filesystem(path, source) and subvolume_id(path) == subvolume_id(source)
+
+
+def nested_subvolumes(source: Path) -> list[Path]:
+    """Every subvolume beneath the subvolume ``source``, at any depth (``btrfs send`` of a
+    snapshot of ``source`` holds none of them: each shows up as an empty directory)."""
+    try:
+        with _btrfsutil().SubvolumeIterator(source) as found:
+            return [source / relative for relative, _ in found]
+    except OSError as exc:
+        raise _operational(f"list the subvolumes under {source}", exc) from None
+
+
+def _ensure_snapshot_dir(source: Path, snapshot_dir: Path) -> None:
+    """Create ``snapshot_dir`` itself (0700: snapshots hold every file of the source), then
+    keep it private (``permissions.secure``).
+
+    Inside the source's own subvolume it is made a subvolume of its own, so that it is no
+    part of the source's send stream (the usual ``/home/.btrsendd`` for ``/home``).  Its
+    parent is not created: a missing parent is far more often a typo in the configuration
+    than a directory the user wants made.
+    """
+    if not snapshot_dir.exists():
+        if not snapshot_dir.parent.is_dir():
+            raise UsageError(
+                f"the parent of {snapshot_dir} does not exist; create it or fix "
+                "sources.snapshot_dir"
+            )
+        try:
+            if in_subvolume_of(snapshot_dir, source):
+                _btrfsutil().create_subvolume(snapshot_dir)
+                snapshot_dir.chmod(0o700)
+            else:
+                snapshot_dir.mkdir(mode=0o700)
+        except OSError as exc:
+            # EEXIST: made meanwhile by another process, and checked below like any other.
+            if exc.errno != errno.EEXIST:
+                raise _operational(f"create {snapshot_dir}", exc) from None
+    permissions.secure(snapshot_dir, permissions.SNAPSHOT_DIR)
 
 
 def take_snapshot(
@@ -254,11 +286,11 @@ def take_snapshot(
     ``n`` one above the highest suffix present, so seq order is creation order.
     """
     require_subvolume(source)
+    _ensure_snapshot_dir(source, snapshot_dir)
     if not fresh:
         existing = find_snapshot(snapshot_dir, day)
         if existing is not None:
             return existing
-    _ensure_snapshot_dir(snapshot_dir)
     taken = [seq for _, entry_day, seq in _dated_entries(snapshot_dir) if entry_day == day]
     seq = max(taken) + 1 if taken else 0
     lib = _btrfsutil()
