@@ -190,10 +190,8 @@ def cron_trigger(expr: str) -> BaseTrigger:
             # crontab(5): either day field matching is enough; APScheduler needs all fields.
             trigger: BaseTrigger = OrTrigger([make(_listed(tab.days), "*"), make("*", weekdays)])
         else:
-            trigger = make(
-                _listed(tab.days) if tab.days_restricted else "*",
-                weekdays if tab.weekdays_restricted else "*",
-            )
+            # "*/2" counts as unrestricted for that rule, yet still means every other day.
+            trigger = make(_listed(tab.days), weekdays)
         fires = trigger.get_next_fire_time(None, datetime.now(tz))
     except (ValueError, TypeError, OverflowError) as exc:
         raise ConfigError(

@@ -47,6 +47,10 @@ class Role:
     write_risk: str
     #: What whoever else can read it could learn.
     read_risk: str
+    #: Whether everything in it must belong to btrsendd's user too: a file someone else
+    #: owns (left from a time the directory was open) can be changed through a descriptor
+    #: they still hold.  Not for snapshots, which keep the owner of their source.
+    own_entries: bool = True
 
 
 STATE_DIR = Role(
@@ -63,6 +67,7 @@ SNAPSHOT_DIR = Role(
     "snapshot_dir",
     "whoever else can change it can plant a snapshot of their own, which btrsendd would back up",
     "others can read every file of every snapshot, also files made private since",
+    own_entries=False,
 )
 
 
@@ -161,7 +166,10 @@ def inspect(path: Path, role: Role) -> list[Problem]:
                 f"chown root:root {path} && chmod 700 {path}"
             )
         )
-    elif mode & _OTHERS:
+        return problems
+    if role.own_entries:
+        problems += _foreign_entries(path, role)
+    if mode & _OTHERS:
         risk = role.write_risk if mode & 0o022 else role.read_risk
         problems.append(
             Problem(
@@ -171,6 +179,27 @@ def inspect(path: Path, role: Role) -> list[Problem]:
             )
         )
     return problems
+
+
+def _foreign_entries(path: Path, role: Role) -> list[Problem]:
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return []  # whoever uses the directory reports what is wrong with reading it
+    for entry in entries:
+        try:
+            owner = entry.stat(follow_symlinks=False).st_uid
+        except FileNotFoundError:
+            continue  # gone meanwhile (a lock file, a socket)
+        if not _trusted(owner):
+            return [
+                Problem(
+                    f"{path} holds {entry.name}, which belongs to {_user(owner)}: "
+                    f"{role.write_risk}; remove what you did not put there, then "
+                    f"chown -R root:root {path} && chmod 700 {path}"
+                )
+            ]
+    return []
 
 
 def secure(path: Path, role: Role, create: Callable[[Path], None] | None = None) -> None:
