@@ -1,7 +1,8 @@
 """Where the configured paths sit among btrfs subvolumes, and what that does to the backups.
 
 A ``btrfs send`` stream holds exactly one subvolume.  So a subvolume nested anywhere under a
-source is in none of its backups (a restore shows an empty directory in its place), and
+source is in none of its backups (a snapshot shows an empty directory in its place, a restore
+not even that), and
 whatever lies in the source's own subvolume is in all of them.  From that follow:
 
 - nested subvolumes are reported, by path: by ``check-config`` and in every backup's log

@@ -239,7 +239,8 @@ def in_subvolume_of(path: Path, source: Path) -> bool:
 
 def nested_subvolumes(source: Path) -> list[Path]:
     """Every subvolume beneath the subvolume ``source``, at any depth (``btrfs send`` of a
-    snapshot of ``source`` holds none of them: each shows up as an empty directory)."""
+    snapshot of ``source`` holds none of them: the snapshot shows an empty directory, the
+    stream nothing at all)."""
     try:
         with _btrfsutil().SubvolumeIterator(source) as found:
             return [source / relative for relative, _ in found]
