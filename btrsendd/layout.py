@@ -2,8 +2,7 @@
 
 A ``btrfs send`` stream holds exactly one subvolume.  So a subvolume nested anywhere under a
 source is in none of its backups (a snapshot shows an empty directory in its place, a restore
-not even that), and
-whatever lies in the source's own subvolume is in all of them.  From that follow:
+not even that), and whatever lies in the source's own subvolume is in all of them.  So:
 
 - nested subvolumes are reported, by path: by ``check-config`` and in every backup's log
   (``backup.nested_subvolumes``), except btrsendd's own (the snapshot directories, a local
