@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from btrsendd.errors import OperationalError
-from btrsendd.permissions import open_state_dir
+from btrsendd.permissions import open_state_dir, require_writable
 
 SCHEMA_VERSION = 3
 CATALOG_FILE = "catalog.db"
@@ -328,6 +328,8 @@ class Catalog:
                 raise sqlite3.DatabaseError(f"integrity check failed: {health}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            # A state directory made read-only since it was checked is no damaged catalog.
+            require_writable(path.parent)
             raise OperationalError(
                 f"{path}: the catalog cannot be opened ({exc}); move it aside and run "
                 "`btrsendd catalog rebuild` to recreate it from the bucket's manifests"

@@ -273,13 +273,19 @@ def open_state_dir(state_dir: Path) -> None:
     call it a damaged catalog and advise a rebuild that would not help.
     """
     # Checked first: tightening the mode of a read-only directory would fail less clearly.
-    reason = read_only_reason(state_dir) if state_dir.is_dir() else None
+    if state_dir.is_dir():
+        require_writable(state_dir)
+    secure(state_dir, STATE_DIR, make_private_dir)
+
+
+def require_writable(state_dir: Path) -> None:
+    """``OperationalError`` saying what to do if btrsendd cannot write to ``state_dir``."""
+    reason = read_only_reason(state_dir)
     if reason is not None:
         raise OperationalError(
             f"state_dir {state_dir} is read-only ({reason}); btrsendd records every backup "
             "there: remount it read-write, or set state_dir to a writable directory"
         )
-    secure(state_dir, STATE_DIR, make_private_dir)
 
 
 def config_file_problem(path: Path) -> tuple[Level, str] | None:
