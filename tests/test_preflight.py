@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,3 +385,55 @@ def test_cold_class_on_a_compatible_endpoint_warns(setup: Setup) -> None:
     warnings = only(setup.findings(), "storage.storage_class")
     assert [f.level for f in warnings] == ["warning"]
     assert 'storage_class = "STANDARD"' in warnings[0].message
+
+
+# -- what others could change ------------------------------------------------------------------
+
+
+def test_schedule_that_never_fires(setup: Setup) -> None:
+    setup.data["schedule"] = {"cron": "0 0 31 4,6,9,11 *"}
+
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("error", "schedule.cron")
+    assert finding.message.startswith("'0 0 31 4,6,9,11 *' never fires")
+    assert finding.message.endswith('e.g. "0 0 28 4,6,9,11 *"')
+
+
+def test_directory_reached_through_someone_elses_symlink(
+    setup: Setup, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    link = tmp_path / "keys"
+    link.symlink_to(gpg_key.public_home)
+    os.lchown(link, 65534, 65534)
+    setup.data["encryption"]["gnupg_home"] = str(link)
+
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("error", "encryption.gnupg_home")
+    assert finding.message.startswith(
+        f"{link} is reached through the symlink {link}, which belongs to user nobody, who can "
+        "point it elsewhere"
+    )
+
+
+def test_directory_in_a_parent_others_can_write_to(setup: Setup, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    setup.data["state_dir"] = str(shared / "state")
+
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("error", "state_dir")
+    assert f"lies inside {shared}, which others can write to (mode 0777)" in finding.message
+    shared.chmod(0o1777)  # sticky, as /tmp: nobody can rename what is not theirs
+    assert setup.findings() == []
+
+
+def test_state_dir_holding_someone_elses_file(setup: Setup) -> None:
+    state_dir = Path(setup.data["state_dir"])
+    planted = state_dir / "catalog.db"
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)
+
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("error", "state_dir")
+    assert finding.message.startswith(f"{state_dir} holds catalog.db, which belongs to user nobody")
