@@ -18,13 +18,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from btrsendd import snapshots
 from btrsendd.config import Config, SourceConfig
-
-#: (level, key, message): what ``preflight`` turns into a ``Finding``.
-Problem = tuple[Literal["error", "warning"], str, str]
+from btrsendd.findings import Finding, error, warning
 
 #: How many nested subvolumes a check-config line names before it only counts the rest.
 _NAMED = 10
@@ -61,9 +58,9 @@ def nested_subvolumes(config: Config, src: SourceConfig) -> list[Path]:
     ]
 
 
-def nested_problems(config: Config) -> list[Problem]:
+def nested_problems(config: Config) -> list[Finding]:
     """One warning per source with nested subvolumes, naming them."""
-    found: list[Problem] = []
+    found: list[Finding] = []
     for src in config.sources:
         if not snapshots.is_subvolume(src.path):
             continue  # reported as the source's own error
@@ -74,8 +71,7 @@ def nested_problems(config: Config) -> list[Problem]:
         if len(nested) > _NAMED:
             named += f" and {len(nested) - _NAMED} more"
         found.append(
-            (
-                "warning",
+            warning(
                 _key(config, src, "path"),
                 f"{len(nested)} subvolume(s) nested in {src.path} are in none of its backups "
                 f"(a btrfs send stream stops at subvolume boundaries): {named}; give each one "
@@ -92,9 +88,9 @@ def _made_as_subvolume(owner: SourceConfig) -> bool:
     return not path.exists() and snapshots.in_subvolume_of(path, owner.path)
 
 
-def inside_problems(config: Config) -> list[Problem]:
+def inside_problems(config: Config) -> list[Finding]:
     """Errors for a local archive or a snapshot directory in some source's own subvolume."""
-    found: list[Problem] = []
+    found: list[Finding] = []
     for src in config.sources:
         if not snapshots.is_subvolume(src.path):
             continue
@@ -104,11 +100,10 @@ def inside_problems(config: Config) -> list[Problem]:
                 continue
             key = _key(config, owner, "snapshot_dir")
             if path.exists():
-                found.append(("error", key, _plain_snapshot_dir(path, src)))
+                found.append(error(key, _plain_snapshot_dir(path, src)))
             else:
                 found.append(
-                    (
-                        "error",
+                    error(
                         key,
                         f"{path} would be made a plain directory in the subvolume of source "
                         f"{src.name!r} ({src.path}), and so be part of its backups; create it "
@@ -119,8 +114,7 @@ def inside_problems(config: Config) -> list[Problem]:
         if config.storage.backend == "local" and archive is not None:
             if snapshots.in_subvolume_of(archive, src.path):
                 found.append(
-                    (
-                        "error",
+                    error(
                         "storage.path",
                         f"{archive} is in the subvolume of source {src.name!r} ({src.path}): "
                         "every backup of it would hold the archive, which grows by a backup "
