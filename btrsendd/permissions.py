@@ -255,15 +255,20 @@ def make_private_dir(path: Path) -> None:
         ) from None
 
 
-def read_only_reason(path: Path) -> str | None:
-    """Why btrsendd cannot write to the directory ``path``, or None if it can."""
+def unwritable(path: Path) -> str | None:
+    """Why btrsendd cannot write to the directory ``path`` and what to do, or None if it can:
+    e.g. ``is read-only (its filesystem is mounted read-only); remount it read-write``."""
     if os.access(path, os.W_OK):
         return None
     try:
         mounted_read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except OSError:
         mounted_read_only = False
-    return "its filesystem is mounted read-only" if mounted_read_only else "it is not writable"
+    if mounted_read_only:
+        return "is read-only (its filesystem is mounted read-only); remount it read-write"
+    if os.geteuid() != 0:
+        return f"is not writable by {_user(os.geteuid())}; run btrsendd as root"
+    return f"is not writable (immutable? lsattr -d {path}); make it writable"
 
 
 def open_state_dir(state_dir: Path) -> None:
@@ -280,11 +285,11 @@ def open_state_dir(state_dir: Path) -> None:
 
 def require_writable(state_dir: Path) -> None:
     """``OperationalError`` saying what to do if btrsendd cannot write to ``state_dir``."""
-    reason = read_only_reason(state_dir)
-    if reason is not None:
+    problem = unwritable(state_dir)
+    if problem is not None:
         raise OperationalError(
-            f"state_dir {state_dir} is read-only ({reason}); btrsendd records every backup "
-            "there: remount it read-write, or set state_dir to a writable directory"
+            f"state_dir {state_dir} {problem}, or set state_dir to a writable directory "
+            "(btrsendd records every backup there)"
         )
 
 

@@ -86,17 +86,11 @@ def _state_dir(path: Path) -> list[Finding]:
         return findings
     # A missing state_dir is created (with its parents) by the first command.
     existing = next(p for p in (path, *path.parents) if p.exists())
-    reason = permissions.read_only_reason(existing)
-    if reason is not None:
-        where = path if existing == path else f"{existing}, where {path} would be created,"
-        return [
-            error(
-                "state_dir",
-                f"{where} is read-only ({reason}); remount it read-write, or set state_dir to "
-                "a writable directory",
-            )
-        ]
-    return []
+    problem = permissions.unwritable(existing)
+    if problem is None:
+        return []
+    where = path if existing == path else f"{existing} (where {path} would be created)"
+    return [error("state_dir", f"{where} {problem}, or set state_dir to a writable directory")]
 
 
 def _schedule(schedule: ScheduleConfig) -> list[Finding]:

@@ -69,8 +69,8 @@ def test_every_command_says_so_in_one_line(world: World, command: str) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.startswith("btrsendd: ")]
     assert lines == [
         f"btrsendd: error: state_dir {world.work / 'state'} is read-only (its filesystem is "
-        "mounted read-only); btrsendd records every backup there: remount it read-write, or "
-        "set state_dir to a writable directory"
+        "mounted read-only); remount it read-write, or set state_dir to a writable directory "
+        "(btrsendd records every backup there)"
     ], proc.stderr
     assert "rebuild" not in proc.stderr and "internal error" not in proc.stderr
 
