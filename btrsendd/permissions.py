@@ -293,10 +293,22 @@ def require_writable(state_dir: Path) -> None:
         )
 
 
-def config_file_problem(path: Path) -> tuple[Level, str] | None:
+@dataclass(frozen=True)
+class FileProblem:
+    """What is wrong with the configuration file: ``refuse`` when others could change it
+    (every command refuses to run), otherwise others can read it (a warning)."""
+
+    level: Level
+    message: str
+    refuse: bool
+
+
+def config_file_problem(path: Path) -> FileProblem | None:
     """What is wrong with who may read or change the configuration file, or None.
 
-    It names the bucket and keys and steers what runs as root: owner-only (0600).
+    It names the bucket and keys and steers what runs as root: owner-only (0600), reached
+    only through directories nobody else can change.  Whoever can change it can make root
+    back up any subvolume, unencrypted, to where they can read it.
     """
     try:
         st = path.stat()
@@ -304,16 +316,29 @@ def config_file_problem(path: Path) -> tuple[Level, str] | None:
         return None
     mode = stat.S_IMODE(st.st_mode)
     fix = f"chmod 600 {path}"
+    risk = "can change what btrsendd does as root"
     if not _trusted(st.st_uid):
-        return (
+        return FileProblem(
             "error",
-            f"belongs to {_user(st.st_uid)}, who can change what btrsendd does as root; "
-            f"chown root:root {path} && {fix}",
+            f"belongs to {_user(st.st_uid)}, who {risk}; chown root:root {path} && {fix}",
+            refuse=True,
         )
-    if mode & 0o006:
-        what = "writable" if mode & 0o002 else "readable"
-        return "error", f"{what} by every user (mode {mode:04o}); {fix}"
-    if mode & 0o060:
-        what = "writable" if mode & 0o020 else "readable"
-        return "warning", f"{what} by its group (mode {mode:04o}); {fix}"
+    for directory in _ancestors(path):
+        who = _swappable(directory, directory.stat())
+        if who is not None:
+            return FileProblem(
+                "error",
+                f"lies inside {directory}, which {who} can replace it and so {risk}; move it "
+                f"to a directory only root can change (or chmod go-w {directory})",
+                refuse=True,
+            )
+    if mode & 0o022:
+        whom = "every user" if mode & 0o002 else "its group"
+        return FileProblem(
+            "error", f"writable by {whom} (mode {mode:04o}), who {risk}; {fix}", refuse=True
+        )
+    if mode & 0o004:
+        return FileProblem("error", f"readable by every user (mode {mode:04o}); {fix}", False)
+    if mode & 0o040:
+        return FileProblem("warning", f"readable by its group (mode {mode:04o}); {fix}", False)
     return None

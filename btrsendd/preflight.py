@@ -76,7 +76,7 @@ def format_findings(findings: Sequence[Finding]) -> list[str]:
 
 def _config_file(path: Path | None) -> list[Finding]:
     problem = None if path is None else permissions.config_file_problem(path)
-    return [] if problem is None else [Finding(problem[0], str(path), problem[1])]
+    return [] if problem is None else [Finding(problem.level, str(path), problem.message)]
 
 
 def _state_dir(path: Path) -> list[Finding]:

@@ -242,14 +242,21 @@ def test_a_state_dir_someone_else_owns_is_refused(world: World) -> None:
 
 
 def test_a_state_dir_in_a_directory_others_can_write_to_is_refused(world: World) -> None:
+    shared = world.work / "shared"
+    shared.mkdir()
+    state = shared / "state"
+    world.write_config()
+    world.config.write_text(world.config.read_text().replace(str(world.work / "state"), str(state)))
     world.run("backup", "--date", FIRST)
-    world.work.chmod(0o777)
+    shared.chmod(0o777)
 
     line = one_error(world.run("list", check=False), 2)
 
-    assert f"lies inside {world.work}, which others can write to (mode 0777)" in line
+    assert line.startswith(
+        f"btrsendd: error: {state} lies inside {shared}, which others can write to (mode 0777)"
+    )
     # With the sticky bit (as on /tmp) nobody can rename what is not theirs.
-    world.work.chmod(0o1777)
+    shared.chmod(0o1777)
     assert world.run("list").returncode == 0
 
 
@@ -376,3 +383,24 @@ def test_no_warning_for_a_private_config_file(world: World) -> None:
     proc = world.run("list")
 
     assert error_lines(proc) == []
+
+
+@pytest.mark.parametrize("how", ["owner", "group-writable", "open-parent"])
+def test_a_config_file_others_can_change_is_refused(world: World, how: str) -> None:
+    """Whoever can change the file can have root back up any subvolume, unencrypted, to
+    where they can read it: every command refuses it (exit 2), nothing runs."""
+    world.write_config()
+    if how == "owner":
+        os.chown(world.config, NOBODY, NOBODY)
+        expected = "belongs to user nobody, who can change what btrsendd does as root"
+    elif how == "group-writable":
+        world.config.chmod(0o620)
+        expected = "writable by its group (mode 0620), who can change what btrsendd does as root"
+    else:
+        world.work.chmod(0o777)
+        expected = f"lies inside {world.work}, which others can write to (mode 0777)"
+
+    for command in (["list"], ["backup", "--date", FIRST]):
+        line = one_error(world.run(*command, check=False), 2)
+        assert line.startswith(f"btrsendd: error: {world.config}: {expected}"), line
+    assert not world.snapshots.exists()

@@ -72,9 +72,17 @@ def test_clean_configuration_has_no_findings(setup: Setup) -> None:
     ("mode", "level", "text"),
     [
         (0o644, "error", "readable by every user (mode 0644)"),
-        (0o602, "error", "writable by every user (mode 0602)"),
+        (
+            0o602,
+            "error",
+            "writable by every user (mode 0602), who can change what btrsendd does as root",
+        ),
         (0o640, "warning", "readable by its group (mode 0640)"),
-        (0o620, "warning", "writable by its group (mode 0620)"),
+        (
+            0o620,
+            "error",
+            "writable by its group (mode 0620), who can change what btrsendd does as root",
+        ),
     ],
 )
 def test_config_file_permissions(
