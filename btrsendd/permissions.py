@@ -221,13 +221,14 @@ def secure(path: Path, role: Role, create: Callable[[Path], None] | None = None)
         try:
             path.chmod(problem.new_mode)
         except OSError as exc:
+            why = str(exc.strerror)
             if exc.errno == errno.EROFS:
-                why, fix = "its filesystem is mounted read-only", "remount it read-write, or "
-            else:
-                why, fix = str(exc.strerror), ""
+                why = (
+                    "its filesystem is mounted read-only here (or a service's sandbox makes it so)"
+                )
             raise OperationalError(
                 f"cannot tighten {path} (mode {old_mode:04o}) to {problem.new_mode:04o}: "
-                f"{why}; {fix}chmod 700 {path}"
+                f"{why}; chmod 700 {path} where it is writable"
             ) from None
         from btrsendd.log import get_logger
 
