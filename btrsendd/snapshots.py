@@ -45,6 +45,9 @@ class Snapshot:
     #: The subvolume UUID (hex), so a snapshot can be recognised even after a rename and a
     #: different subvolume that took its name is never mistaken for it.
     uuid: str
+    #: The UUID (hex) of the subvolume it is a snapshot of; None for one that is no
+    #: snapshot at all (made with ``btrfs subvolume create``).
+    origin: str | None = None
 
     @property
     def name(self) -> str:
@@ -197,7 +200,12 @@ def _read_snapshot(path: Path, day: dt.date, seq: int) -> Snapshot | None:
         if exc.errno == errno.ENOENT:  # deleted while we looked: not there
             return None
         raise _operational(f"inspect {path}", exc) from None
-    return Snapshot(path=path, date=day, seq=seq, uuid=bytes(info.uuid).hex())
+    return Snapshot(path=path, date=day, seq=seq, uuid=bytes(info.uuid).hex(), origin=_origin(info))
+
+
+def _origin(info: Any) -> str | None:
+    parent = bytes(info.parent_uuid)
+    return parent.hex() if any(parent) else None
 
 
 def list_snapshots(snapshot_dir: Path) -> list[Snapshot]:
@@ -210,9 +218,14 @@ def list_snapshots(snapshot_dir: Path) -> list[Snapshot]:
     return sorted(found, key=lambda s: (s.date, s.seq))
 
 
-def find_snapshot(snapshot_dir: Path, day: dt.date) -> Snapshot | None:
-    """The newest snapshot dated ``day`` (highest seq), if any."""
-    same_day = [s for s in list_snapshots(snapshot_dir) if s.date == day]
+def find_snapshot(snapshot_dir: Path, day: dt.date, origin: str | None = None) -> Snapshot | None:
+    """The newest snapshot dated ``day`` (highest seq), if any; with ``origin``, only a
+    snapshot of the subvolume with that UUID (hex)."""
+    same_day = [
+        s
+        for s in list_snapshots(snapshot_dir)
+        if s.date == day and (origin is None or s.origin == origin)
+    ]
     return same_day[-1] if same_day else None
 
 
@@ -282,19 +295,26 @@ def take_snapshot(
     """Snapshot ``source`` read-only as ``<snapshot_dir>/YYYY-MM-DD``.
 
     Idempotent per day, so a cycle restarted after a crash reuses the day's snapshot (and its
-    send stream stays byte-identical, which resume relies on): an existing snapshot of ``day``
-    is returned as is.  ``fresh`` (``backup --force``) takes a new one as ``YYYY-MM-DD.n``,
-    ``n`` one above the highest suffix present, so seq order is creation order.
+    send stream stays byte-identical, which resume relies on): an existing snapshot of
+    ``source`` dated ``day`` is returned as is.  ``fresh`` (``backup --force``) takes a new
+    one as ``YYYY-MM-DD.n``, ``n`` one above the highest suffix present, so seq order is
+    creation order.
     """
     require_subvolume(source)
     _ensure_snapshot_dir(source, snapshot_dir)
+    lib = _btrfsutil()
     if not fresh:
-        existing = find_snapshot(snapshot_dir, day)
+        # Only a snapshot of this source: a subvolume named for the day that someone else
+        # put there (while the directory was open to them) would be backed up in its place.
+        try:
+            source_uuid = bytes(lib.subvolume_info(source).uuid).hex()
+        except OSError as exc:
+            raise _operational(f"inspect {source}", exc) from None
+        existing = find_snapshot(snapshot_dir, day, origin=source_uuid)
         if existing is not None:
             return existing
     taken = [seq for _, entry_day, seq in _dated_entries(snapshot_dir) if entry_day == day]
     seq = max(taken) + 1 if taken else 0
-    lib = _btrfsutil()
     while True:
         path = snapshot_dir / snapshot_name(day, seq)
         try:
@@ -315,7 +335,7 @@ def take_snapshot(
         info = lib.subvolume_info(path)
     except OSError as exc:
         raise _operational(f"inspect {path}", exc) from None
-    return Snapshot(path=path, date=day, seq=seq, uuid=bytes(info.uuid).hex())
+    return Snapshot(path=path, date=day, seq=seq, uuid=bytes(info.uuid).hex(), origin=_origin(info))
 
 
 def delete_snapshot(snap: Snapshot) -> None:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -404,3 +405,28 @@ def test_a_config_file_others_can_change_is_refused(world: World, how: str) -> N
         line = one_error(world.run(*command, check=False), 2)
         assert line.startswith(f"btrsendd: error: {world.config}: {expected}"), line
     assert not world.snapshots.exists()
+
+
+def test_a_snapshot_planted_in_an_open_snapshot_dir_is_not_backed_up(
+    open_world: World, make_btrfs: MakeBtrfs
+) -> None:
+    """While the directory was open, a local user made a read-only subvolume named for the
+    next backup day, holding what they want backed up (or restored) in place of the source."""
+    world = open_world
+    (world.source / "file.txt").write_text("the real data\n")
+    world.snapshots.mkdir()
+    world.snapshots.chmod(0o777)
+    planted = world.snapshots / "2000-01-07"
+    made = as_nobody("btrfs", "subvolume", "create", str(planted))
+    assert made.returncode == 0, made.stderr
+    assert as_nobody("sh", "-c", f"echo planted > {planted}/file.txt").returncode == 0
+    assert as_nobody("btrfs", "property", "set", str(planted), "ro", "true").returncode == 0
+
+    world.run("backup", "--date", "2000-01-07")
+
+    [backup] = world.list()
+    assert backup["snapshot"] == "2000-01-07.1"
+    assert mode(world.snapshots) == 0o700
+    target = make_btrfs("restore")
+    world.run(*world.restore_args(date(2000, 1, 7), target))
+    assert (target / "2000-01-07.1" / "file.txt").read_text() == "the real data\n"
