@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from btrsendd import planner, snapshots
+from btrsendd import layout, planner, snapshots
 from btrsendd.catalog import BackupRow, Catalog, Volume
 from btrsendd.config import Config, SourceConfig
 from btrsendd.errors import BtrsenddError, OperationalError, StorageError, UsageError
@@ -124,6 +124,14 @@ class Engine:
         fresh = force and decision.action != "none"
         snap = snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=fresh)
         log.info("snapshot.created", snapshot=str(snap.path), date=day.isoformat())
+        nested = layout.nested_subvolumes(self.config, src)
+        if nested:
+            log.warning(
+                "backup.nested_subvolumes",
+                paths=[str(p) for p in nested],
+                detail="in no backup: a send stream stops at subvolume boundaries; give each "
+                "a [[sources]] entry of its own, or make it a plain directory",
+            )
         parent_snap: snapshots.Snapshot | None = None
         if decision.parent is not None:
             parent_snap = self._parent_snapshot(src, decision.parent.id)

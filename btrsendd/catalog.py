@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from btrsendd.errors import OperationalError
+from btrsendd.permissions import open_state_dir, require_writable
 
 SCHEMA_VERSION = 3
 CATALOG_FILE = "catalog.db"
@@ -328,6 +329,8 @@ class Catalog:
                 raise sqlite3.DatabaseError(f"integrity check failed: {health}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            # A state directory made read-only since it was checked is no damaged catalog.
+            require_writable(path.parent)
             raise OperationalError(
                 f"{path}: the catalog cannot be opened ({exc}); move it aside and run "
                 "`btrsendd catalog rebuild` to recreate it from the bucket's manifests"
@@ -336,13 +339,7 @@ class Catalog:
     @classmethod
     def open(cls, state_dir: Path) -> Catalog:
         """Open (creating if needed) the catalog in ``state_dir``, which is kept root-only."""
-        try:
-            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OperationalError(
-                f"cannot create state_dir {state_dir}: {exc.strerror}; create it (mode 0700) "
-                "or set state_dir to a writable directory"
-            ) from None
+        open_state_dir(state_dir)
         return cls(state_dir / CATALOG_FILE)
 
     def close(self) -> None:

@@ -477,6 +477,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_config_file(args: argparse.Namespace) -> None:
+    """Refuse a configuration file others can change; one warning line if they can read it.
+
+    Every command but check-config, which reports either as a finding of its own.
+    """
+    from btrsendd.config import config_path
+    from btrsendd.errors import ConfigError
+    from btrsendd.permissions import config_file_problem
+
+    path = config_path(args.config)
+    problem = None if args.command == "check-config" else config_file_problem(path)
+    if problem is not None and problem.refuse:
+        raise ConfigError(f"{path}: {problem.message}")
+    if problem is not None:
+        print(f"btrsendd: warning: {path}: {problem.message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -486,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(args.log_format)
     try:
+        _check_config_file(args)
         return int(args.handler(args))
     except Interrupted as exc:
         what = "; ".join(exc.aftermath) or "nothing was left half done"

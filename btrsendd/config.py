@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -29,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from btrsendd import cron
 from btrsendd.errors import ConfigError
 from btrsendd.pricing import THAW, TRANSFER_OUT_PER_GB
 
@@ -81,43 +83,49 @@ def _require_absolute(path: Path) -> Path:
 
 AbsolutePath = Annotated[Path, AfterValidator(_require_absolute)]
 
-_CRON_FIELD_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
-_CRON_NAMES = {
-    3: "jan feb mar apr may jun jul aug sep oct nov dec".split(),
-    4: "sun mon tue wed thu fri sat".split(),
-}
-
 
 def validate_cron(expr: str) -> str:
     """Accept a standard five-field crontab expression (minute hour day month weekday).
 
-    Checked here, field by field, so a typo is reported with the field it is in instead of
-    surfacing later as a scheduler error inside the daemon.
+    Parsed here, field by field, so a typo is reported with the field it is in by every
+    command; whether it ever fires is for the trigger to say (``cron.cron_trigger``), which
+    the daemon, ``status`` and ``check-config`` build.
     """
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"{expr!r} has {len(fields)} fields; a cron expression has five: "
-            'minute hour day-of-month month day-of-week, e.g. "0 0 * * *"'
-        )
-    names = ["minute", "hour", "day-of-month", "month", "day-of-week"]
-    for index, field in enumerate(fields):
-        low, high = _CRON_FIELD_RANGES[index]
-        for part in field.split(","):
-            base, _, step = part.partition("/")
-            if step and not step.isdigit():
-                raise ValueError(f"bad step {step!r} in the {names[index]} field of {expr!r}")
-            if base == "*":
-                continue
-            for bound in base.split("-"):
-                word = bound.lower()
-                if word in _CRON_NAMES.get(index, []):
-                    continue
-                if not bound.isdigit() or not low <= int(bound) <= high:
-                    raise ValueError(
-                        f"{bound!r} in the {names[index]} field of {expr!r} is not in {low}-{high}"
-                    )
+    cron.parse(expr)
     return expr
+
+
+_CREDENTIAL_CHAIN = (
+    "give btrsendd its keys through the AWS credential chain instead: AWS_ACCESS_KEY_ID and "
+    "AWS_SECRET_ACCESS_KEY in its environment, or ~/.aws/credentials"
+)
+
+
+def _no_secrets_in_url(url: str | None) -> str | None:
+    """Refuse an endpoint URL that carries credentials.
+
+    The URL is printed by check-config and status and may reach logs and error messages;
+    a secret in it would leak through all of them.  The messages never repeat the URL.
+    """
+    if url is None:
+        return None
+    if "@" in url:
+        raise ValueError(
+            "holds credentials (user:password@ before the host); remove them, and "
+            + _CREDENTIAL_CHAIN
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError('is not a URL like "https://HOST" or "http://HOST:PORT"')
+    if parts.query or parts.fragment:
+        raise ValueError(
+            "has a query string or fragment, which an endpoint never needs and which can only "
+            "carry secrets here; remove everything from '?' (or '#') on, and " + _CREDENTIAL_CHAIN
+        )
+    return url
 
 
 class _Section(BaseModel):
@@ -127,7 +135,7 @@ class _Section(BaseModel):
 
 
 class ScheduleConfig(_Section):
-    cron: Annotated[str, BeforeValidator(validate_cron)] = "0 0 * * *"
+    cron: Annotated[str, AfterValidator(validate_cron)] = "0 0 * * *"
     backup_days: tuple[int, ...] = (1, 7, 14, 21)
     max_incrementals: int = Field(default=11, ge=0, le=1000)
     chain_lifetime_days: int = Field(default=90, ge=1)
@@ -206,7 +214,7 @@ class StorageConfig(_Section):
     prefix: str = ""
     storage_class: StorageClass = "DEEP_ARCHIVE"
     region: str = "us-east-1"
-    endpoint_url: str | None = None
+    endpoint_url: Annotated[str | None, AfterValidator(_no_secrets_in_url)] = None
     vault: str | None = None
     path: AbsolutePath | None = None
     # How long one request keeps retrying (throttling, 5xx, resets, timeouts) before the

@@ -32,6 +32,8 @@ upload), and the backup is left ``uploading`` (resumed by the next cycle) or dis
 nothing was stored.  If the cycle has not ended after ``STOP_GRACE`` seconds (a stalled
 network call), the daemon exits anyway; the next cycle's ``recover`` finishes the job.
 
+The trigger comes from ``cron.py``, as for ``status`` and ``check-config``: an expression that
+cannot run is a configuration error (exit 2 at start, the old schedule kept on SIGHUP).
 Tests and demos need cycles seconds apart: ``BTRSENDD_TEST_CRON_SECONDS=N`` replaces
 ``schedule.cron`` by a CronTrigger firing every N seconds, and says so in the log.
 """
@@ -53,13 +55,12 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
 from tzlocal import get_localzone
 
 from btrsendd import __version__, metrics
 from btrsendd.backup import Engine, open_engine
 from btrsendd.config import Config, SourceConfig, config_path, load_config
+from btrsendd.cron import TEST_CRON_ENV, schedule_trigger
 from btrsendd.errors import BtrsenddError, ConfigError, OperationalError
 from btrsendd.lock import daemon_lock
 from btrsendd.log import get_logger
@@ -67,7 +68,6 @@ from btrsendd.notify import Notifier
 from btrsendd.progress import Progress, human_bytes
 
 STATE_FILE = "daemon.json"
-TEST_CRON_ENV = "BTRSENDD_TEST_CRON_SECONDS"
 
 #: Seconds a stopping daemon waits for its cycle to end; the unit's TimeoutStopSec (90 s)
 #: leaves room for the rest of the shutdown after it.
@@ -81,58 +81,7 @@ PUBLISH_EVERY = 2.0
 #: machine is suspended, so a run due during a suspend would otherwise wait that long again.
 IDLE_WAKE = 60.0
 
-_WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-
-
 # -- the schedule ----------------------------------------------------------------------------
-
-
-def _weekday_number(word: str) -> int:
-    return int(word) if word.isdigit() else _WEEKDAYS.index(word[:3])
-
-
-def weekday_names(field: str) -> str:
-    """A crontab day-of-week field as APScheduler weekday names.
-
-    crontab counts 0 (and 7) as Sunday; APScheduler 3 counts 0 as Monday and rejects 7, and
-    refuses ranges that wrap (``sun-tue``).  Expanding to the names of the days meant
-    (``0-2`` -> ``sun,mon,tue``) sidesteps both.
-    """
-    days: set[int] = set()
-    for part in field.lower().split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text or 1)
-        if base == "*":
-            low, high = 0, 6
-        else:
-            ends = [_weekday_number(b) for b in base.split("-")]
-            # "N/step" means "N-7/step", as in Vixie cron.
-            low, high = ends[0], ends[-1] if len(ends) > 1 or not step_text else 7
-        days.update(d % 7 for d in range(low, high + 1, step))
-    return ",".join(_WEEKDAYS[d] for d in sorted(days))
-
-
-def cron_trigger(expr: str) -> Any:
-    """The APScheduler trigger for a five-field crontab expression, in local time.
-
-    crontab(5) runs a job when *either* day field matches if both are restricted (neither
-    starts with ``*``); APScheduler needs every field to match, so that case becomes an
-    OrTrigger of one trigger per day field.
-    """
-    tz = get_localzone()
-    test_seconds = os.environ.get(TEST_CRON_ENV)
-    if test_seconds:
-        return CronTrigger(second=f"*/{int(test_seconds)}", timezone=tz)
-    minute, hour, dom, month, dow = expr.split()
-
-    def make(day: str, weekday: str) -> CronTrigger:
-        return CronTrigger(
-            minute=minute, hour=hour, day=day, month=month, day_of_week=weekday, timezone=tz
-        )
-
-    if not dom.startswith("*") and not dow.startswith("*"):
-        return OrTrigger([make(dom, "*"), make("*", weekday_names(dow))])
-    return make(dom, "*" if dow == "*" else weekday_names(dow))
 
 
 def format_time(when: datetime) -> str:
@@ -263,7 +212,7 @@ class Daemon:
         self.config = config
         self.notifier = notifier
         self.log = get_logger()
-        self.trigger = cron_trigger(config.schedule.cron)
+        self.trigger = schedule_trigger(config)
         self.scheduler = BackgroundScheduler(
             timezone=get_localzone(),
             # The job only posts a request, so a late fire time (a suspended machine) is
@@ -499,7 +448,7 @@ class Daemon:
                     f"{self.path}: state_dir: changing it needs a restart "
                     f"(systemctl restart btrsendd); still using {self.config.state_dir}"
                 )
-            trigger = cron_trigger(config.schedule.cron)
+            trigger = schedule_trigger(config)
         except ConfigError as exc:
             self.log.error(
                 "config.reload_failed", error=str(exc), detail="keeping the previous configuration"

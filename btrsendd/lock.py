@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from btrsendd.errors import BtrsenddError, OperationalError, UsageError
+from btrsendd.permissions import open_state_dir
 
 LOCK_FILE = "lock"
 DAEMON_LOCK_FILE = "daemon.lock"
@@ -24,7 +25,9 @@ DAEMON_LOCK_FILE = "daemon.lock"
 @contextmanager
 def _held(path: Path, holder: str, busy: Callable[[str], BtrsenddError]) -> Iterator[None]:
     """Hold an exclusive flock on ``path``, recording ``holder``; ``busy(current)`` if taken."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Before the lock file is opened as root: a state directory someone else controls could
+    # hold a symlink in its place, and a read-only one deserves a clear message.
+    open_state_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:

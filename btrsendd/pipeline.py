@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
+from btrsendd import permissions
 from btrsendd.errors import PipelineError, StorageError
 from btrsendd.storage.base import Readable, Stored
 
@@ -147,10 +148,14 @@ def _compression_stage(codec: Codec, *, decompress: bool) -> _Stage | None:
 
 def _gpg_stage(home: Path | None, operation: Sequence[str]) -> _Stage:
     _, path = _find_tool("gpg", ("gpg",), "gnupg")
+    if home is not None and "--encrypt" in operation:
+        # Whoever can change the keyring decides whom backups are encrypted to.
+        permissions.secure(home, permissions.GNUPG_HOME)
     homedir = ["--homedir", str(home)] if home is not None else []
+    # --no-options: no gpg.conf may add recipients (hidden-encrypt-to) or change ciphers.
     # --batch/--no-tty: a daemon has no one to ask; --quiet keeps stderr to real problems.
-    argv = [path, "--batch", "--no-tty", "--quiet", *homedir, *operation, "--output", "-"]
-    return _Stage("gpg", tuple(argv))
+    argv = [path, "--no-options", "--batch", "--no-tty", "--quiet", *homedir]
+    return _Stage("gpg", (*argv, *operation, "--output", "-"))
 
 
 def _encode_stages(codec: Codec) -> list[_Stage]:

@@ -1,11 +1,13 @@
 """The machine checks behind ``btrsendd check-config``.
 
 ``config.py`` decides whether the file is well-formed; this module decides whether this
-machine can run it: sources are subvolumes, snapshots can be taken where configured, the
-keyring can encrypt to the recipients, the programs exist, nothing is readable by the wrong
-people, and the schedule does not pay cold storage for deleting early.  Every finding names
-the TOML key to change and how, because check-config is run exactly when someone is editing
-the file.
+machine can run it: sources are subvolumes, snapshots can be taken where configured and are
+part of no backup, the keyring can encrypt to the recipients (``keyring.py``), the programs
+exist, nothing btrsendd trusts can be read or changed by the wrong people
+(``permissions.py``), the schedule fires (``cron.py``), nested subvolumes are not silently
+left out (``layout.py``), and the schedule does not pay cold storage for deleting early.
+Every finding names the TOML key to change and how, because check-config is run exactly when
+someone is editing the file.
 """
 
 from __future__ import annotations
@@ -14,50 +16,24 @@ import datetime as dt
 import math
 import re
 import shutil
-import stat
-import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from btrsendd import snapshots
+from btrsendd import cron, keyring, layout, permissions, snapshots
 from btrsendd.config import (
     Config,
-    EncryptionConfig,
     PipelineConfig,
     ScheduleConfig,
     SourceConfig,
     StorageConfig,
 )
-from btrsendd.errors import BtrsenddError
+from btrsendd.errors import BtrsenddError, ConfigError
+from btrsendd.findings import Finding, error, private_dir, warning
 from btrsendd.pricing import MINIMUM_STORAGE_DAYS
-
-Level = Literal["error", "warning"]
 
 VAULT_MINIMUM_STORAGE_DAYS = MINIMUM_STORAGE_DAYS["GLACIER_VAULT"]
 #: Classes to suggest instead, coldest (cheapest to keep) first.
 _COLDEST_FIRST = ("DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "STANDARD_IA", "STANDARD")
-
-_FINGERPRINT_RE = re.compile(r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$")
-_GPG_TIMEOUT = 30
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One problem: ``error`` blocks running, ``warning`` is worth a look."""
-
-    level: Level
-    key: str
-    message: str
-
-
-def _error(key: str, message: str) -> Finding:
-    return Finding("error", key, message)
-
-
-def _warning(key: str, message: str) -> Finding:
-    return Finding("warning", key, message)
 
 
 def check(config: Config, *, check_storage: Callable[[], None] | None = None) -> list[Finding]:
@@ -68,18 +44,21 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     """
     findings = _config_file(config.source_file)
     findings += _state_dir(config.state_dir)
+    findings += _schedule(config.schedule)
     findings += _early_deletion(config.schedule, config.storage)
     findings += _compressor(config.pipeline)
-    findings += _encryption(config.encryption)
+    findings += keyring.check(config.encryption)
     findings += _local_storage(config.storage)
     findings += _glacier_vault(config.storage, config.sources)
     findings += _compatible_endpoint(config.storage)
     findings += _sources(config.sources)
+    findings += layout.inside_problems(config)
+    findings += layout.nested_problems(config)
     if check_storage is not None:
         try:
             check_storage()
         except BtrsenddError as exc:
-            findings.append(_error("storage", str(exc)))
+            findings.append(error("storage", str(exc)))
     return findings
 
 
@@ -88,37 +67,31 @@ def format_findings(findings: Sequence[Finding]) -> list[str]:
     return [f"{f.level}: {f.key}: {f.message}" for f in findings]
 
 
-def _mode(path: Path) -> int | None:
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return None
-
-
 def _config_file(path: Path | None) -> list[Finding]:
-    """The file names the bucket and keys and steers what runs as root: owner-only."""
-    mode = None if path is None else _mode(path)
-    if path is None or mode is None:
-        return []
-    fix = f"chmod 600 {path}"
-    if mode & 0o006:
-        what = "writable" if mode & 0o002 else "readable"
-        return [_error(str(path), f"{what} by every user (mode {mode:04o}); {fix}")]
-    if mode & 0o060:
-        what = "writable" if mode & 0o020 else "readable"
-        return [_warning(str(path), f"{what} by its group (mode {mode:04o}); {fix}")]
-    return []
+    problem = None if path is None else permissions.config_file_problem(path)
+    return [] if problem is None else [Finding(problem.level, str(path), problem.message)]
 
 
 def _state_dir(path: Path) -> list[Finding]:
-    """The catalog there maps the whole bucket: keep it root-only like the config."""
-    if not path.exists():
+    """Private, and writable: every command records what it does there."""
+    findings = private_dir("state_dir", path, permissions.STATE_DIR)
+    if findings:
+        return findings
+    # A missing state_dir is created (with its parents) by the first command.
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    problem = permissions.unwritable(existing)
+    if problem is None:
         return []
-    if not path.is_dir():
-        return [_error("state_dir", f"{path} is not a directory; move it away or fix state_dir")]
-    mode = _mode(path)
-    if mode is not None and mode & 0o077:
-        return [_warning("state_dir", f"{path} has mode {mode:04o}; chmod 700 {path}")]
+    where = path if existing == path else f"{existing} (where {path} would be created)"
+    return [error("state_dir", f"{where} {problem}, or set state_dir to a writable directory")]
+
+
+def _schedule(schedule: ScheduleConfig) -> list[Finding]:
+    """The very trigger the daemon runs: one that cannot be built or never fires is refused."""
+    try:
+        cron.cron_trigger(schedule.cron)
+    except ConfigError as exc:
+        return [error("schedule.cron", str(exc))]
     return []
 
 
@@ -126,7 +99,7 @@ def _sources(sources: Sequence[SourceConfig]) -> list[Finding]:
     findings: list[Finding] = []
     if shutil.which("btrfs") is None:
         findings.append(
-            _error(
+            error(
                 "sources",
                 "the btrfs command is not installed (btrsendd runs `btrfs send`); "
                 "install btrfs-progs",
@@ -138,7 +111,7 @@ def _sources(sources: Sequence[SourceConfig]) -> list[Finding]:
         other = owners.setdefault(src.snapshot_dir, src)
         if other is not src:
             findings.append(
-                _error(
+                error(
                     f"sources[{index}].snapshot_dir (name = {src.name!r})",
                     f"{src.snapshot_dir} is also the snapshot_dir of source {other.name!r}; "
                     "snapshots are named by date only, so each source needs its own directory",
@@ -156,152 +129,46 @@ def _source(index: int, src: SourceConfig) -> list[Finding]:
     try:
         snapshots.require_subvolume(src.path)
     except BtrsenddError as exc:
-        return [_error(path_key, str(exc)), *shape]
-    if shape:
+        return [error(path_key, str(exc)), *shape]
+    if any(f.level == "error" for f in shape):
         return shape
     try:
         same = snapshots.same_filesystem(src.path, src.snapshot_dir)
     except BtrsenddError as exc:
-        return [_error(dir_key, str(exc))]
+        return [*shape, error(dir_key, str(exc))]
     if not same:
         return [
-            _error(
+            *shape,
+            error(
                 dir_key,
                 f"{src.snapshot_dir} is on another filesystem than {src.path}; btrfs can only "
                 f"snapshot within one filesystem: use a directory on it, e.g. {example}",
-            )
+            ),
         ]
-    return []
+    return shape
 
 
 def _snapshot_dir_shape(key: str, snapshot_dir: Path) -> list[Finding]:
-    """snapshot_dir is created on first use, but not its parent: a missing parent is a typo."""
-    if snapshot_dir.exists() and not snapshot_dir.is_dir():
-        return [_error(key, f"{snapshot_dir} exists and is not a directory; fix snapshot_dir")]
-    if not snapshot_dir.parent.is_dir():
+    """snapshot_dir is created on first use (0700), but not its parent: a missing parent is
+    a typo.  Snapshots hold every file of the source: nobody else may enter it."""
+    if not snapshot_dir.exists() and not snapshot_dir.parent.is_dir():
         return [
-            _error(
+            error(
                 key,
                 f"the parent directory {snapshot_dir.parent} does not exist; create it or fix "
                 "snapshot_dir",
             )
         ]
-    return []
+    return private_dir(key, snapshot_dir, permissions.SNAPSHOT_DIR)
 
 
 def _compressor(pipeline: PipelineConfig) -> list[Finding]:
     key = "pipeline.compression"
     if pipeline.compression == "gzip" and not (shutil.which("pigz") or shutil.which("gzip")):
-        return [_error(key, "neither pigz nor gzip is installed; install pigz (or gzip)")]
+        return [error(key, "neither pigz nor gzip is installed; install pigz (or gzip)")]
     if pipeline.compression == "zstd" and not shutil.which("zstd"):
-        return [_error(key, 'zstd is not installed; install zstd or set compression = "gzip"')]
+        return [error(key, 'zstd is not installed; install zstd or set compression = "gzip"')]
     return []
-
-
-def _encryption(enc: EncryptionConfig) -> list[Finding]:
-    if enc.mode == "none":
-        return [
-            _warning(
-                "encryption.mode",
-                "backups are stored unencrypted: whoever can read the bucket can read every "
-                'file; set mode = "gpg" and list recipients unless that is intended',
-            )
-        ]
-    gpg = shutil.which("gpg")
-    if gpg is None:
-        return [_error("encryption.mode", "gpg is not installed; install gnupg")]
-    home = enc.gnupg_home
-    if not home.is_dir():
-        return [
-            _error(
-                "encryption.gnupg_home",
-                f"{home} does not exist; create it and import the recipients' public keys: "
-                f"install -d -m 700 {home} && gpg --homedir {home} --import KEY.asc",
-            )
-        ]
-    findings = _secret_keys(home)
-    for index, recipient in enumerate(enc.recipients):
-        findings += _recipient(gpg, home, f"encryption.recipients[{index}]", recipient)
-    return findings
-
-
-def _secret_keys(home: Path) -> list[Finding]:
-    """Warn when the keyring can decrypt: a stolen host would then expose every backup.
-
-    Read from the key store on disk, not ``gpg --list-secret-keys``: that needs gpg-agent,
-    and a check should neither start daemons nor depend on one running.
-    """
-    count = sum(1 for _ in (home / "private-keys-v1.d").glob("*.key"))
-    if not count:
-        return []
-    return [
-        _warning(
-            "encryption.gnupg_home",
-            f"{home} holds {count} secret key(s); this host only encrypts and needs the "
-            "recipients' public keys: keep the secret key offline for restores and remove it "
-            f"here (gpg --homedir {home} --delete-secret-keys FINGERPRINT)",
-        )
-    ]
-
-
-def _recipient(gpg: str, home: Path, key: str, recipient: str) -> list[Finding]:
-    """The recipient's public key must be in the keyring and able to encrypt today."""
-    findings = []
-    if not _FINGERPRINT_RE.match(recipient):
-        findings.append(
-            _warning(
-                key,
-                f"{recipient!r} is not a full fingerprint; name keys by fingerprint so no other "
-                "key with a matching user id can be picked",
-            )
-        )
-    argv = [gpg, "--homedir", str(home), "--batch", "--no-autostart", "--with-colons"]
-    argv += ["--list-keys", "--", recipient]
-    try:
-        listing = subprocess.run(
-            argv, capture_output=True, text=True, timeout=_GPG_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [*findings, _error(key, f"cannot run gpg to list {recipient}: {exc}")]
-    pub = next(
-        (line.split(":") for line in listing.stdout.splitlines() if line.startswith("pub:")), None
-    )
-    if listing.returncode != 0 or pub is None:
-        return [
-            *findings,
-            _error(
-                key,
-                f"no public key {recipient} in {home}; import it: "
-                f"gpg --homedir {home} --import KEY.asc",
-            ),
-        ]
-    validity, capabilities = pub[1], pub[11]
-    if validity == "r":
-        findings.append(
-            _error(
-                key,
-                f"key {recipient} is revoked; import the recipient's new key and list "
-                "its fingerprint instead",
-            )
-        )
-    elif validity == "e":
-        findings.append(
-            _error(
-                key,
-                f"key {recipient} has expired; extend it where its secret key "
-                f"lives (gpg --quick-set-expire FINGERPRINT 2y), then re-import it into {home}",
-            )
-        )
-    elif "E" not in capabilities:
-        findings.append(
-            _error(
-                key,
-                f"key {recipient} has no usable encryption subkey (expired, revoked or "
-                "never made); add one (gpg --quick-add-key FINGERPRINT cv25519 encr) where "
-                f"its secret key lives, then re-import it into {home}",
-            )
-        )
-    return findings
 
 
 def _local_storage(storage: StorageConfig) -> list[Finding]:
@@ -309,10 +176,10 @@ def _local_storage(storage: StorageConfig) -> list[Finding]:
         return []
     path = storage.path
     if path.exists() and not path.is_dir():
-        return [_error("storage.path", f"{path} is not a directory; fix storage.path")]
+        return [error("storage.path", f"{path} is not a directory; fix storage.path")]
     if not path.exists() and not path.parent.is_dir():
         return [
-            _warning(
+            warning(
                 "storage.path",
                 f"neither {path} nor its parent exists; they are created on first use, so "
                 "check the path for typos",
@@ -331,7 +198,7 @@ def _compatible_endpoint(storage: StorageConfig) -> list[Finding]:
     if storage.storage_class not in _COLD_CLASSES:
         return []
     return [
-        _warning(
+        warning(
             "storage.storage_class",
             f"{storage.storage_class} with endpoint_url {storage.endpoint_url}: S3-compatible "
             "servers (MinIO, SeaweedFS, ...) usually lack cold classes and refuse restore "
@@ -359,7 +226,7 @@ def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> l
     findings = []
     if not _VAULT_NAME_RE.match(storage.vault):
         findings.append(
-            _error(
+            error(
                 "storage.vault",
                 f"{storage.vault!r} is not a vault name: 1-255 letters, digits, '_', '-' or "
                 "'.'; copy the name from `aws glacier list-vaults --account-id -`",
@@ -367,7 +234,7 @@ def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> l
         )
     if storage.endpoint_url is None and storage.region not in _glacier_regions():
         findings.append(
-            _error(
+            error(
                 "storage.region",
                 f"{storage.region!r} has no Glacier vault service; set the region the vault "
                 "lives in (its ARN names it)",
@@ -381,7 +248,7 @@ def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> l
         try:
             archive_description(key)
         except ValueError as exc:
-            findings.append(_error("storage.prefix", str(exc)))
+            findings.append(error("storage.prefix", str(exc)))
             break
     return findings
 
@@ -436,7 +303,7 @@ def _early_deletion(schedule: ScheduleConfig, storage: StorageConfig) -> list[Fi
     if storage.backend == "glacier-vault":
         alternative = f'backend = "s3" with {alternative}'
     return [
-        _warning(
+        warning(
             "schedule.chain_lifetime_days",
             f"a chain's full backup is stored about {stored:.0f} days "
             f"({schedule.chain_lifetime_days} chain_lifetime_days + {span:.0f} days for "

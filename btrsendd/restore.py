@@ -137,7 +137,15 @@ def _secret_fingerprints(gnupg_home: Path | None) -> set[str]:
     homedir = ["--homedir", str(gnupg_home)] if gnupg_home is not None else []
     try:
         listing = subprocess.run(
-            ["gpg", "--batch", "--no-tty", *homedir, "--with-colons", "--list-secret-keys"],
+            [
+                "gpg",
+                "--no-options",
+                "--batch",
+                "--no-tty",
+                *homedir,
+                "--with-colons",
+                "--list-secret-keys",
+            ],
             capture_output=True,
             text=True,
         ).stdout

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from btrsendd import permissions
 from btrsendd.errors import OperationalError, UsageError
 
 _NAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([1-9]\d*))?$")
@@ -44,6 +45,9 @@ class Snapshot:
     #: The subvolume UUID (hex), so a snapshot can be recognised even after a rename and a
     #: different subvolume that took its name is never mistaken for it.
     uuid: str
+    #: The UUID (hex) of the subvolume it is a snapshot of; None for one that is no
+    #: snapshot at all (made with ``btrfs subvolume create``).
+    origin: str | None = None
 
     @property
     def name(self) -> str:
@@ -203,7 +207,12 @@ def _read_snapshot(path: Path, day: dt.date, seq: int) -> Snapshot | None:
         if exc.errno == errno.ENOENT:  # deleted while we looked: not there
             return None
         raise _operational(f"inspect {path}", exc) from None
-    return Snapshot(path=path, date=day, seq=seq, uuid=bytes(info.uuid).hex())
+    return Snapshot(path=path, date=day, seq=seq, uuid=bytes(info.uuid).hex(), origin=_origin(info))
+
+
+def _origin(info: Any) -> str | None:
+    parent = bytes(info.parent_uuid)
+    return parent.hex() if any(parent) else None
 
 
 def list_snapshots(snapshot_dir: Path) -> list[Snapshot]:
@@ -216,9 +225,14 @@ def list_snapshots(snapshot_dir: Path) -> list[Snapshot]:
     return sorted(found, key=lambda s: (s.date, s.seq))
 
 
-def find_snapshot(snapshot_dir: Path, day: dt.date) -> Snapshot | None:
-    """The newest snapshot dated ``day`` (highest seq), if any."""
-    same_day = [s for s in list_snapshots(snapshot_dir) if s.date == day]
+def find_snapshot(snapshot_dir: Path, day: dt.date, origin: str | None = None) -> Snapshot | None:
+    """The newest snapshot dated ``day`` (highest seq), if any; with ``origin``, only a
+    snapshot of the subvolume with that UUID (hex)."""
+    same_day = [
+        s
+        for s in list_snapshots(snapshot_dir)
+        if s.date == day and (origin is None or s.origin == origin)
+    ]
     return same_day[-1] if same_day else None
 
 
@@ -238,26 +252,58 @@ def send_uuid(snap: Snapshot) -> str:
     return received.hex() if any(received) else snap.uuid
 
 
-def _ensure_snapshot_dir(snapshot_dir: Path) -> None:
-    """Create ``snapshot_dir`` itself (0700: snapshots hold every file of the source).
-
-    Its parent is not created: a missing parent is far more often a typo in the
-    configuration than a directory the user wants made.
-    """
+def subvolume_id(path: Path) -> int:
+    """The ID of the subvolume holding ``path`` (or its nearest existing parent directory)."""
+    where = _nearest_directory(path)
     try:
-        snapshot_dir.mkdir(mode=0o700)
-    except FileExistsError:
-        if not snapshot_dir.is_dir():
-            raise UsageError(
-                f"{snapshot_dir} exists and is not a directory; move it away or point "
-                "sources.snapshot_dir elsewhere"
-            ) from None
-    except FileNotFoundError:
-        raise UsageError(
-            f"the parent of {snapshot_dir} does not exist; create it or fix sources.snapshot_dir"
-        ) from None
+        return int(_btrfsutil().subvolume_id(where))
     except OSError as exc:
-        raise _operational(f"create {snapshot_dir}", exc) from None
+        raise _operational(f"inspect {where}", exc) from None
+
+
+def in_subvolume_of(path: Path, source: Path) -> bool:
+    """Whether ``path`` (or, if missing, where it would be made) lies in ``source``'s own
+    subvolume, and so in every ``btrfs send`` of it; a subvolume of its own does not."""
+    return same_filesystem(path, source) and subvolume_id(path) == subvolume_id(source)
+
+
+def nested_subvolumes(source: Path) -> list[Path]:
+    """Every subvolume beneath the subvolume ``source``, at any depth (``btrfs send`` of a
+    snapshot of ``source`` holds none of them: the snapshot shows an empty directory, the
+    stream nothing at all)."""
+    try:
+        with _btrfsutil().SubvolumeIterator(source) as found:
+            return [source / relative for relative, _ in found]
+    except OSError as exc:
+        raise _operational(f"list the subvolumes under {source}", exc) from None
+
+
+def _ensure_snapshot_dir(source: Path, snapshot_dir: Path) -> None:
+    """Create ``snapshot_dir`` itself (0700: snapshots hold every file of the source), then
+    keep it private (``permissions.secure``).
+
+    Inside the source's own subvolume it is made a subvolume of its own, so that it is no
+    part of the source's send stream (the usual ``/home/.btrsendd`` for ``/home``).  Its
+    parent is not created: a missing parent is far more often a typo in the configuration
+    than a directory the user wants made.
+    """
+    if not snapshot_dir.exists():
+        if not snapshot_dir.parent.is_dir():
+            raise UsageError(
+                f"the parent of {snapshot_dir} does not exist; create it or fix "
+                "sources.snapshot_dir"
+            )
+        try:
+            if in_subvolume_of(snapshot_dir, source):
+                _btrfsutil().create_subvolume(snapshot_dir)
+                snapshot_dir.chmod(0o700)
+            else:
+                snapshot_dir.mkdir(mode=0o700)
+        except OSError as exc:
+            # EEXIST: made meanwhile by another process, and checked below like any other.
+            if exc.errno != errno.EEXIST:
+                raise _operational(f"create {snapshot_dir}", exc) from None
+    permissions.secure(snapshot_dir, permissions.SNAPSHOT_DIR)
 
 
 def take_snapshot(
@@ -266,19 +312,26 @@ def take_snapshot(
     """Snapshot ``source`` read-only as ``<snapshot_dir>/YYYY-MM-DD``.
 
     Idempotent per day, so a cycle restarted after a crash reuses the day's snapshot (and its
-    send stream stays byte-identical, which resume relies on): an existing snapshot of ``day``
-    is returned as is.  ``fresh`` (``backup --force``) takes a new one as ``YYYY-MM-DD.n``,
-    ``n`` one above the highest suffix present, so seq order is creation order.
+    send stream stays byte-identical, which resume relies on): an existing snapshot of
+    ``source`` dated ``day`` is returned as is.  ``fresh`` (``backup --force``) takes a new
+    one as ``YYYY-MM-DD.n``, ``n`` one above the highest suffix present, so seq order is
+    creation order.
     """
     require_subvolume(source)
+    _ensure_snapshot_dir(source, snapshot_dir)
+    lib = _btrfsutil()
     if not fresh:
-        existing = find_snapshot(snapshot_dir, day)
+        # Only a snapshot of this source: a subvolume named for the day that someone else
+        # put there (while the directory was open to them) would be backed up in its place.
+        try:
+            source_uuid = bytes(lib.subvolume_info(source).uuid).hex()
+        except OSError as exc:
+            raise _operational(f"inspect {source}", exc) from None
+        existing = find_snapshot(snapshot_dir, day, origin=source_uuid)
         if existing is not None:
             return existing
-    _ensure_snapshot_dir(snapshot_dir)
     taken = [seq for _, entry_day, seq in _dated_entries(snapshot_dir) if entry_day == day]
     seq = max(taken) + 1 if taken else 0
-    lib = _btrfsutil()
     while True:
         path = snapshot_dir / snapshot_name(day, seq)
         try:
@@ -299,7 +352,7 @@ def take_snapshot(
         info = lib.subvolume_info(path)
     except OSError as exc:
         raise _operational(f"inspect {path}", exc) from None
-    return Snapshot(path=path, date=day, seq=seq, uuid=bytes(info.uuid).hex())
+    return Snapshot(path=path, date=day, seq=seq, uuid=bytes(info.uuid).hex(), origin=_origin(info))
 
 
 def delete_snapshot(snap: Snapshot) -> None:

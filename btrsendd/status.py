@@ -21,7 +21,8 @@ from btrsendd import snapshots
 from btrsendd.backup import Engine, open_engine
 from btrsendd.catalog import BackupRow
 from btrsendd.config import Config, SourceConfig, config_path, load_config
-from btrsendd.daemon import cron_trigger, format_time, live_pid, read_state
+from btrsendd.cron import schedule_trigger
+from btrsendd.daemon import format_time, live_pid, read_state
 from btrsendd.errors import BtrsenddError
 from btrsendd.pricing import monthly_cost
 from btrsendd.progress import human_bytes
@@ -141,7 +142,7 @@ def _daemon_report(config: Config) -> dict[str, Any]:
 def build_report(config: Config, now: datetime) -> dict[str, Any]:
     """Everything ``status`` shows, as the JSON ``status --json`` prints."""
     daemon = _daemon_report(config)
-    trigger = cron_trigger(config.schedule.cron)
+    trigger = schedule_trigger(config)
     if not daemon["running"]:
         upcoming = trigger.get_next_fire_time(None, now)
         daemon["next_run"] = None if upcoming is None else upcoming.isoformat()

@@ -252,6 +252,26 @@ BAD_CASES = [
         id="price-for-missing-tier",
     ),
     pytest.param(
+        with_section("storage", "endpoint_url = 'https://AKIAID:SeCrEt@s3.example.com'"),
+        "storage.endpoint_url",
+        "holds credentials (user:password@ before the host); remove them, and give btrsendd "
+        "its keys through the AWS credential chain instead: AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY in its environment, or ~/.aws/credentials",
+        id="endpoint-with-credentials",
+    ),
+    pytest.param(
+        with_section("storage", "endpoint_url = 'https://s3.example.com/?token=SeCrEt'"),
+        "storage.endpoint_url",
+        "has a query string or fragment, which an endpoint never needs",
+        id="endpoint-with-query",
+    ),
+    pytest.param(
+        with_section("storage", "endpoint_url = 's3.example.com:SeCrEt'"),
+        "storage.endpoint_url",
+        'is not a URL like "https://HOST" or "http://HOST:PORT"',
+        id="endpoint-not-a-url",
+    ),
+    pytest.param(
         with_section("restore", "transfer_out_per_gb = -1"),
         "restore.transfer_out_per_gb",
         "greater than or equal to 0",
@@ -267,6 +287,14 @@ def test_bad_configuration_names_file_and_key(text: str, key: str, message: str)
 
     lines = str(raised.value).splitlines()
     assert any(line.startswith(f"{FILE}: {key}: ") and message in line for line in lines), lines
+    assert "SeCrEt" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://s3.example.com", "http://127.0.0.1:8333", "https://s3.example.com/path/?"]
+)
+def test_endpoint_url_without_secrets(url: str) -> None:
+    assert parse(with_section("storage", f"endpoint_url = '{url}'")).storage.endpoint_url == url
 
 
 def test_every_problem_is_reported_on_its_own_line() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from btrsendd.daemon import cron_trigger, weekday_names
+from btrsendd.cron import cron_trigger, weekday_names
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.world import BTRSENDD, World, make_world

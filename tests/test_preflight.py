@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,9 +72,17 @@ def test_clean_configuration_has_no_findings(setup: Setup) -> None:
     ("mode", "level", "text"),
     [
         (0o644, "error", "readable by every user (mode 0644)"),
-        (0o602, "error", "writable by every user (mode 0602)"),
+        (
+            0o602,
+            "error",
+            "writable by every user (mode 0602), who can change what btrsendd does as root",
+        ),
         (0o640, "warning", "readable by its group (mode 0640)"),
-        (0o620, "warning", "writable by its group (mode 0620)"),
+        (
+            0o620,
+            "error",
+            "writable by its group (mode 0620), who can change what btrsendd does as root",
+        ),
     ],
 )
 def test_config_file_permissions(
@@ -89,9 +98,10 @@ def test_state_dir_permissions(setup: Setup) -> None:
     state_dir = Path(setup.data["state_dir"])
     state_dir.chmod(0o755)
 
-    assert setup.findings() == [
-        Finding("warning", "state_dir", f"{state_dir} has mode 0755; chmod 700 {state_dir}")
-    ]
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("warning", "state_dir")
+    assert finding.message.startswith(f"{state_dir} has mode 0755: others can read the catalog")
+    assert f"chmod 700 {state_dir} (btrsendd does so itself" in finding.message
     state_dir.rmdir()
     assert setup.findings() == []
     state_dir.write_text("")
@@ -134,7 +144,9 @@ def test_snapshot_dir_on_another_filesystem(setup: Setup, make_btrfs: MakeBtrfs)
 
 
 def test_snapshot_dir_in_another_subvolume_of_the_same_filesystem(setup: Setup) -> None:
-    setup.data["sources"][0]["snapshot_dir"] = str(make_subvolume(setup.fs / "snaps"))
+    snaps = make_subvolume(setup.fs / "snaps")
+    snaps.chmod(0o700)
+    setup.data["sources"][0]["snapshot_dir"] = str(snaps)
 
     assert setup.findings() == []
 
@@ -152,7 +164,8 @@ def test_snapshot_dir_shared_by_two_sources(setup: Setup) -> None:
     shared = setup.data["sources"][0]["snapshot_dir"]
     setup.data["sources"].append({"name": "srv", "path": str(other), "snapshot_dir": shared})
 
-    [finding] = setup.findings()
+    shared_findings = [f for f in setup.findings() if "also the snapshot_dir" in f.message]
+    [finding] = shared_findings
     assert (finding.level, finding.key) == ("error", "sources[1].snapshot_dir (name = 'srv')")
     assert "also the snapshot_dir of source 'home'" in finding.message
 
@@ -380,3 +393,55 @@ def test_cold_class_on_a_compatible_endpoint_warns(setup: Setup) -> None:
     warnings = only(setup.findings(), "storage.storage_class")
     assert [f.level for f in warnings] == ["warning"]
     assert 'storage_class = "STANDARD"' in warnings[0].message
+
+
+# -- what others could change ------------------------------------------------------------------
+
+
+def test_schedule_that_never_fires(setup: Setup) -> None:
+    setup.data["schedule"] = {"cron": "0 0 31 4,6,9,11 *"}
+
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("error", "schedule.cron")
+    assert finding.message.startswith("'0 0 31 4,6,9,11 *' never fires")
+    assert finding.message.endswith('e.g. "0 0 28 4,6,9,11 *"')
+
+
+def test_directory_reached_through_someone_elses_symlink(
+    setup: Setup, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    link = tmp_path / "keys"
+    link.symlink_to(gpg_key.public_home)
+    os.lchown(link, 65534, 65534)
+    setup.data["encryption"]["gnupg_home"] = str(link)
+
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("error", "encryption.gnupg_home")
+    assert finding.message.startswith(
+        f"{link} is reached through the symlink {link}, which belongs to user nobody, who can "
+        "point it elsewhere"
+    )
+
+
+def test_directory_in_a_parent_others_can_write_to(setup: Setup, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    setup.data["state_dir"] = str(shared / "state")
+
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("error", "state_dir")
+    assert f"lies inside {shared}, which others can write to (mode 0777)" in finding.message
+    shared.chmod(0o1777)  # sticky, as /tmp: nobody can rename what is not theirs
+    assert setup.findings() == []
+
+
+def test_state_dir_holding_someone_elses_file(setup: Setup) -> None:
+    state_dir = Path(setup.data["state_dir"])
+    planted = state_dir / "catalog.db"
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)
+
+    [finding] = setup.findings()
+    assert (finding.level, finding.key) == ("error", "state_dir")
+    assert finding.message.startswith(f"{state_dir} holds catalog.db, which belongs to user nobody")
