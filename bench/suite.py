@@ -32,10 +32,10 @@ BTRSENDD = str(Path(sys.executable).with_name("btrsendd"))
 COMPRESS = {"gzip": "pigz -c -n -6", "zstd": "zstd -T0 -3 -q -c"}
 DECOMPRESS = {"gzip": "pigz -dc", "zstd": "zstd -dc -q"}
 
-#: The seed's pipeline: gzip, then gpg with its default compression (zlib) on top.  Level 4
-#: as issue 7 states it; the seed's README says 7, which is slower, so 4 is the stricter
-#: baseline for "zstd at least 3.5 x the seed".
-SEED_COMPRESS = "gzip -4 -c"
+#: btrsend's pipeline: gzip, then gpg with its default compression (zlib) on top.  Level 4
+#: as the benchmark's target states it; btrsend's README says 7, which is slower, so 4 is the
+#: stricter baseline for "zstd at least 3.5 x btrsend".
+BTRSEND_COMPRESS = "gzip -4 -c"
 
 #: The upload sweep, (concurrency, part size in MiB): concurrency at the default part size,
 #: then part sizes at the default concurrency.
@@ -101,7 +101,7 @@ class Suite:
     # -- commands ----------------------------------------------------------------------------
 
     def _encrypt(self, *, gpg_compresses: bool = False) -> str:
-        """gpg as btrsendd runs it (``pipeline._encode_stages``), or as the seed did."""
+        """gpg as btrsendd runs it (``pipeline._encode_stages``), or as btrsend did."""
         key = self.world.key
         compress = "" if gpg_compresses else " --compress-algo none"
         return (
@@ -134,7 +134,7 @@ class Suite:
     # -- backup ------------------------------------------------------------------------------
 
     def backups(self) -> None:
-        """Full and incremental backups: bare pipelines, btrsendd, and the seed's pipeline."""
+        """Full and incremental backups: bare pipelines, btrsendd, and btrsend's pipeline."""
         sizes = {"full": self.world.full_bytes, "incremental": self.world.incremental_bytes}
         days = {"full": FULL_DAY, "incremental": INCREMENTAL_DAY}
         steps: list[Step] = []
@@ -156,13 +156,13 @@ class Suite:
                 )
             steps.append(self._bare_backup(compression, bare))
             steps.append(self._btrsendd_backup(compression, ours, days))
-        seed = self._case(
+        ancestor = self._case(
             "backup full",
-            "seed gzip -4 | gpg",
-            f"btrfs send | {SEED_COMPRESS} | gpg --encrypt > FILE (gpg compresses as well)",
+            "btrsend gzip -4 | gpg",
+            f"btrfs send | {BTRSEND_COMPRESS} | gpg --encrypt > FILE (gpg compresses as well)",
             sizes["full"],
         )
-        steps.append(self._seed_backup(seed))
+        steps.append(self._btrsend_backup(ancestor))
         self._alternate(steps)
 
     def _bare_backup(self, compression: str, cases: dict[str, Case]) -> Step:
@@ -187,11 +187,11 @@ class Suite:
 
         return step
 
-    def _seed_backup(self, case: Case) -> Step:
+    def _btrsend_backup(self, case: Case) -> Step:
         def step() -> None:
-            out = self.world.fresh_dir("seed")
+            out = self.world.fresh_dir("btrsend")
             pipeline = (
-                f"{self._send('full')} | {SEED_COMPRESS} | {self._encrypt(gpg_compresses=True)}"
+                f"{self._send('full')} | {BTRSEND_COMPRESS} | {self._encrypt(gpg_compresses=True)}"
             )
             target = quote(str(out / "full.gpg"))
             self._record(case, measure.shell(f"{pipeline} > {target}", log=self._log(case)))

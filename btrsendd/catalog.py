@@ -59,7 +59,7 @@ CREATE TABLE backups (
     stream_parent_ctransid INTEGER
 );
 CREATE INDEX backups_by_source ON backups(source, date);
--- At most one live backup per source and day: dates name backups in the seed's protocol,
+-- At most one live backup per source and day: dates name backups in btrsend's protocol,
 -- in plan/list output and in restore requests, so they must be unambiguous.
 CREATE UNIQUE INDEX one_backup_per_day ON backups(source, date);
 CREATE TABLE volumes (

@@ -165,7 +165,7 @@ def cmd_backup_stdin(args: argparse.Namespace) -> int:
             engine.expire(src.name, [b.id for b in decision.expire])
         if decision.action == "none":
             return 0
-        # The seed's protocol: announce what stream is expected, then read it from stdin.
+        # btrsend's protocol: announce what stream is expected, then read it from stdin.
         print("c" if decision.parent is None else f"i {decision.parent.date}", flush=True)
         engine.upload(src.name, args.date, decision, sys.stdin.buffer)
     return 0
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "backup-stdin",
         cmd_backup_stdin,
-        "the seed's protocol: print nothing, 'c' or 'i YYYY-MM-DD', then store the send "
+        "btrsend's protocol: print nothing, 'c' or 'i YYYY-MM-DD', then store the send "
         "stream read from stdin",
     )
     p.add_argument("--source", metavar="NAME", required=True, help="the source to back up")

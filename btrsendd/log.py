@@ -12,7 +12,7 @@ scripts and journald queries can rely on them.  Where the output goes:
 - anything else (a pipe, a file): one JSON object per line.
 
 ``--log-format console|json`` overrides the choice.  Logs never go to stdout: stdout belongs
-to command output (``--json``, the seed's ``backup-stdin`` protocol).
+to command output (``--json``, btrsend's ``backup-stdin`` protocol).
 """
 
 from __future__ import annotations

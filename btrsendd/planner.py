@@ -5,7 +5,7 @@ every rule of DESIGN.md section 2 can be tested exhaustively without a clock, a 
 bucket.  The caller performs the decision (upload, then delete what ``Plan.expire`` lists).
 
 Chains: a full backup followed by incrementals, each sent relative to the previous backup of
-its chain.  Two holes of the seed are closed here: a chain is only expired when a newer chain
+its chain.  Two holes of btrsend are closed here: a chain is only expired when a newer chain
 with a full backup exists (never the latest chain, whose newest backup is the next parent), and
 no incremental is ever planned on a chain old enough to expire, so no upload depends on a
 backup that is about to be deleted.

@@ -2,7 +2,7 @@
 
 Approximate AWS list prices (us-east-1, USD) as published in 2025; they change and differ by
 region, so the numbers are shown as estimates and ``[restore]`` in the configuration can
-override every one of them.  Restoring is where cold storage gets expensive: the seed's README
+override every one of them.  Restoring is where cold storage gets expensive: btrsend's README
 warned of "an absurdly high bill", which is why ``restore`` prints this before it spends
 anything.
 """

@@ -14,18 +14,16 @@ import pytest
 from tests import sendstreams as ss
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import BTRSENDD, World, make_world
+from tests.world import BTRSENDD, World, local_world
 
 
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    return make_world(
-        make_btrfs("src"), tmp_path, gpg_key, f'backend = "local"\npath = "{tmp_path / "a"}"'
-    )
+    return local_world(make_btrfs("src"), tmp_path, gpg_key)
 
 
 def archive_files(world: World) -> list[str]:
-    root = world.work / "a"
+    root = world.work / "archive"
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from btrsendd.config import parse_config
 from btrsendd.cron import cron_trigger, parse
 from btrsendd.errors import ConfigError
+from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.test_daemon import Daemon
 from tests.world import BTRSENDD, make_world
 
 FILE = Path("/etc/btrsendd/test.toml")

@@ -22,77 +22,17 @@ from typing import Any
 import pytest
 
 from btrsendd.cron import cron_trigger, weekday_names
+from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import BTRSENDD, World, make_world
-
-Event = dict[str, Any]
-
-
-class Daemon:
-    """One ``btrsendd run`` process and its log."""
-
-    def __init__(self, world: World, env: dict[str, str] | None = None) -> None:
-        world.write_config()
-        self.log = world.work / f"daemon-{time.monotonic_ns()}.log"
-        with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [BTRSENDD, "--config", str(world.config), "--log-format", "json", "run"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env={**os.environ, **world.env, **(env or {})},
-            )
-        self.wait_for("daemon.started")
-
-    def events(self, name: str | None = None, **fields: Any) -> list[Event]:
-        found = []
-        for line in self.log.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if (name is None or event.get("event") == name) and all(
-                event.get(k) == v for k, v in fields.items()
-            ):
-                found.append(event)
-        return found
-
-    def wait_for(self, name: str, count: int = 1, timeout: float = 60, **fields: Any) -> Event:
-        """The ``count``-th event ``name`` with ``fields``, once it is logged."""
-        deadline = time.monotonic() + timeout
-        while len(found := self.events(name, **fields)) < count:
-            if self.proc.poll() is not None and len(self.events(name, **fields)) < count:
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log_text}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {name} {fields} (x{count}) in time:\n{self.log_text}")
-            time.sleep(0.05)
-        return found[count - 1]
-
-    @property
-    def log_text(self) -> str:
-        return self.log.read_text()
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def stop(self, timeout: float = 30) -> int:
-        self.signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+from tests.world import World, local_world
 
 
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
     work = tmp_path / "work"
     work.mkdir()
-    return make_world(
-        make_btrfs("src"), work, gpg_key, f'backend = "local"\npath = "{work / "archive"}"'
-    )
+    return local_world(make_btrfs("src"), work, gpg_key)
 
 
 @pytest.fixture

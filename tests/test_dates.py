@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.backed_up import OnBackend, error_lines, events, stored_volumes, world_storage
-from tests.test_daemon import Daemon
+from tests.daemons import Daemon
 from tests.trees import assert_same_tree, mutate, populate
 from tests.world import World
 

@@ -22,19 +22,14 @@ from btrsendd.catalog import SCHEMA_VERSION
 from tests.fixtures.btrfs import MakeBtrfs, mounted_tmpfs
 from tests.fixtures.gpg import BadKeys, GpgKey
 from tests.trees import assert_same_tree
-from tests.world import World, make_world
+from tests.world import World, local_world, make_world
 
 FIRST = "2000-01-01"
 
 
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    w = make_world(
-        make_btrfs("src", size="400M"),
-        tmp_path,
-        gpg_key,
-        f'backend = "local"\npath = "{tmp_path / "a"}"',
-    )
+    w = local_world(make_btrfs("src", size="400M"), tmp_path, gpg_key)
     (w.source / "precious.txt").write_text("the only copy\n" * 1000)
     w.run("backup", "--date", FIRST)
     return w

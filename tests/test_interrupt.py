@@ -21,22 +21,20 @@ from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.sabotage import faulty_zstd, kill_all, start
 from tests.trees import assert_same_tree, populate
-from tests.world import World, make_world
+from tests.world import World, local_world
 
 DAY = date(2000, 1, 1)
 
 
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    w = make_world(
-        make_btrfs("src"), tmp_path, gpg_key, f'backend = "local"\npath = "{tmp_path / "a"}"'
-    )
+    w = local_world(make_btrfs("src"), tmp_path, gpg_key)
     populate(w.source, big=5 * 1024**2)  # about 8 volumes of 1 MiB
     return w
 
 
 def temporary_files(world: World) -> list[Path]:
-    return list((world.work / "a").rglob(".tmp-*"))
+    return list((world.work / "archive").rglob(".tmp-*"))
 
 
 def hung_at_volume(world: World, index: int, *args: str) -> subprocess.Popen[bytes]:
@@ -111,7 +109,7 @@ def test_what_kill_9_leaves_is_reported_and_cleaned(world: World, make_btrfs: Ma
 
     report = world.run("verify", check=False)
     assert report.returncode == 1
-    key = leftover.relative_to(world.work / "a").as_posix()
+    key = leftover.relative_to(world.work / "archive").as_posix()
     assert f"data: ORPHAN: {key} (unfinished upload)" in report.stdout.decode()
     # The next backup resumes the interrupted one and removes what it left.
     world.run("backup", "--date", DAY.isoformat())
@@ -122,7 +120,9 @@ def test_what_kill_9_leaves_is_reported_and_cleaned(world: World, make_btrfs: Ma
 def test_verify_clean_removes_temporary_files(world: World) -> None:
     world.run("backup", "--date", DAY.isoformat())
     [backup] = world.list()
-    leftover = world.work / "a" / "data" / backup["id"] / ".tmp-vol-00009.btrfs.zst.gpg-0badc0de"
+    leftover = (
+        world.work / "archive" / "data" / backup["id"] / ".tmp-vol-00009.btrfs.zst.gpg-0badc0de"
+    )
     leftover.write_bytes(b"x" * 1000)
     assert world.run("verify", check=False).returncode == 1
     cleaned = world.run("verify", "--clean")

@@ -14,7 +14,7 @@ from btrsendd import snapshots
 from tests.backed_up import events
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
-from tests.world import World, make_world
+from tests.world import World, local_world
 
 FIRST = "2000-01-01"
 SNAPDIR_KEY = "sources[0].snapshot_dir (name = 'data')"
@@ -22,12 +22,7 @@ SNAPDIR_KEY = "sources[0].snapshot_dir (name = 'data')"
 
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    w = make_world(
-        make_btrfs("src", size="300M"),
-        tmp_path,
-        gpg_key,
-        f'backend = "local"\npath = "{tmp_path / "archive"}"',
-    )
+    w = local_world(make_btrfs("src", size="300M"), tmp_path, gpg_key)
     (w.source / "file.txt").write_text("data\n")
     return w
 

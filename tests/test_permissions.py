@@ -24,7 +24,7 @@ from btrsendd.loopfs import loop_btrfs
 from tests.backed_up import error_lines, events
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import World, make_world
+from tests.world import World, local_world, make_world
 
 NOBODY = 65534
 FIRST = "2000-01-01"
@@ -66,12 +66,7 @@ def open_place() -> Iterator[Path]:
 
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    w = make_world(
-        make_btrfs("src", size="300M"),
-        tmp_path,
-        gpg_key,
-        f'backend = "local"\npath = "{tmp_path / "archive"}"',
-    )
+    w = local_world(make_btrfs("src", size="300M"), tmp_path, gpg_key)
     (w.source / "file.txt").write_text("data\n")
     return w
 

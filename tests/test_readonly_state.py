@@ -12,7 +12,7 @@ import pytest
 
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import BTRSENDD, World, make_world
+from tests.world import BTRSENDD, World, local_world
 
 FIRST = date(2000, 1, 1)
 
@@ -20,12 +20,7 @@ FIRST = date(2000, 1, 1)
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> Iterator[World]:
     """A world with one backup whose state directory is then mounted read-only."""
-    w = make_world(
-        make_btrfs("src", size="300M"),
-        tmp_path,
-        gpg_key,
-        f'backend = "local"\npath = "{tmp_path / "archive"}"',
-    )
+    w = local_world(make_btrfs("src", size="300M"), tmp_path, gpg_key)
     (w.source / "file.txt").write_text("data\n")
     w.run("backup", "--date", FIRST.isoformat())
     state = str(w.work / "state")

@@ -15,20 +15,18 @@ from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.sabotage import faulty_zstd, kill_all, start
 from tests.trees import assert_same_tree, populate
-from tests.world import World, make_world
+from tests.world import World, local_world
 
 
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    w = make_world(
-        make_btrfs("src"), tmp_path, gpg_key, f'backend = "local"\npath = "{tmp_path / "a"}"'
-    )
+    w = local_world(make_btrfs("src"), tmp_path, gpg_key)
     populate(w.source, big=5 * 1024**2)  # about 8 volumes of 1 MiB
     return w
 
 
 def archive_volumes(world: World) -> list[str]:
-    return sorted(p.name for p in (world.work / "a").rglob("vol-*"))
+    return sorted(p.name for p in (world.work / "archive").rglob("vol-*"))
 
 
 def test_failed_upload_resumes_from_first_missing_volume(

@@ -20,7 +20,7 @@ from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 from tests.sabotage import faulty_zstd, kill_all, start
 from tests.trees import assert_same_tree, populate
-from tests.world import World, make_world
+from tests.world import World, local_world
 
 DAY = date(2000, 1, 1)
 NOBODY = 65534
@@ -28,9 +28,7 @@ NOBODY = 65534
 
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    w = make_world(
-        make_btrfs("src"), tmp_path, gpg_key, f'backend = "local"\npath = "{tmp_path / "a"}"'
-    )
+    w = local_world(make_btrfs("src"), tmp_path, gpg_key)
     populate(w.source, big=3 * 1024**2)  # several 1 MiB volumes
     w.run("backup", "--date", DAY.isoformat())
     return w

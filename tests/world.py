@@ -144,3 +144,8 @@ def storage_section(backend: str, request: pytest.FixtureRequest, work: Path) ->
 def make_world(root: Path, work: Path, key: GpgKey, storage: str) -> World:
     make_subvolume(root / "data")
     return World(root=root, work=work, key=key, storage=storage)
+
+
+def local_world(root: Path, work: Path, key: GpgKey) -> World:
+    """A world whose archive is the directory ``work / "archive"`` (the local backend)."""
+    return make_world(root, work, key, f'backend = "local"\npath = "{work / "archive"}"')
