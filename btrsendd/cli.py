@@ -298,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Snapshots on a schedule, uploads full and incremental `btrfs send` streams "
             "(compressed, gpg-encrypted), and restores any backed-up day."
         ),
-        epilog="Exit status: 0 success, 1 operational failure, 2 usage or configuration error.",
+        epilog="Exit status: 0 success, 1 operational failure, 2 usage or configuration error, "
+        "130 or 143 interrupted by SIGINT or SIGTERM (it says what it left and what the next "
+        "run does).",
     )
     parser.add_argument("--version", action="version", version=f"btrsendd {__version__}")
     parser.add_argument(
@@ -342,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--date",
         type=_date,
         metavar="YYYY-MM-DD",
-        help="the backup's date and the snapshot's name (default: today)",
+        help="the backup's date and the snapshot's name (default: today; at most tomorrow)",
     )
     p.add_argument(
         "--force", action="store_true", help="back up even if the schedule says no backup is due"
@@ -356,7 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stream read from stdin",
     )
     p.add_argument("--source", metavar="NAME", required=True, help="the source to back up")
-    p.add_argument("--date", type=_date, metavar="YYYY-MM-DD", required=True, help="its date")
+    p.add_argument(
+        "--date",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        required=True,
+        help="its date (at most tomorrow)",
+    )
 
     p = command("list", cmd_list, "list backups from the catalog")
     p.add_argument("--source", metavar="NAME", help="only this source")
