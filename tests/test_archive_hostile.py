@@ -1,0 +1,133 @@
+"""A local archive others can write to (a NAS share, a group's directory) never steers root.
+
+Whoever can write to the archive can destroy the backups in it: nothing stops that.  What
+must hold is that they gain nothing more: btrsendd, running as root, never writes, reads or
+deletes anything outside the archive because of what they put in it (a symlink in place of
+a directory or an object), and never hangs on it (a FIFO in place of an object).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.backed_up import error_lines
+from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.gpg import GpgKey
+from tests.trees import mutate, populate
+from tests.world import BTRSENDD, World, local_world
+
+DAYS = [date(2000, 1, 1), date(2000, 1, 7)]  # backup days of the default schedule
+NOBODY = 65534
+
+
+@pytest.fixture
+def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
+    w = local_world(make_btrfs("src"), tmp_path, gpg_key)
+    populate(w.source)
+    for n, day in enumerate(DAYS):
+        if n:
+            mutate(w.source, n)
+        w.run("backup", "--date", day.isoformat())
+    return w
+
+
+def victim(tmp_path: Path) -> dict[str, bytes]:
+    """Someone's files outside the archive, named like what btrsendd writes and cleans up."""
+    files = {
+        "passwd": b"root:x:0:0\n",
+        "manifest.json": b"{}",
+        ".tmp-vol-00000.btrfs": b"not a temporary file of btrsendd's",
+        "sub/vol-00000.btrfs.zst.gpg": b"someone's file",
+        "2000-01-01-full-abcdef/vol-00000.btrfs.zst.gpg": b"someone's file",
+    }
+    for name, content in files.items():
+        path = tmp_path / "victim" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return files
+
+
+def assert_intact(tmp_path: Path, files: dict[str, bytes]) -> None:
+    root = tmp_path / "victim"
+    found = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert found == files
+
+
+def plant(link: Path, pointing_to: Path) -> None:
+    """Replace ``link`` (a directory or file of the archive) by a symlink, as its writer could."""
+    link.rename(link.with_name(link.name + ".moved"))
+    link.symlink_to(pointing_to)
+    os.lchown(link, NOBODY, NOBODY)
+
+
+def test_symlinked_source_directory_is_not_followed(world: World, tmp_path: Path) -> None:
+    files = victim(tmp_path)
+    plant(world.work / "archive" / "data", tmp_path / "victim")
+
+    proc = world.run("verify", "--clean", check=False)
+    assert proc.returncode == 1
+    assert_intact(tmp_path, files)
+
+    mutate(world.source, 5)
+    proc = world.run("backup", "--date", "2000-01-14", check=False)
+    assert proc.returncode == 1
+    assert_intact(tmp_path, files)
+    complete = [b["date"] for b in world.list() if b["state"] == "complete"]
+    assert complete == ["2000-01-01", "2000-01-07"]
+
+
+def test_symlinked_backup_directory_is_not_followed(world: World, tmp_path: Path) -> None:
+    files = victim(tmp_path)
+    full = world.list()[0]
+    plant(world.work / "archive" / "data" / full["id"], tmp_path / "victim")
+
+    world.run("verify", "--clean", check=False)
+    assert_intact(tmp_path, files)
+    # Forgetting the chain deletes its objects: never through the symlink.
+    world.run("forget", "--source", "data", "--date", DAYS[0].isoformat(), "--yes", check=False)
+    assert_intact(tmp_path, files)
+
+
+def run_briefly(world: World, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The real command line, which must finish within a minute."""
+    return subprocess.run(
+        [BTRSENDD, "--config", str(world.config), "--log-format", "json", *args],
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_fifo_in_place_of_an_object_does_not_hang(world: World, make_btrfs: MakeBtrfs) -> None:
+    full, inc = world.list()
+    data = world.work / "archive" / "data"
+    manifest = data / inc["id"] / "manifest.json"
+    manifest.unlink()
+    os.mkfifo(manifest)
+    volume = data / full["id"] / "vol-00000.btrfs.zst.gpg"
+    volume.unlink()
+    os.mkfifo(volume)
+
+    proc = run_briefly(world, "verify")
+    assert proc.returncode == 1
+    out = proc.stdout.decode()
+    assert f"backup {full['id']} (2000-01-01), volume 0 " in out
+    assert "missing from storage" in out
+
+    target = make_btrfs("dst")
+    proc = run_briefly(world, *world.restore_args(DAYS[0], target))
+    assert proc.returncode == 1
+    [line] = error_lines(proc)
+    assert "volume 0" in line and "missing from storage" in line
+    assert list(target.iterdir()) == []
+
+    proc = run_briefly(world, "catalog", "rebuild", "--force")
+    assert proc.returncode == 1
+    assert error_lines(proc) == [
+        f"btrsendd: warning: skipped data/{full['id']}/manifest.json: backup {full['id']} "
+        "(data 2000-01-01): volume 0 missing"
+    ]
