@@ -1,0 +1,87 @@
+"""Restore on a host with other users: what they can change never steers root.
+
+A restore runs as root, with a keyring named on the command line and paths in directories
+others may write to.  Each test plants what such a user could, runs the real restore, and
+checks that it neither ran their code, nor wrote where they pointed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from tests.backed_up import error_lines, try_restore
+from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.gpg import GpgKey
+from tests.trees import assert_same_tree, populate
+from tests.world import World, local_world
+
+DAY = date(2000, 1, 1)
+NOBODY = 65534
+
+
+@pytest.fixture
+def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
+    w = local_world(make_btrfs("src"), tmp_path, gpg_key)
+    populate(w.source)
+    w.run("backup", "--date", DAY.isoformat())
+    return w
+
+
+@pytest.fixture
+def users_keyring(gpg_key: GpgKey, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the private keyring that another user owns, as on a stick or in a home."""
+    home = tmp_path / "users-gnupg"
+    shutil.copytree(
+        gpg_key.secret_home, home, ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*")
+    )
+    try:
+        yield home
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
+
+
+def test_keyring_another_user_can_change_is_refused(
+    world: World, users_keyring: Path, make_btrfs: MakeBtrfs, tmp_path: Path
+) -> None:
+    # gpg-agent reads gpg-agent.conf from the keyring even under gpg --no-options: whoever
+    # can write it can make root write its log anywhere, or run their scdaemon-program.
+    log = tmp_path / "written-by-root"
+    (users_keyring / "gpg-agent.conf").write_text(f"log-file {log}\n")
+    for path in [users_keyring, *users_keyring.rglob("*")]:
+        os.lchown(path, NOBODY, NOBODY)
+    target = make_btrfs("dst")
+
+    proc = try_restore(world, DAY, target, home=users_keyring)
+    assert proc.returncode == 2, proc.stderr.decode()
+    [line] = error_lines(proc)
+    assert f"{users_keyring} belongs to user nobody" in line
+    assert "gpg-agent" in line
+    assert not log.exists()
+    assert list(target.iterdir()) == []
+
+    # Root's own copy of it works.
+    for path in [users_keyring, *users_keyring.rglob("*")]:
+        os.lchown(path, 0, 0)
+    (users_keyring / "gpg-agent.conf").unlink()
+    proc = try_restore(world, DAY, target, home=users_keyring)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert_same_tree(world.snapshots / DAY.isoformat(), target / DAY.isoformat())
+
+
+def test_keyring_others_can_write_is_refused(
+    world: World, users_keyring: Path, make_btrfs: MakeBtrfs
+) -> None:
+    users_keyring.chmod(0o777)
+    target = make_btrfs("dst")
+    proc = try_restore(world, DAY, target, home=users_keyring)
+    assert proc.returncode == 2, proc.stderr.decode()
+    [line] = error_lines(proc)
+    assert f"{users_keyring} has mode 0777" in line
+    assert list(target.iterdir()) == []
