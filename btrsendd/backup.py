@@ -118,7 +118,7 @@ class Engine:
             return _outcome(src.name, day, decision)
         check_date(day)
         self.recover(src.name, src)
-        self._check_clock(src.name, day)
+        self.check_clock(src.name, day)
         decision = self.plan(src.name, day, force=force)
         # A forced backup sends the data as it is now, not as the day's first snapshot saw it.
         fresh = force and decision.action != "none"
@@ -165,7 +165,7 @@ class Engine:
         self.prune(src, day)
         return outcome
 
-    def _check_clock(self, source: str, day: date) -> None:
+    def check_clock(self, source: str, day: date) -> None:
         """Refuse to act on a date before the newest backup: the clock (or --date) is wrong.
 
         Snapshots and backups are named by date; one dated before the newest backup would

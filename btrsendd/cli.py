@@ -160,6 +160,8 @@ def cmd_backup_stdin(args: argparse.Namespace) -> int:
     check_date(args.date)
     with open_engine(config, lock="backup-stdin") as engine:
         engine.recover(src.name)
+        # Without this, a date before the newest backup would plan nothing: exit 0, no word.
+        engine.check_clock(src.name, args.date)
         decision = engine.plan(src.name, args.date)
         if decision.expire:
             engine.expire(src.name, [b.id for b in decision.expire])
