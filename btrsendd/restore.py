@@ -387,14 +387,16 @@ class RestoreJob:
             max_poll=poll_seconds(),
         )
 
-    def receive(self, target: Path, gnupg_home: Path | None) -> Path:
-        """Receive the chain into ``target``; the thawed copies are no longer waited for."""
+    def receive(self, target: Path, gnupg_home: Path | None, writable: Path | None = None) -> Path:
+        """Receive the chain into ``target`` (and a writable snapshot at ``writable``); the
+        thawed copies are no longer waited for."""
         path = receive_chain(
             self.engine.storage,
             self.engine.catalog,
             self.volumes,
             target,
             gnupg_home=gnupg_home,
+            writable=writable,
         )
         self.engine.catalog.forget_restore_requests(v.key for v in self.volumes)
         return path

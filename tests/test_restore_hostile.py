@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.backed_up import error_lines, try_restore
-from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 from tests.trees import assert_same_tree, populate
 from tests.world import World, local_world
@@ -85,3 +86,49 @@ def test_keyring_others_can_write_is_refused(
     [line] = error_lines(proc)
     assert f"{users_keyring} has mode 0777" in line
     assert list(target.iterdir()) == []
+
+
+#: What a user who can write to the shared target does (as root here only because the test's
+#: directories are closed to others): wait for the restored day to appear, move it aside and
+#: leave their symlink to ``victim`` under its name, as fast as they can.
+SWAPPER = """
+import os, sys, time
+path, victim, uid = sys.argv[1:]
+deadline = time.monotonic() + 120
+while not os.path.lexists(path):
+    if time.monotonic() > deadline:
+        sys.exit("the restored day never appeared")
+    time.sleep(0.0002)
+os.rename(path, path + ".moved")
+os.symlink(victim, path)
+os.lchown(path, int(uid), int(uid))
+"""
+
+
+def test_writable_copy_is_made_of_what_was_restored(
+    world: World, gpg_key: GpgKey, make_btrfs: MakeBtrfs
+) -> None:
+    fs = make_btrfs("dst")
+    private = fs / "private"
+    private.mkdir(mode=0o700)
+    secret = make_subvolume(private / "alice")
+    (secret / "secret.txt").write_text("alice's, behind a directory only root can enter\n")
+    shared = fs / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # a team's restore area, without the sticky bit
+    writable = shared / "work"
+
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(shared / DAY.isoformat()), str(secret), str(NOBODY)],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        proc = world.run(*world.restore_args(DAY, shared), "--writable", str(writable), check=False)
+        _, err = swapper.communicate(timeout=150)
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert swapper.returncode == 0, err.decode()
+    assert not (writable / "secret.txt").exists(), "root copied alice's subvolume for nobody"
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert_same_tree(world.snapshots / DAY.isoformat(), writable)
