@@ -8,8 +8,10 @@ a directory or an object), and never hangs on it (a FIFO in place of an object).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -131,3 +133,35 @@ def test_fifo_in_place_of_an_object_does_not_hang(world: World, make_btrfs: Make
         f"btrsendd: warning: skipped data/{full['id']}/manifest.json: backup {full['id']} "
         "(data 2000-01-01): volume 0 missing"
     ]
+
+
+@pytest.fixture
+def deep_tree(world: World) -> Iterator[None]:
+    """5,000 nested directories with a file at the bottom, in the archive (made through
+    descriptors, as no path could name the deepest), removed the same way afterwards:
+    shutil.rmtree, pytest's too, overflows Python's stack on them."""
+    fds = [os.open(world.work / "archive" / "data", os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for _ in range(5000):
+            os.mkdir("d", dir_fd=fds[-1])
+            fds.append(os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        with open(os.open("stray", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fds[-1]), "wb") as f:
+            f.write(b"deep down")
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("stray", dir_fd=fds[-1])
+        for fd, parent in zip(reversed(fds[1:]), reversed(fds[:-1]), strict=True):
+            os.close(fd)
+            os.rmdir("d", dir_fd=parent)
+        os.close(fds[0])
+
+
+@pytest.mark.usefixtures("deep_tree")
+def test_deeply_nested_directories_are_no_crash(world: World) -> None:
+    """Thousands of nested directories are nothing btrsendd wrote: verify and rebuild go on
+    as if they were not there (they once overflowed the stack: an internal error)."""
+    for args in (["verify"], ["catalog", "rebuild", "--force"]):
+        proc = run_briefly(world, *args)
+        assert proc.returncode == 0, proc.stderr.decode()
+    assert len(world.list()) == 2

@@ -86,6 +86,61 @@ def _split(key: str) -> tuple[list[str], str]:
     return directories, name
 
 
+#: Deeper than any key btrsendd writes (its prefix, source, backup id and name) goes: what
+#: lies further down is someone else's, and is not walked.
+_MAX_DEPTH = 64
+
+
+def _entered(fd: int, key: str) -> tuple[str, int, list[str]]:
+    """A level of ``_walk``: the directory open at ``fd`` (closed here if it cannot be read)."""
+    try:
+        with os.scandir(fd) as entries:
+            return key, fd, [entry.name for entry in entries]
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _walk(root: Path, top: int, base: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry but directories below the open directory ``top``, keyed from ``base``,
+    with its ``lstat``.
+
+    Directories are entered from their parent's descriptor and never through a symlink.
+    Iterative, holding one descriptor per level and at most ``_MAX_DEPTH`` levels: a tree
+    nested thousands deep (anyone writing to the archive can make one) neither exhausts
+    Python's stack nor the open files.
+    """
+    stack: list[tuple[str, int, list[str]]] = []
+    key = base
+    try:
+        stack.append(_entered(os.dup(top), base))
+        while stack:
+            path, fd, names = stack[-1]
+            if not names:
+                os.close(fd)
+                stack.pop()
+                continue
+            name = names.pop()
+            key = f"{path}/{name}" if path else name
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(info.st_mode):
+                    yield key, info
+                elif len(stack) < _MAX_DEPTH:
+                    stack.append(_entered(os.open(name, _DIRECTORY, dir_fd=fd), key))
+            except FileNotFoundError:
+                continue  # deleted while we listed
+            except OSError as exc:
+                if exc.errno not in _NOT_FOLLOWED:
+                    raise
+                # replaced by a symlink or a file while we listed: not ours to enter
+    except OSError as exc:
+        raise _os_error("list", root / key, exc) from exc
+    finally:
+        for _, fd, _ in stack:
+            os.close(fd)
+
+
 class LocalStorage:
     """The ``Storage`` protocol over a directory tree (files 0600, directories 0700)."""
 
@@ -225,31 +280,13 @@ class LocalStorage:
         # ("host1/home/2024"), so the last segment is a filter, not a directory.
         directory, _, _ = prefix.rpartition("/")
         parts = directory.split("/") if directory else []
-        top = self.root / directory
-
-        def fail(exc: OSError) -> None:
-            if not isinstance(exc, FileNotFoundError):
-                raise _os_error("list", top / (exc.filename or ""), exc) from exc
-
         found = []
         with self._directories(parts) as fds:
             if not fds:
                 return []
-            # fwalk with follow_symlinks=False descends into no symlink, checked by descriptor.
-            for dirpath, _dirs, files, dir_fd in os.fwalk(
-                ".", dir_fd=fds[-1], onerror=fail, follow_symlinks=False
-            ):
-                base = os.path.normpath(os.path.join(directory, dirpath))
-                for name in files:
-                    try:
-                        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # deleted while we listed
-                    except OSError as exc:
-                        raise _os_error("list", self.root / base / name, exc) from exc
-                    key = name if base == "." else f"{base}/{name}"
-                    if stat.S_ISREG(info.st_mode) and key.startswith(prefix):
-                        found.append((key, info.st_size))
+            for key, info in _walk(self.root, fds[-1], directory):
+                if stat.S_ISREG(info.st_mode) and key.startswith(prefix):
+                    found.append((key, info.st_size))
         # S3 lists in key order; callers may rely on it (volumes in sequence).
         return sorted(found)
 
