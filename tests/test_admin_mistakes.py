@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -9,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.backed_up import error_lines
+from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.trees import mutate, populate
 from tests.world import World, local_world
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7)]
+NOBODY = 65534
 
 
 @pytest.fixture
@@ -46,3 +50,25 @@ def test_backup_stdin_before_the_newest_backup_is_refused(world: World) -> None:
     assert "earlier than the newest backup (2000-01-07)" in line
     assert "forget --source data --date 2000-01-07" in line
     assert world.list() == before
+
+
+def test_reload_refuses_a_configuration_others_can_change(world: World) -> None:
+    """A new file moved into place keeps its owner: a reload must not trust it when the
+    start would not have."""
+    daemon = Daemon(world)
+    try:
+        new = world.config.with_name("new.toml")
+        new.write_text(
+            world.config.read_text().replace("[schedule]", '[schedule]\ncron = "5 4 * * *"')
+        )
+        new.chmod(0o600)
+        os.chown(new, NOBODY, NOBODY)  # written by a user, then `mv` by the admin
+        new.replace(world.config)
+        daemon.signal(signal.SIGHUP)
+        failed = daemon.wait_for("config.reload_failed")
+        assert "belongs to user nobody" in failed["error"]
+        assert not daemon.events("config.reloaded")
+        assert daemon.proc.poll() is None
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
