@@ -32,7 +32,13 @@ from typing import Any
 from btrsendd import layout, planner, snapshots
 from btrsendd.catalog import BackupRow, Catalog, Volume
 from btrsendd.config import Config, SourceConfig
-from btrsendd.errors import BtrsenddError, OperationalError, StorageError, UsageError
+from btrsendd.errors import (
+    BtrsenddError,
+    ConfigError,
+    OperationalError,
+    StorageError,
+    UsageError,
+)
 from btrsendd.expected_stream import expected_stream
 from btrsendd.interrupt import Interrupted
 from btrsendd.lock import state_lock
@@ -532,6 +538,8 @@ def open_engine(config: Config, *, lock: str | None = None) -> Iterator[Engine]:
     ``lock`` names the purpose when the block changes state (backups, expiry): it holds the
     state directory's lock, so two writers never plan the same backup twice.
     """
+    if (around := layout.archive_problem(config)) is not None:
+        raise ConfigError(f"{config.source_file}: storage.path: {around}")
     with state_lock(config.state_dir, lock) if lock else nullcontext():
         catalog = Catalog.open(config.state_dir)
         try:

@@ -89,8 +89,11 @@ def _made_as_subvolume(owner: SourceConfig) -> bool:
 
 
 def inside_problems(config: Config) -> list[Finding]:
-    """Errors for a local archive or a snapshot directory in some source's own subvolume."""
+    """Errors for a local archive or a snapshot directory in some source's own subvolume, and
+    for a local archive holding a source or a snapshot directory."""
     found: list[Finding] = []
+    if (around := archive_problem(config)) is not None:
+        found.append(error("storage.path", around))
     for src in config.sources:
         if not snapshots.is_subvolume(src.path):
             continue
@@ -123,6 +126,33 @@ def inside_problems(config: Config) -> list[Finding]:
                     )
                 )
     return found
+
+
+def archive_problem(config: Config) -> str | None:
+    """Why the local archive cannot be where it is, or None.
+
+    Everything under the archive is listed as objects: a source or a snapshot directory
+    there would be listed with it, backups written into it, and ``verify --clean`` would
+    delete its files as orphans (seen: every file of a live source, with ``storage.path``
+    set to the pool holding the sources).  Every command refuses it, not only
+    ``check-config``.
+    """
+    archive = config.storage.path
+    if config.storage.backend != "local" or archive is None:
+        return None
+    top = [_real(archive)]
+    for src in config.sources:
+        for path, what in (
+            (src.path, f"source {src.name!r} ({src.path})"),
+            (src.snapshot_dir, f"the snapshot_dir of source {src.name!r} ({src.snapshot_dir})"),
+        ):
+            if _within(_real(path), top):
+                return (
+                    f"{archive} holds {what}: btrsendd would write backups into it and "
+                    "`verify --clean` would delete its files as objects nobody refers to; put "
+                    "the archive in a directory of its own, outside every source and snapshot_dir"
+                )
+    return None
 
 
 def _plain_snapshot_dir(path: Path, src: SourceConfig) -> str:

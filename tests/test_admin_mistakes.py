@@ -15,7 +15,7 @@ from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.trees import mutate, populate
-from tests.world import World, local_world
+from tests.world import World, local_world, make_world
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7)]
 NOBODY = 65534
@@ -72,3 +72,20 @@ def test_reload_refuses_a_configuration_others_can_change(world: World) -> None:
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+def test_archive_around_a_source_is_refused(
+    make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    """storage.path set to the pool that holds the sources: the archive's directory for
+    source "data" is the source itself, whose files verify --clean once deleted as orphans."""
+    root = make_btrfs("pool")
+    w = make_world(root, tmp_path, gpg_key, f'backend = "local"\npath = "{root}"')
+    populate(w.source)
+    files = sorted(p.relative_to(w.source) for p in w.source.rglob("*"))
+    for args in (["check-config"], ["backup", "--date", "2000-01-01"], ["verify", "--clean"]):
+        proc = w.run(*args, check=False)
+        assert proc.returncode == 2, proc.stdout.decode() + proc.stderr.decode()
+        text = proc.stdout.decode() + proc.stderr.decode()
+        assert f"{root} holds source 'data' ({w.source})" in text, text
+    assert sorted(p.relative_to(w.source) for p in w.source.rglob("*")) == files
