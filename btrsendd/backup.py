@@ -131,10 +131,11 @@ class Engine:
         snap = snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=fresh)
         log.info("snapshot.created", snapshot=str(snap.path), date=day.isoformat())
         nested = layout.nested_subvolumes(self.config, src)
-        if nested:
+        if nested.paths or nested.unnamed:
             log.warning(
                 "backup.nested_subvolumes",
-                paths=[str(p) for p in nested],
+                paths=[str(p) for p in nested.paths],
+                unnamed=nested.unnamed,
                 detail="in no backup: a send stream stops at subvolume boundaries; give each "
                 "a [[sources]] entry of its own, or make it a plain directory",
             )

@@ -39,7 +39,7 @@ def _within(path: Path, tops: Sequence[Path]) -> bool:
     return any(path == top or top in path.parents for top in tops)
 
 
-def nested_subvolumes(config: Config, src: SourceConfig) -> list[Path]:
+def nested_subvolumes(config: Config, src: SourceConfig) -> snapshots.Nested:
     """The subvolumes under ``src`` that none of its backups holds, and no other source.
 
     btrsendd's own subvolumes (snapshot directories and what is in them, a local archive)
@@ -51,11 +51,11 @@ def nested_subvolumes(config: Config, src: SourceConfig) -> list[Path]:
         own.append(config.storage.path)
     tops = [_real(p) for p in own]
     root = _real(src.path)
-    return [
-        path
-        for path in snapshots.nested_subvolumes(src.path)
-        if not _within(root / path.relative_to(src.path), tops)
-    ]
+    found = snapshots.nested_subvolumes(src.path)
+    return snapshots.Nested(
+        [p for p in found.paths if not _within(root / p.relative_to(src.path), tops)],
+        found.unnamed,
+    )
 
 
 def nested_problems(config: Config) -> list[Finding]:
@@ -65,15 +65,19 @@ def nested_problems(config: Config) -> list[Finding]:
         if not snapshots.is_subvolume(src.path):
             continue  # reported as the source's own error
         nested = nested_subvolumes(config, src)
-        if not nested:
+        count = len(nested.paths) + nested.unnamed
+        if not count:
             continue
-        named = ", ".join(str(p) for p in nested[:_NAMED])
-        if len(nested) > _NAMED:
-            named += f" and {len(nested) - _NAMED} more"
+        named = ", ".join(str(p) for p in nested.paths[:_NAMED])
+        if len(nested.paths) > _NAMED:
+            named += f" and {len(nested.paths) - _NAMED} more"
+        if nested.unnamed:
+            named += f"{' and ' if named else ''}{nested.unnamed} that btrfs cannot name"
+            named += " (nested too deep)"
         found.append(
             warning(
                 _key(config, src, "path"),
-                f"{len(nested)} subvolume(s) nested in {src.path} are in none of its backups "
+                f"{count} subvolume(s) nested in {src.path} are in none of its backups "
                 f"(a btrfs send stream stops at subvolume boundaries): {named}; give each one "
                 "worth keeping a [[sources]] entry of its own, or make it a plain directory",
             )
