@@ -22,6 +22,7 @@ from pathlib import Path
 from btrsendd import snapshots
 from btrsendd.config import Config, SourceConfig
 from btrsendd.findings import Finding, error, warning
+from btrsendd.manifest import shown
 
 #: How many nested subvolumes a check-config line names before it only counts the rest.
 _NAMED = 10
@@ -68,7 +69,8 @@ def nested_problems(config: Config) -> list[Finding]:
         count = len(nested.paths) + nested.unnamed
         if not count:
             continue
-        named = ", ".join(str(p) for p in nested.paths[:_NAMED])
+        # Users name their subvolumes: quoted if they hold what a terminal would act on.
+        named = ", ".join(shown(str(p)) for p in nested.paths[:_NAMED])
         if len(nested.paths) > _NAMED:
             named += f" and {len(nested.paths) - _NAMED} more"
         if nested.unnamed:

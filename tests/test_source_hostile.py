@@ -59,3 +59,15 @@ def test_a_subvolume_btrfs_cannot_name_does_not_stop_backups(world: World) -> No
     [event] = events(proc, "backup.nested_subvolumes")
     assert event["paths"] == [str(named)] and event["unnamed"] == 1
     assert [b["state"] for b in world.list()] == ["complete"]
+
+
+def test_names_users_chose_reach_the_terminal_quoted(world: World) -> None:
+    """A nested subvolume's name is the user's: an escape sequence or a newline in it must
+    not reach the admin's terminal as such (a cleared screen, a forged line)."""
+    odd = world.source / "x\x1b[2J\nerror: everything is fine"
+    btrfsutil.create_subvolume(odd)
+    proc = check_config(world)
+    text = proc.stderr.decode()
+    assert "\x1b" not in text
+    assert [line for line in text.splitlines() if line.startswith("error: ")] == []
+    assert repr(str(odd)) in text
