@@ -11,13 +11,11 @@ looks whole, and a failure names the backup and volume that failed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from itertools import groupby
 from pathlib import Path
@@ -28,6 +26,7 @@ from btrsendd.catalog import BackupRow, Catalog, StreamIdentity
 from btrsendd.damage import Located
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
 from btrsendd.interrupt import Interrupted
+from btrsendd.lock import restore_lock
 from btrsendd.log import get_logger
 from btrsendd.names import is_safe_component
 from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
@@ -49,22 +48,6 @@ def _compression(name: str) -> Compression:
     if name in ("gzip", "zstd", "none"):
         return name  # type: ignore[return-value]
     raise OperationalError(f"unknown compression {name!r} in the catalog; upgrade btrsendd")
-
-
-@contextlib.contextmanager
-def _exclusive(target: Target) -> Iterator[None]:
-    """Hold an flock on the target directory: one restore at a time writes into it, so the
-    working directories found there belong to dead restores (or to no restore at all)."""
-    try:
-        fcntl.flock(target.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise OperationalError(
-            f"another btrsendd restore is writing into {target.path}; wait for it to finish"
-        ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(target.fd, fcntl.LOCK_UN)
 
 
 def _stored_sha256(storage: Storage, key: str) -> str | None:
@@ -212,6 +195,7 @@ def receive_chain(
     volumes: Sequence[Located],
     target_path: Path,
     *,
+    state_dir: Path,
     gnupg_home: Path | None,
     writable: Path | None = None,
 ) -> Path:
@@ -222,7 +206,10 @@ def receive_chain(
     read-only subvolume cannot be moved to another directory), and with ``writable`` also a
     writable snapshot there.
     """
-    with Target.open(target_path) as target, _exclusive(target):
+    with (
+        Target.open(target_path) as target,
+        restore_lock(state_dir, target.real_path),
+    ):
         remove_leftovers(target, catalog)
         work = Workdir.create(target, catalog)
         try:

@@ -395,6 +395,7 @@ class RestoreJob:
             self.engine.catalog,
             self.volumes,
             target,
+            state_dir=self.engine.config.state_dir,
             gnupg_home=gnupg_home,
             writable=writable,
         )

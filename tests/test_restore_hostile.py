@@ -7,6 +7,7 @@ checks that it neither ran their code, nor wrote where they pointed it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -132,3 +133,39 @@ def test_writable_copy_is_made_of_what_was_restored(
     assert not (writable / "secret.txt").exists(), "root copied alice's subvolume for nobody"
     assert proc.returncode == 0, proc.stderr.decode()
     assert_same_tree(world.snapshots / DAY.isoformat(), writable)
+
+
+def test_a_lock_someone_holds_on_a_shared_target_does_not_stop_restores(
+    world: World, make_btrfs: MakeBtrfs
+) -> None:
+    shared = make_btrfs("dst") / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    # Anyone who can read a directory can flock it, for as long as they like.
+    fd = os.open(shared, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = try_restore(world, DAY, shared)
+        assert proc.returncode == 0, proc.stderr.decode()
+    finally:
+        os.close(fd)
+    assert_same_tree(world.snapshots / DAY.isoformat(), shared / DAY.isoformat())
+
+    # Two restores into one target still run one at a time: the lock is btrsendd's own.
+    other = make_btrfs("dst2")
+    [lock] = (world.work / "state").glob("restore-*.lock")
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.pwrite(fd, b"btrsendd restore (pid 12345)\n", 0)
+        elsewhere = try_restore(world, DAY, other)
+        assert elsewhere.returncode == 0, "another target is not locked"
+        (shared / DAY.isoformat()).rename(shared / "first")
+        proc = try_restore(world, DAY, shared)
+        assert proc.returncode == 1
+        [line] = error_lines(proc)
+        assert line.endswith(
+            f"btrsendd restore (pid 12345) is writing into {shared}; wait for it to finish"
+        )
+    finally:
+        os.close(fd)
