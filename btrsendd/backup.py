@@ -282,6 +282,7 @@ class Engine:
                     Volume(name=_volume_name(res.index, codec), **asdict(res)),
                 )
             self.catalog.set_stream(backup_id, checker.finish())
+            self._check_stored(row)
             self.catalog.complete_backup(backup_id, self._write_manifest(backup_id))
         except BaseException as exc:
             progress.done()
@@ -324,6 +325,29 @@ class Engine:
             rate=round(sent / max(duration, 1e-6)),
         )
         return done
+
+    def _gone(self, row: BackupRow, listed: dict[str, int]) -> list[Volume]:
+        """The recorded volumes of ``row`` that ``listed`` (key: size) lacks or has resized:
+        deleted by someone else (another machine backing up to the same prefix running
+        ``verify --clean``, a lifecycle rule)."""
+        return [
+            v
+            for v in self.catalog.volumes(row.id)
+            if listed.get(self.key(row, v.name)) != v.stored_size
+        ]
+
+    def _check_stored(self, row: BackupRow) -> None:
+        """Refuse to write the manifest unless every volume it lists is in storage: a
+        manifest says the backup can be restored, and ``catalog rebuild`` trusts it."""
+        listed = {o.key: o.size for o in self.storage.list(self.backup_dir_of(row) + "/")}
+        gone = self._gone(row, listed)
+        if gone:
+            raise StorageError(
+                f"volume {gone[0].index} of backup {row.id} ({self.key(row, gone[0].name)}) is "
+                "missing from storage, or changed, although it was stored: something else "
+                "deletes objects there (another machine backing up to the same prefix? a "
+                "lifecycle rule?); no manifest was written, and the next backup starts afresh"
+            )
 
     def _progress(self, source: str, progress: Progress, total_bytes: int) -> None:
         progress.update(total_bytes)
@@ -476,8 +500,15 @@ class Engine:
         """
         done = self.catalog.volumes(row.id)
         keep = {self.key(row, v.name) for v in done} | {self.key(row, MANIFEST_NAME)}
-        stray = [o.key for o in self.storage.list(self.backup_dir_of(row) + "/")]
-        self.storage.delete([k for k in stray if k not in keep])
+        listed = {o.key: o.size for o in self.storage.list(self.backup_dir_of(row) + "/")}
+        self.storage.delete([k for k in listed if k not in keep])
+        gone = self._gone(row, listed)
+        if gone:
+            # Skipping it would complete a backup that cannot be restored.
+            raise _ResumeMismatch(
+                f"stored volume {gone[0].index} is missing from storage, or changed; "
+                "starting the backup afresh"
+            )
         log = get_logger(source=row.source, backup_id=row.id)
         checker = StreamChecker(
             expected_stream(self.catalog, row.kind, row.parent_id, snap, parent_snap)

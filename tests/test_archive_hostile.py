@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from tests.backed_up import error_lines
+from tests.backed_up import error_lines, events
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
+from tests.sabotage import faulty_zstd, kill_all, start
 from tests.trees import mutate, populate
 from tests.world import BTRSENDD, World, local_world
 
@@ -165,3 +167,79 @@ def test_deeply_nested_directories_are_no_crash(world: World) -> None:
         proc = run_briefly(world, *args)
         assert proc.returncode == 0, proc.stderr.decode()
     assert len(world.list()) == 2
+
+
+@pytest.fixture
+def fresh(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
+    """A world with data spanning several 1 MiB volumes, nothing backed up yet."""
+    w = local_world(make_btrfs("src"), tmp_path, gpg_key)
+    populate(w.source, big=3 * 1024**2)
+    return w
+
+
+def stored(world: World, name: str) -> list[Path]:
+    return sorted((world.work / "archive" / "data").glob(f"*/{name}"))
+
+
+def test_a_volume_deleted_during_the_upload_is_no_complete_backup(fresh: World) -> None:
+    """Someone else deletes a stored volume while the upload goes on (another machine's
+    verify --clean on the same prefix, a lifecycle rule): the manifest must not follow."""
+    snap = fresh.root / "manual"
+    subprocess.run(
+        ["btrfs", "subvolume", "snapshot", "-r", fresh.source, snap],
+        check=True,
+        capture_output=True,
+    )
+    stream = subprocess.run(["btrfs", "send", snap], capture_output=True, check=True).stdout
+    proc = subprocess.Popen(
+        [BTRSENDD, "--config", str(fresh.write_config()), "--log-format", "json",
+         "backup-stdin", "--source", "data", "--date", DAYS[0].isoformat()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout.readline() == b"c\n"
+        proc.stdin.write(stream[: 2 * 1024**2 + 1000])
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not stored(fresh, "vol-00001.btrfs.zst.gpg"):
+            assert time.monotonic() < deadline, "the second volume was never stored"
+            time.sleep(0.05)
+        [first] = stored(fresh, "vol-00000.btrfs.zst.gpg")
+        first.unlink()
+        _, err = proc.communicate(stream[2 * 1024**2 + 1000 :], timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1, err.decode()
+    [line] = [x for x in err.decode().splitlines() if x.startswith("btrsendd: ")]
+    assert "volume 0" in line and "missing" in line, line
+    assert [b for b in fresh.list() if b["state"] == "complete"] == []
+    assert stored(fresh, "manifest.json") == []
+
+
+def test_a_stored_volume_lost_before_a_resume_starts_the_backup_afresh(fresh: World) -> None:
+    """An interrupted upload whose stored volume vanished meanwhile: resuming it would skip
+    that volume and complete a backup that cannot be restored."""
+    faulty_zstd(fresh, nth=3, action="exec sleep 600")  # stalls after two volumes
+    proc = start(fresh, "backup", "--date", DAYS[0].isoformat(), stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not stored(fresh, "vol-00001.btrfs.zst.gpg"):
+            assert time.monotonic() < deadline, "the second volume was never stored"
+            time.sleep(0.05)
+    finally:
+        kill_all(proc)  # kill -9 mid-upload: the backup stays 'uploading'
+    del fresh.env["PATH"]
+    [uploading] = fresh.list()
+    assert uploading["state"] == "uploading"
+    [first] = stored(fresh, "vol-00000.btrfs.zst.gpg")
+    first.unlink()
+
+    done = fresh.run("backup", "--date", DAYS[0].isoformat())
+    assert events(done, "backup.discarded")
+    [backup] = fresh.list()
+    assert backup["state"] == "complete" and backup["id"] != uploading["id"]
+    assert fresh.run("verify").stdout.decode().endswith("verify: OK\n")
