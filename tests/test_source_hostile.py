@@ -71,3 +71,23 @@ def test_names_users_chose_reach_the_terminal_quoted(world: World) -> None:
     assert "\x1b" not in text
     assert [line for line in text.splitlines() if line.startswith("error: ")] == []
     assert repr(str(odd)) in text
+
+
+def test_a_deep_tree_in_the_source_is_compared_by_verify_deep(world: World) -> None:
+    """2,000 nested directories (a path under 4,096 bytes, so btrfs send takes it): the
+    comparison of verify --deep overflowed Python's stack, or met paths too long to name."""
+    fd = os.open(world.source, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(2000):
+        os.mkdir("d", dir_fd=fd)
+        deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    with open(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as f:
+        f.write("deep down\n")
+    os.close(fd)
+    world.run("backup", "--date", "2000-01-01")
+
+    proc = world.run("verify", "--deep", "--gnupg-home", str(world.key.secret_home), check=False)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert "equals the local snapshot" in out
