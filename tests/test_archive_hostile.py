@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import error_lines, events
+from tests.backed_up import error_lines, events, world_storage
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.sabotage import faulty_zstd, kill_all, start
 from tests.trees import mutate, populate
-from tests.world import BTRSENDD, World, local_world
+from tests.world import BTRSENDD, World, local_world, make_world, storage_section
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7)]  # backup days of the default schedule
 NOBODY = 65534
@@ -169,16 +169,22 @@ def test_deeply_nested_directories_are_no_crash(world: World) -> None:
     assert len(world.list()) == 2
 
 
-@pytest.fixture
-def fresh(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    """A world with data spanning several 1 MiB volumes, nothing backed up yet."""
-    w = local_world(make_btrfs("src"), tmp_path, gpg_key)
+@pytest.fixture(params=["local", "seaweedfs"])
+def fresh(
+    request: pytest.FixtureRequest, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> World:
+    """A world with data spanning several 1 MiB volumes, nothing backed up yet, on the local
+    backend or a bucket."""
+    w = make_world(
+        make_btrfs("src"), tmp_path, gpg_key, storage_section(request.param, request, tmp_path)
+    )
     populate(w.source, big=3 * 1024**2)
     return w
 
 
-def stored(world: World, name: str) -> list[Path]:
-    return sorted((world.work / "archive" / "data").glob(f"*/{name}"))
+def stored(world: World, name: str) -> list[str]:
+    """The keys of the objects called ``name`` in the source's backups."""
+    return sorted(o.key for o in world_storage(world).list("") if o.key.endswith(f"/{name}"))
 
 
 def test_a_volume_deleted_during_the_upload_is_no_complete_backup(fresh: World) -> None:
@@ -207,8 +213,7 @@ def test_a_volume_deleted_during_the_upload_is_no_complete_backup(fresh: World) 
         while not stored(fresh, "vol-00001.btrfs.zst.gpg"):
             assert time.monotonic() < deadline, "the second volume was never stored"
             time.sleep(0.05)
-        [first] = stored(fresh, "vol-00000.btrfs.zst.gpg")
-        first.unlink()
+        world_storage(fresh).delete(stored(fresh, "vol-00000.btrfs.zst.gpg"))
         _, err = proc.communicate(stream[2 * 1024**2 + 1000 :], timeout=120)
     finally:
         proc.kill()
@@ -235,8 +240,7 @@ def test_a_stored_volume_lost_before_a_resume_starts_the_backup_afresh(fresh: Wo
     del fresh.env["PATH"]
     [uploading] = fresh.list()
     assert uploading["state"] == "uploading"
-    [first] = stored(fresh, "vol-00000.btrfs.zst.gpg")
-    first.unlink()
+    world_storage(fresh).delete(stored(fresh, "vol-00000.btrfs.zst.gpg"))
 
     done = fresh.run("backup", "--date", DAYS[0].isoformat())
     assert events(done, "backup.discarded")
