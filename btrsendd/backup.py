@@ -32,7 +32,13 @@ from typing import Any
 from btrsendd import layout, planner, snapshots
 from btrsendd.catalog import BackupRow, Catalog, Volume
 from btrsendd.config import Config, SourceConfig
-from btrsendd.errors import BtrsenddError, OperationalError, StorageError, UsageError
+from btrsendd.errors import (
+    BtrsenddError,
+    ConfigError,
+    OperationalError,
+    StorageError,
+    UsageError,
+)
 from btrsendd.expected_stream import expected_stream
 from btrsendd.interrupt import Interrupted
 from btrsendd.lock import state_lock
@@ -118,17 +124,18 @@ class Engine:
             return _outcome(src.name, day, decision)
         check_date(day)
         self.recover(src.name, src)
-        self._check_clock(src.name, day)
+        self.check_clock(src.name, day)
         decision = self.plan(src.name, day, force=force)
         # A forced backup sends the data as it is now, not as the day's first snapshot saw it.
         fresh = force and decision.action != "none"
         snap = snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=fresh)
         log.info("snapshot.created", snapshot=str(snap.path), date=day.isoformat())
         nested = layout.nested_subvolumes(self.config, src)
-        if nested:
+        if nested.paths or nested.unnamed:
             log.warning(
                 "backup.nested_subvolumes",
-                paths=[str(p) for p in nested],
+                paths=[str(p) for p in nested.paths],
+                unnamed=nested.unnamed,
                 detail="in no backup: a send stream stops at subvolume boundaries; give each "
                 "a [[sources]] entry of its own, or make it a plain directory",
             )
@@ -165,7 +172,7 @@ class Engine:
         self.prune(src, day)
         return outcome
 
-    def _check_clock(self, source: str, day: date) -> None:
+    def check_clock(self, source: str, day: date) -> None:
         """Refuse to act on a date before the newest backup: the clock (or --date) is wrong.
 
         Snapshots and backups are named by date; one dated before the newest backup would
@@ -275,6 +282,7 @@ class Engine:
                     Volume(name=_volume_name(res.index, codec), **asdict(res)),
                 )
             self.catalog.set_stream(backup_id, checker.finish())
+            self._check_stored(row)
             self.catalog.complete_backup(backup_id, self._write_manifest(backup_id))
         except BaseException as exc:
             progress.done()
@@ -317,6 +325,29 @@ class Engine:
             rate=round(sent / max(duration, 1e-6)),
         )
         return done
+
+    def _gone(self, row: BackupRow, listed: dict[str, int]) -> list[Volume]:
+        """The recorded volumes of ``row`` that ``listed`` (key: size) lacks or has resized:
+        deleted by someone else (another machine backing up to the same prefix running
+        ``verify --clean``, a lifecycle rule)."""
+        return [
+            v
+            for v in self.catalog.volumes(row.id)
+            if listed.get(self.key(row, v.name)) != v.stored_size
+        ]
+
+    def _check_stored(self, row: BackupRow) -> None:
+        """Refuse to write the manifest unless every volume it lists is in storage: a
+        manifest says the backup can be restored, and ``catalog rebuild`` trusts it."""
+        listed = {o.key: o.size for o in self.storage.list(self.backup_dir_of(row) + "/")}
+        gone = self._gone(row, listed)
+        if gone:
+            raise StorageError(
+                f"volume {gone[0].index} of backup {row.id} ({self.key(row, gone[0].name)}) is "
+                "missing from storage, or changed, although it was stored: something else "
+                "deletes objects there (another machine backing up to the same prefix? a "
+                "lifecycle rule?); no manifest was written, and the next backup starts afresh"
+            )
 
     def _progress(self, source: str, progress: Progress, total_bytes: int) -> None:
         progress.update(total_bytes)
@@ -469,8 +500,15 @@ class Engine:
         """
         done = self.catalog.volumes(row.id)
         keep = {self.key(row, v.name) for v in done} | {self.key(row, MANIFEST_NAME)}
-        stray = [o.key for o in self.storage.list(self.backup_dir_of(row) + "/")]
-        self.storage.delete([k for k in stray if k not in keep])
+        listed = {o.key: o.size for o in self.storage.list(self.backup_dir_of(row) + "/")}
+        self.storage.delete([k for k in listed if k not in keep])
+        gone = self._gone(row, listed)
+        if gone:
+            # Skipping it would complete a backup that cannot be restored.
+            raise _ResumeMismatch(
+                f"stored volume {gone[0].index} is missing from storage, or changed; "
+                "starting the backup afresh"
+            )
         log = get_logger(source=row.source, backup_id=row.id)
         checker = StreamChecker(
             expected_stream(self.catalog, row.kind, row.parent_id, snap, parent_snap)
@@ -532,6 +570,8 @@ def open_engine(config: Config, *, lock: str | None = None) -> Iterator[Engine]:
     ``lock`` names the purpose when the block changes state (backups, expiry): it holds the
     state directory's lock, so two writers never plan the same backup twice.
     """
+    if (around := layout.archive_problem(config)) is not None:
+        raise ConfigError(f"{config.source_file}: storage.path: {around}")
     with state_lock(config.state_dir, lock) if lock else nullcontext():
         catalog = Catalog.open(config.state_dir)
         try:

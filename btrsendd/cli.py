@@ -160,6 +160,8 @@ def cmd_backup_stdin(args: argparse.Namespace) -> int:
     check_date(args.date)
     with open_engine(config, lock="backup-stdin") as engine:
         engine.recover(src.name)
+        # Without this, a date before the newest backup would plan nothing: exit 0, no word.
+        engine.check_clock(src.name, args.date)
         decision = engine.plan(src.name, args.date)
         if decision.expire:
             engine.expire(src.name, [b.id for b in decision.expire])
@@ -228,7 +230,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from btrsendd import pricing, receive, restore
+    from btrsendd import pricing, restore
     from btrsendd.backup import open_engine
 
     config = _config(args)
@@ -272,10 +274,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
                     "command again later, nothing is requested twice"
                 )
                 raise
-        path = job.receive(args.target, args.gnupg_home)
+        path = job.receive(args.target, args.gnupg_home, args.writable)
     print(f"restored {args.source} {wanted.date} to {path}")
     if args.writable:
-        receive.writable_copy(path, args.writable)
         print(f"writable snapshot at {args.writable}")
     return 0
 

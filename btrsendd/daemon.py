@@ -65,6 +65,7 @@ from btrsendd.errors import BtrsenddError, ConfigError, OperationalError
 from btrsendd.lock import daemon_lock
 from btrsendd.log import get_logger
 from btrsendd.notify import Notifier
+from btrsendd.permissions import config_file_problem
 from btrsendd.progress import Progress, human_bytes
 
 STATE_FILE = "daemon.json"
@@ -442,6 +443,11 @@ class Daemon:
     def _reload(self) -> None:
         self.notifier.reloading()
         try:
+            # As at start (cli.main): a file moved into place keeps its owner, and whoever
+            # can change it steers root.
+            problem = config_file_problem(self.path)
+            if problem is not None and problem.refuse:
+                raise ConfigError(f"{self.path}: {problem.message}")
             config = load_config(self.path)
             if config.state_dir != self.config.state_dir:
                 raise ConfigError(

@@ -22,6 +22,7 @@ from pathlib import Path
 from btrsendd import snapshots
 from btrsendd.config import Config, SourceConfig
 from btrsendd.findings import Finding, error, warning
+from btrsendd.manifest import shown
 
 #: How many nested subvolumes a check-config line names before it only counts the rest.
 _NAMED = 10
@@ -39,7 +40,7 @@ def _within(path: Path, tops: Sequence[Path]) -> bool:
     return any(path == top or top in path.parents for top in tops)
 
 
-def nested_subvolumes(config: Config, src: SourceConfig) -> list[Path]:
+def nested_subvolumes(config: Config, src: SourceConfig) -> snapshots.Nested:
     """The subvolumes under ``src`` that none of its backups holds, and no other source.
 
     btrsendd's own subvolumes (snapshot directories and what is in them, a local archive)
@@ -51,11 +52,11 @@ def nested_subvolumes(config: Config, src: SourceConfig) -> list[Path]:
         own.append(config.storage.path)
     tops = [_real(p) for p in own]
     root = _real(src.path)
-    return [
-        path
-        for path in snapshots.nested_subvolumes(src.path)
-        if not _within(root / path.relative_to(src.path), tops)
-    ]
+    found = snapshots.nested_subvolumes(src.path)
+    return snapshots.Nested(
+        [p for p in found.paths if not _within(root / p.relative_to(src.path), tops)],
+        found.unnamed,
+    )
 
 
 def nested_problems(config: Config) -> list[Finding]:
@@ -65,15 +66,20 @@ def nested_problems(config: Config) -> list[Finding]:
         if not snapshots.is_subvolume(src.path):
             continue  # reported as the source's own error
         nested = nested_subvolumes(config, src)
-        if not nested:
+        count = len(nested.paths) + nested.unnamed
+        if not count:
             continue
-        named = ", ".join(str(p) for p in nested[:_NAMED])
-        if len(nested) > _NAMED:
-            named += f" and {len(nested) - _NAMED} more"
+        # Users name their subvolumes: quoted if they hold what a terminal would act on.
+        named = ", ".join(shown(str(p)) for p in nested.paths[:_NAMED])
+        if len(nested.paths) > _NAMED:
+            named += f" and {len(nested.paths) - _NAMED} more"
+        if nested.unnamed:
+            named += f"{' and ' if named else ''}{nested.unnamed} that btrfs cannot name"
+            named += " (nested too deep)"
         found.append(
             warning(
                 _key(config, src, "path"),
-                f"{len(nested)} subvolume(s) nested in {src.path} are in none of its backups "
+                f"{count} subvolume(s) nested in {src.path} are in none of its backups "
                 f"(a btrfs send stream stops at subvolume boundaries): {named}; give each one "
                 "worth keeping a [[sources]] entry of its own, or make it a plain directory",
             )
@@ -89,8 +95,11 @@ def _made_as_subvolume(owner: SourceConfig) -> bool:
 
 
 def inside_problems(config: Config) -> list[Finding]:
-    """Errors for a local archive or a snapshot directory in some source's own subvolume."""
+    """Errors for a local archive or a snapshot directory in some source's own subvolume, and
+    for a local archive holding a source or a snapshot directory."""
     found: list[Finding] = []
+    if (around := archive_problem(config)) is not None:
+        found.append(error("storage.path", around))
     for src in config.sources:
         if not snapshots.is_subvolume(src.path):
             continue
@@ -123,6 +132,33 @@ def inside_problems(config: Config) -> list[Finding]:
                     )
                 )
     return found
+
+
+def archive_problem(config: Config) -> str | None:
+    """Why the local archive cannot be where it is, or None.
+
+    Everything under the archive is listed as objects: a source or a snapshot directory
+    there would be listed with it, backups written into it, and ``verify --clean`` would
+    delete its files as orphans (seen: every file of a live source, with ``storage.path``
+    set to the pool holding the sources).  Every command refuses it, not only
+    ``check-config``.
+    """
+    archive = config.storage.path
+    if config.storage.backend != "local" or archive is None:
+        return None
+    top = [_real(archive)]
+    for src in config.sources:
+        for path, what in (
+            (src.path, f"source {src.name!r} ({src.path})"),
+            (src.snapshot_dir, f"the snapshot_dir of source {src.name!r} ({src.snapshot_dir})"),
+        ):
+            if _within(_real(path), top):
+                return (
+                    f"{archive} holds {what}: btrsendd would write backups into it and "
+                    "`verify --clean` would delete its files as objects nobody refers to; put "
+                    "the archive in a directory of its own, outside every source and snapshot_dir"
+                )
+    return None
 
 
 def _plain_snapshot_dir(path: Path, src: SourceConfig) -> str:

@@ -2,7 +2,8 @@
 
 Two processes planning and uploading for the same catalog would both decide that a backup is
 due and both upload it, so every change of state runs under ``<state_dir>/lock``; the daemon
-also holds ``<state_dir>/daemon.lock`` for its whole life, so a second daemon refuses to start.
+also holds ``<state_dir>/daemon.lock`` for its whole life, so a second daemon refuses to start,
+and a restore holds ``<state_dir>/restore-<hash of the target>.lock`` while it writes there.
 An ``flock`` is released by the kernel when its holder dies: a crashed process never leaves a
 stale lock behind.  Each lock file names its holder, for the message the next one gets.
 """
@@ -10,6 +11,7 @@ stale lock behind.  Each lock file names its holder, for the message the next on
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -62,6 +64,23 @@ def daemon_lock(state_dir: Path) -> AbstractContextManager[None]:
         lambda current: UsageError(
             f"another btrsendd daemon ({current}) is already running on {state_dir}; stop it "
             "first (systemctl stop btrsendd), or ask it for a backup with `btrsendd trigger`"
+        ),
+    )
+
+
+def restore_lock(state_dir: Path, target: str) -> AbstractContextManager[None]:
+    """One restore at a time into ``target`` (its real path) with this state directory.
+
+    The working directories recorded in this catalog that a restore finds in its target are
+    then a dead restore's, safe to remove.  Locked here, not on the target itself: anyone who
+    can read a shared target could hold a lock on it, and stop every restore into it.
+    """
+    digest = hashlib.sha256(os.fsencode(target)).hexdigest()[:16]
+    return _held(
+        state_dir / f"restore-{digest}.lock",
+        f"btrsendd restore (pid {os.getpid()})",
+        lambda current: OperationalError(
+            f"{current} is writing into {target}; wait for it to finish"
         ),
     )
 

@@ -63,6 +63,13 @@ GNUPG_HOME = Role(
     "whoever else can change it can make gpg encrypt to their own key",
     "others can read the keyring; gpg wants it private",
 )
+#: The private keyring ``restore`` and ``verify --deep`` decrypt with: read, never changed.
+RESTORE_KEYRING = Role(
+    "--gnupg-home",
+    "whoever else can change it can make root's gpg-agent (which reads gpg-agent.conf there "
+    "even under gpg --no-options) run a program of theirs or write its log-file anywhere",
+    "others can read the private key",
+)
 SNAPSHOT_DIR = Role(
     "snapshot_dir",
     "whoever else can change it can plant a snapshot of their own, which btrsendd would back up",
@@ -243,6 +250,21 @@ def secure(path: Path, role: Role, create: Callable[[Path], None] | None = None)
             new_mode=f"{problem.new_mode:04o}",
             detail=detail,
         )
+
+
+def refuse_changeable(path: Path, role: Role) -> None:
+    """Refuse (``UsageError`` with the fix) an existing directory someone else can change.
+
+    For directories btrsendd only reads and never tightens (a restore's keyring, which may
+    be on a stick): one others can merely read is accepted.
+    """
+    other_fix = " (or use a copy of it that only root can change)"
+    for problem in inspect(path, role):
+        if problem.new_mode is None:
+            raise UsageError(problem.message + other_fix)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o022:
+        raise UsageError(f"{path} has mode {mode:04o}: {role.write_risk}; chmod go-w {path}")
 
 
 def make_private_dir(path: Path) -> None:

@@ -11,13 +11,11 @@ looks whole, and a failure names the backup and volume that failed.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from itertools import groupby
 from pathlib import Path
@@ -28,6 +26,7 @@ from btrsendd.catalog import BackupRow, Catalog, StreamIdentity
 from btrsendd.damage import Located
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
 from btrsendd.interrupt import Interrupted
+from btrsendd.lock import restore_lock
 from btrsendd.log import get_logger
 from btrsendd.names import is_safe_component
 from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
@@ -49,22 +48,6 @@ def _compression(name: str) -> Compression:
     if name in ("gzip", "zstd", "none"):
         return name  # type: ignore[return-value]
     raise OperationalError(f"unknown compression {name!r} in the catalog; upgrade btrsendd")
-
-
-@contextlib.contextmanager
-def _exclusive(target: Target) -> Iterator[None]:
-    """Hold an flock on the target directory: one restore at a time writes into it, so the
-    working directories found there belong to dead restores (or to no restore at all)."""
-    try:
-        fcntl.flock(target.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise OperationalError(
-            f"another btrsendd restore is writing into {target.path}; wait for it to finish"
-        ) from None
-    try:
-        yield
-    finally:
-        fcntl.flock(target.fd, fcntl.LOCK_UN)
 
 
 def _stored_sha256(storage: Storage, key: str) -> str | None:
@@ -212,58 +195,78 @@ def receive_chain(
     volumes: Sequence[Located],
     target_path: Path,
     *,
+    state_dir: Path,
     gnupg_home: Path | None,
+    writable: Path | None = None,
 ) -> Path:
     """Receive every backup of a chain in order; return the restored day's subvolume.
 
     Members are received into a working directory in the target and each is deleted once
     the next one is in; the last becomes a read-only snapshot in the target (a received
-    read-only subvolume cannot be moved to another directory).
+    read-only subvolume cannot be moved to another directory), and with ``writable`` also a
+    writable snapshot there.
     """
-    log = get_logger(source=volumes[0].backup.source)
-    with Target.open(target_path) as target, _exclusive(target):
+    with (
+        Target.open(target_path) as target,
+        restore_lock(state_dir, target.real_path),
+    ):
         remove_leftovers(target, catalog)
         work = Workdir.create(target, catalog)
         try:
-            previous: str | None = None
-            for _, group in groupby(volumes, key=lambda v: v.backup.id):
-                members = list(group)
-                row = members[0].backup
-                started = time.monotonic()
-                received = _receive_backup(storage, members, work, gnupg_home)
-                log.info(
-                    "restore.received",
-                    backup_id=row.id,
-                    date=row.date.isoformat(),
-                    bytes=row.raw_bytes,
-                    duration=round(time.monotonic() - started, 3),
-                )
-                if previous is not None:
-                    work.delete_subvolume(previous)
-                previous = received
-            assert previous is not None
-            name = _final_name(volumes[-1].backup, previous)
+            received = _receive_members(storage, volumes, work, gnupg_home)
+            name = _final_name(volumes[-1].backup, received)
             try:
                 btrfsutil.create_snapshot(
-                    fd_path(work.fd, previous), fd_path(target.fd, name), read_only=True
+                    fd_path(work.fd, received), fd_path(target.fd, name), read_only=True
                 )
             except btrfsutil.BtrfsUtilError as exc:
                 raise OperationalError(
                     f"cannot create {target_path / name}: {exc.strerror}"
                 ) from None
-            return target_path / name
         except OperationalError as exc:
             raise OperationalError(f"{exc}; nothing was left in {target_path}") from None
         except Interrupted as exc:
             exc.tell(f"nothing was left in {target_path}; run the same restore again")
             raise
+        else:
+            restored = target_path / name
+            if writable is not None:
+                # From the subvolume received, by descriptor: the name in the target is in a
+                # directory others may write to, and may be their symlink to any subvolume
+                # by now.
+                try:
+                    btrfsutil.create_snapshot(fd_path(work.fd, received), writable)
+                except btrfsutil.BtrfsUtilError as exc:
+                    raise OperationalError(
+                        f"restored to {restored}, but cannot create the writable snapshot "
+                        f"{writable}: {exc.strerror}"
+                    ) from None
+            return restored
         finally:
             work.remove(catalog)
 
 
-def writable_copy(subvolume: Path, path: Path) -> None:
-    """A writable snapshot of a restored (read-only) subvolume."""
-    try:
-        btrfsutil.create_snapshot(subvolume, path)
-    except btrfsutil.BtrfsUtilError as exc:
-        raise OperationalError(f"cannot create writable snapshot {path}: {exc}") from None
+def _receive_members(
+    storage: Storage, volumes: Sequence[Located], work: Workdir, gnupg_home: Path | None
+) -> str:
+    """Receive each member of the chain into ``work``, deleting the one before once the next
+    is in; returns the name of the last one received."""
+    log = get_logger(source=volumes[0].backup.source)
+    previous: str | None = None
+    for _, group in groupby(volumes, key=lambda v: v.backup.id):
+        members = list(group)
+        row = members[0].backup
+        started = time.monotonic()
+        received = _receive_backup(storage, members, work, gnupg_home)
+        log.info(
+            "restore.received",
+            backup_id=row.id,
+            date=row.date.isoformat(),
+            bytes=row.raw_bytes,
+            duration=round(time.monotonic() - started, 3),
+        )
+        if previous is not None:
+            work.delete_subvolume(previous)
+        previous = received
+    assert previous is not None
+    return previous

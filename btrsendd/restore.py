@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from btrsendd import snapshots
+from btrsendd import permissions, snapshots
 from btrsendd.backup import Engine
 from btrsendd.catalog import BackupRow, Catalog, RestoreRequest
 from btrsendd.damage import Located, free_damage, volume_keys
@@ -168,8 +168,11 @@ def check_private_keys(chain: Sequence[BackupRow], gnupg_home: Path | None) -> N
     """Refuse to start (and pay for retrievals) without a private key that can decrypt."""
     if not any(row.recipients for row in chain):
         return
-    if gnupg_home is not None and not gnupg_home.is_dir():
-        raise UsageError(f"--gnupg-home {gnupg_home} is not a directory")
+    if gnupg_home is not None:
+        if not gnupg_home.is_dir():
+            raise UsageError(f"--gnupg-home {gnupg_home} is not a directory")
+        # Before gpg first runs: listing secret keys already starts gpg-agent.
+        permissions.refuse_changeable(gnupg_home, permissions.RESTORE_KEYRING)
     secret = _secret_fingerprints(gnupg_home)
     where = str(gnupg_home) if gnupg_home else "gpg's default keyring ($GNUPGHOME or ~/.gnupg)"
     for row in chain:
@@ -384,14 +387,17 @@ class RestoreJob:
             max_poll=poll_seconds(),
         )
 
-    def receive(self, target: Path, gnupg_home: Path | None) -> Path:
-        """Receive the chain into ``target``; the thawed copies are no longer waited for."""
+    def receive(self, target: Path, gnupg_home: Path | None, writable: Path | None = None) -> Path:
+        """Receive the chain into ``target`` (and a writable snapshot at ``writable``); the
+        thawed copies are no longer waited for."""
         path = receive_chain(
             self.engine.storage,
             self.engine.catalog,
             self.volumes,
             target,
+            state_dir=self.engine.config.state_dir,
             gnupg_home=gnupg_home,
+            writable=writable,
         )
         self.engine.catalog.forget_restore_requests(v.key for v in self.volumes)
         return path

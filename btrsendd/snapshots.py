@@ -267,15 +267,45 @@ def in_subvolume_of(path: Path, source: Path) -> bool:
     return same_filesystem(path, source) and subvolume_id(path) == subvolume_id(source)
 
 
-def nested_subvolumes(source: Path) -> list[Path]:
+@dataclass(frozen=True)
+class Nested:
+    """The subvolumes beneath a source, as far as btrfs can name them."""
+
+    paths: list[Path]
+    #: How many more btrfs could not name: one under a path longer than it looks up (4,080
+    #: bytes), which anyone who can create a subvolume in the source can make.
+    unnamed: int = 0
+
+
+#: Unnamable subvolumes counted before the listing stops: whatever fails that often is not
+#: one odd subvolume, and the listing is only a report.
+_MAX_UNNAMED = 1000
+
+
+def nested_subvolumes(source: Path) -> Nested:
     """Every subvolume beneath the subvolume ``source``, at any depth (``btrfs send`` of a
     snapshot of ``source`` holds none of them: the snapshot shows an empty directory, the
-    stream nothing at all)."""
+    stream nothing at all).
+
+    One whose path btrfs cannot look up is counted, not named: it must not make the listing,
+    and so every backup of the source, fail.  The iterator goes on past it.
+    """
+    paths: list[Path] = []
+    unnamed = 0
     try:
         with _btrfsutil().SubvolumeIterator(source) as found:
-            return [source / relative for relative, _ in found]
+            while unnamed < _MAX_UNNAMED:
+                try:
+                    relative, _ = next(found)
+                except StopIteration:
+                    break
+                except OSError:
+                    unnamed += 1
+                    continue
+                paths.append(source / relative)
     except OSError as exc:
         raise _operational(f"list the subvolumes under {source}", exc) from None
+    return Nested(paths, unnamed)
 
 
 def _ensure_snapshot_dir(source: Path, snapshot_dir: Path) -> None:

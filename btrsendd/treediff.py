@@ -48,22 +48,57 @@ def _entry(path: Path, st: os.stat_result) -> Entry:
     )
 
 
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _names(directory: int) -> list[str]:
+    with os.scandir(directory) as entries:
+        return sorted((entry.name for entry in entries), reverse=True)
+
+
+def _move(here: int, name: str) -> int:
+    """The directory ``name`` (or ``..``) of ``here``, opened; ``here`` is then closed."""
+    there = os.open(name, _DIRECTORY, dir_fd=here)
+    os.close(here)
+    return there
+
+
 def tree_entries(root: Path) -> dict[str, Entry]:
     """Everything about a tree that a restore must reproduce, keyed by relative path.
 
     Hardlinks are captured as groups of paths sharing an inode (under ``HARDLINKS``), so a
     restore that turns them into copies differs.
+
+    The walk holds one directory open at a time, goes down by name and back up by ``..``,
+    and names each entry through that descriptor: however deep the tree (a user can nest
+    thousands of directories in a source), it neither recurses nor builds a path longer than
+    the kernel accepts.  The trees compared are read-only snapshots, which nothing changes.
     """
     result: dict[str, Entry] = {}
     inodes: dict[int, list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            st = path.lstat()
-            result[rel] = _entry(path, st)
+    here = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # For each directory entered: its path relative to ``root``, and the names not yet
+        # seen in it.
+        stack = [("", _names(here))]
+        while stack:
+            prefix, names = stack[-1]
+            if not names:
+                stack.pop()
+                if stack:
+                    here = _move(here, "..")
+                continue
+            name = names.pop()
+            rel = f"{prefix}/{name}" if prefix else name
+            st = os.stat(name, dir_fd=here, follow_symlinks=False)
+            result[rel] = _entry(Path(f"/proc/self/fd/{here}/{name}"), st)
             if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
                 inodes.setdefault(st.st_ino, []).append(rel)
+            if stat.S_ISDIR(st.st_mode):
+                here = _move(here, name)
+                stack.append((rel, _names(here)))
+    finally:
+        os.close(here)
     result[HARDLINKS] = tuple(sorted(tuple(sorted(g)) for g in inodes.values()))
     return result
 

@@ -94,9 +94,14 @@ class Target:
         finally:
             os.close(fd)
 
+    @property
+    def real_path(self) -> str:
+        """How the catalog and the restore lock name the target."""
+        return os.path.realpath(self.path)
+
     def record_key(self, name: str) -> str:
         """How the catalog names a working directory: the target's real path and the name."""
-        return os.path.join(os.path.realpath(self.path), name)
+        return os.path.join(self.real_path, name)
 
 
 @dataclass

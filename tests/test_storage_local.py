@@ -206,3 +206,34 @@ def test_open_storage_builds_the_configured_backend(tmp_path: Path) -> None:
     assert isinstance(local, LocalStorage) and local.root == tmp_path
     with pytest.raises(ValueError, match="state_dir"):
         open_storage(StorageConfig(backend="glacier-vault", vault="v"), pipeline)
+
+
+def test_only_regular_files_are_objects(store: LocalStorage, tmp_path: Path) -> None:
+    """A FIFO, a symlink or a directory where an object should be: listed as nothing, read
+    as an error at once (opening a FIFO for reading would wait for a writer forever)."""
+    store.put_bytes("s/b/manifest.json", b"{}")
+    os.mkfifo(store.root / "s/b/fifo")
+    (tmp_path / "secret").write_bytes(b"root's")
+    (store.root / "s/b/link").symlink_to(tmp_path / "secret")
+    assert [o.key for o in store.list("s/")] == ["s/b/manifest.json"]
+    for key in ("s/b/fifo", "s/b/link"):
+        with pytest.raises(StorageError, match=r"not a regular file|symlink"):
+            store.get_bytes(key)
+    store.delete(["s/b/link"])
+    assert (tmp_path / "secret").read_bytes() == b"root's"
+
+
+def test_symlinked_directories_are_not_followed(store: LocalStorage, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "vol").write_bytes(b"someone's")
+    store.put_bytes("s/b/vol", b"ours")
+    (store.root / "s/c").symlink_to(elsewhere)
+    assert [o.key for o in store.list("s/")] == ["s/b/vol"]
+    assert list(store.list("s/c/")) == []
+    store.delete(["s/c/vol"])
+    with pytest.raises(StorageError, match="symlink"):
+        store.put_bytes("s/c/vol", b"ours")
+    with pytest.raises(StorageError, match="no object"):
+        store.get_bytes("s/c/vol")
+    assert (elsewhere / "vol").read_bytes() == b"someone's"
