@@ -14,9 +14,12 @@ or the pre-flight checks.  Start-up is a large part of a small incremental backu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
+import select
+import signal
 import sqlite3
 import sys
 import traceback
@@ -232,15 +235,23 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     from btrsendd import pricing, restore
     from btrsendd.backup import open_engine
+    from btrsendd.receive import Writable
+    from btrsendd.workdir import Target
 
     config = _config(args)
     config.source(args.source)
     prices = pricing.Prices.from_config(config.restore)
-    with open_engine(config) as engine:
+    with open_engine(config) as engine, contextlib.ExitStack() as opened:
         chain = restore.resolve_chain(engine.catalog, args.source, args.date)
         wanted = chain[-1]
+        # Opened now and kept: the directories checked are the ones written to, hours later.
+        target = opened.enter_context(Target.open(args.target))
+        writable = None
+        if args.writable is not None:
+            parent = Target.open(args.writable.parent, "--writable's directory")
+            writable = Writable(opened.enter_context(parent), args.writable.name)
         restore.check_target(
-            args.target, wanted.snapshot, args.writable, [s.snapshot_dir for s in config.sources]
+            target, wanted.snapshot, writable, [s.snapshot_dir for s in config.sources]
         )
         job = restore.RestoreJob.prepare(engine, chain, args.gnupg_home)
         print(
@@ -274,7 +285,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                     "command again later, nothing is requested twice"
                 )
                 raise
-        path = job.receive(args.target, args.gnupg_home, args.writable)
+        path = job.receive(target, args.gnupg_home, writable)
     print(f"restored {args.source} {wanted.date} to {path}")
     if args.writable:
         print(f"writable snapshot at {args.writable}")
@@ -503,6 +514,14 @@ def _check_config_file(args: argparse.Namespace) -> None:
         print(f"btrsendd: warning: {path}: {problem.message}", file=sys.stderr)
 
 
+def _reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (and not, say, a pipe
+    to gpg that broke inside the pipeline, which is an error to report)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -534,6 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("btrsendd: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: say so plainly, keep the traceback for debugging
+        if isinstance(exc, BrokenPipeError) and _reader_gone():
+            # `btrsendd list | head`: the reader has all it wanted.  Quiet, like any tool a
+            # closed pipe stops, and nothing more to flush at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
         if os.environ.get("BTRSENDD_DEBUG"):
             traceback.print_exc()
         print(

@@ -70,6 +70,11 @@ RESTORE_KEYRING = Role(
     "even under gpg --no-options) run a program of theirs or write its log-file anywhere",
     "others can read the private key",
 )
+DEFAULT_KEYRING = Role(
+    "gpg's default keyring ($GNUPGHOME or ~/.gnupg)",
+    RESTORE_KEYRING.write_risk,
+    RESTORE_KEYRING.read_risk,
+)
 SNAPSHOT_DIR = Role(
     "snapshot_dir",
     "whoever else can change it can plant a snapshot of their own, which btrsendd would back up",

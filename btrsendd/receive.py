@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
 from pathlib import Path
@@ -189,15 +190,23 @@ def _final_name(row: BackupRow, received: str) -> str:
     return received
 
 
+@dataclass(frozen=True)
+class Writable:
+    """Where ``--writable`` goes: a name in a directory opened when the restore began."""
+
+    directory: Target
+    name: str
+
+
 def receive_chain(
     storage: Storage,
     catalog: Catalog,
     volumes: Sequence[Located],
-    target_path: Path,
+    target: Target,
     *,
     state_dir: Path,
     gnupg_home: Path | None,
-    writable: Path | None = None,
+    writable: Writable | None = None,
 ) -> Path:
     """Receive every backup of a chain in order; return the restored day's subvolume.
 
@@ -206,12 +215,11 @@ def receive_chain(
     read-only subvolume cannot be moved to another directory), and with ``writable`` also a
     writable snapshot there.
     """
-    with (
-        Target.open(target_path) as target,
-        restore_lock(state_dir, target.real_path),
-    ):
+    target_path = target.path
+    with restore_lock(state_dir, target.real_path):
         remove_leftovers(target, catalog)
         work = Workdir.create(target, catalog)
+        restored: Path | None = None
         try:
             received = _receive_members(storage, volumes, work, gnupg_home)
             name = _final_name(volumes[-1].backup, received)
@@ -223,25 +231,32 @@ def receive_chain(
                 raise OperationalError(
                     f"cannot create {target_path / name}: {exc.strerror}"
                 ) from None
-        except OperationalError as exc:
-            raise OperationalError(f"{exc}; nothing was left in {target_path}") from None
-        except Interrupted as exc:
-            exc.tell(f"nothing was left in {target_path}; run the same restore again")
-            raise
-        else:
             restored = target_path / name
             if writable is not None:
                 # From the subvolume received, by descriptor: the name in the target is in a
                 # directory others may write to, and may be their symlink to any subvolume
                 # by now.
                 try:
-                    btrfsutil.create_snapshot(fd_path(work.fd, received), writable)
+                    btrfsutil.create_snapshot(
+                        fd_path(work.fd, received), fd_path(writable.directory.fd, writable.name)
+                    )
                 except btrfsutil.BtrfsUtilError as exc:
                     raise OperationalError(
                         f"restored to {restored}, but cannot create the writable snapshot "
-                        f"{writable}: {exc.strerror}"
+                        f"{writable.directory.path / writable.name}: {exc.strerror}"
                     ) from None
             return restored
+        except OperationalError as exc:
+            if restored is not None:
+                raise
+            raise OperationalError(f"{exc}; nothing was left in {target_path}") from None
+        except Interrupted as exc:
+            exc.tell(
+                f"nothing was left in {target_path}; run the same restore again"
+                if restored is None
+                else f"the day was restored to {restored}, but nothing after that was done"
+            )
+            raise
         finally:
             work.remove(catalog)
 

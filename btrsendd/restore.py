@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import time
 from collections.abc import Sequence
@@ -30,8 +31,9 @@ from btrsendd.log import get_logger
 from btrsendd.names import UnsafeName, check_name
 from btrsendd.pricing import Fetch, Prices
 from btrsendd.progress import human_bytes
-from btrsendd.receive import receive_chain
+from btrsendd.receive import Writable, receive_chain
 from btrsendd.storage.base import Storage, Tier
+from btrsendd.workdir import Target
 
 #: How long a thawed copy stays readable.  Long enough to download a large chain after a
 #: 48-hour Bulk retrieval; the copy is billed as STANDARD storage meanwhile.
@@ -94,18 +96,22 @@ def check_names(volumes: Sequence[Located]) -> None:
 
 
 def check_target(
-    target: Path, name: str | None, writable: Path | None, snapshot_dirs: Sequence[Path] = ()
+    target: Target,
+    name: str | None,
+    writable: Writable | None,
+    snapshot_dirs: Sequence[Path] = (),
 ) -> None:
     """Refuse, before anything is spent, a target the restored day cannot be put into.
 
     ``snapshot_dirs`` (the configured ones) are refused too: local retention deletes the
-    date-named read-only subvolumes it finds there, a restored day among them.
+    date-named read-only subvolumes it finds there, a restored day among them.  A target
+    others can enter is allowed, with a warning: the restored day keeps the permissions it
+    had then.
     """
-    if not target.is_dir():
-        raise UsageError(f"restore target {target} is not a directory; create it first")
-    for place, what in ((target, "restore target"), (writable, "--writable")):
-        if place is None:
-            continue
+    places = [(target.path, "restore target")]
+    if writable is not None:
+        places.append((writable.directory.path / writable.name, "--writable"))
+    for place, what in places:
         real = Path(os.path.realpath(place))
         for snapshot_dir in snapshot_dirs:
             if real.is_relative_to(os.path.realpath(snapshot_dir)):
@@ -113,23 +119,30 @@ def check_target(
                     f"{what} {place} is inside snapshot_dir {snapshot_dir}, where local "
                     "retention would delete the restored day; choose another directory"
                 )
-    # same_filesystem is false when a path is not on btrfs, so this asks "is it btrfs".
-    if not snapshots.same_filesystem(target, target):
+    if name is not None and target.has(name):
+        what = "a subvolume" if snapshots.is_subvolume(target.path / name) else "an entry"
         raise UsageError(
-            f"restore target {target} is not on a btrfs filesystem; btrfs receive needs one"
-        )
-    if name is not None and os.path.lexists(target / name):
-        what = "a subvolume" if snapshots.is_subvolume(target / name) else "an entry"
-        raise UsageError(
-            f"{target} already contains {what} named {name}; delete it or choose another --target"
+            f"{target.path} already contains {what} named {name}; delete it or choose another "
+            "--target"
         )
     if writable is not None:
-        if os.path.lexists(writable):
-            raise UsageError(f"--writable {writable} already exists; choose a new path")
-        if not snapshots.same_filesystem(target, writable.parent):
+        where = writable.directory.path / writable.name
+        if writable.directory.has(writable.name):
+            raise UsageError(f"--writable {where} already exists; choose a new path")
+        if writable.directory.fsid != target.fsid:
             raise UsageError(
-                f"--writable {writable} must be on the same btrfs filesystem as {target}"
+                f"--writable {where} must be on the same btrfs filesystem as {target.path}"
             )
+    mode = stat.S_IMODE(os.fstat(target.fd).st_mode)
+    if mode & 0o011:
+        get_logger().warning(
+            "restore.target_open",
+            path=str(target.path),
+            mode=f"{mode:04o}",
+            detail="others can enter the target: the restored day keeps the permissions it "
+            "had then, so files made private since are readable again; restore into a "
+            "directory only root can enter if that matters",
+        )
 
 
 def _secret_fingerprints(gnupg_home: Path | None) -> set[str]:
@@ -173,6 +186,12 @@ def check_private_keys(chain: Sequence[BackupRow], gnupg_home: Path | None) -> N
             raise UsageError(f"--gnupg-home {gnupg_home} is not a directory")
         # Before gpg first runs: listing secret keys already starts gpg-agent.
         permissions.refuse_changeable(gnupg_home, permissions.RESTORE_KEYRING)
+    else:
+        # gpg's own default, checked the same way: whoever can change it can run programs
+        # as root through gpg-agent's configuration, whichever way it was named.
+        default = Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg")
+        if default.is_dir():
+            permissions.refuse_changeable(default, permissions.DEFAULT_KEYRING)
     secret = _secret_fingerprints(gnupg_home)
     where = str(gnupg_home) if gnupg_home else "gpg's default keyring ($GNUPGHOME or ~/.gnupg)"
     for row in chain:
@@ -387,7 +406,9 @@ class RestoreJob:
             max_poll=poll_seconds(),
         )
 
-    def receive(self, target: Path, gnupg_home: Path | None, writable: Path | None = None) -> Path:
+    def receive(
+        self, target: Target, gnupg_home: Path | None, writable: Writable | None = None
+    ) -> Path:
         """Receive the chain into ``target`` (and a writable snapshot at ``writable``); the
         thawed copies are no longer waited for."""
         path = receive_chain(

@@ -43,6 +43,7 @@ from btrsendd.storage import object_key
 from btrsendd.storage.base import ObjectInfo, Tier
 from btrsendd.storage.common import check_key
 from btrsendd.treediff import diff_trees
+from btrsendd.workdir import Target
 
 #: ``--deep`` thaws with the cheapest tier: a check is rarely urgent.
 DEEP_TIER: Tier = "Bulk"
@@ -310,7 +311,8 @@ def deep_check(
     size = max(2 * needed + 256 * 1024**2, 1024**3)
     with scratch_btrfs(engine.config.state_dir, size) as mnt:
         try:
-            restored = job.receive(mnt, gnupg_home)
+            with Target.open(mnt, "scratch filesystem") as target:
+                restored = job.receive(target, gnupg_home)
         except BtrsenddError as exc:
             report.problems.append(f"deep check: {exc}")
             return

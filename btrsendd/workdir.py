@@ -27,7 +27,7 @@ from pathlib import Path
 import btrfsutil
 
 from btrsendd.catalog import Catalog
-from btrsendd.errors import OperationalError
+from btrsendd.errors import OperationalError, UsageError
 from btrsendd.log import get_logger
 from btrsendd.snapshots import filesystem_id
 
@@ -72,27 +72,41 @@ def _listing(directory: int) -> list[tuple[str, os.stat_result]]:
 
 @dataclass
 class Target:
-    """The restore target, opened once."""
+    """A directory restore writes into (the target, or ``--writable``'s parent), opened once:
+    before anything is requested, so that the directory checked is the one written to hours
+    later, whatever has taken its name meanwhile."""
 
     path: Path
     fd: int
-    #: The btrfs filesystem the target is on: subvolumes on any other are never touched.
+    #: The btrfs filesystem it is on: subvolumes on any other are never touched.
     fsid: bytes
 
     @classmethod
     @contextmanager
-    def open(cls, path: Path) -> Iterator[Target]:
+    def open(cls, path: Path, what: str = "restore target") -> Iterator[Target]:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise UsageError(f"{what} {path} is not a directory; create it first") from None
         except OSError as exc:
-            raise OperationalError(f"cannot open restore target {path}: {exc.strerror}") from None
+            raise UsageError(f"cannot open {what} {path}: {exc.strerror}") from None
         try:
             fsid = filesystem_id(fd, str(path))
             if fsid is None:
-                raise OperationalError(f"restore target {path} is not on a btrfs filesystem")
+                raise UsageError(
+                    f"{what} {path} is not on a btrfs filesystem; btrfs receive needs one"
+                )
             yield cls(path, fd, fsid)
         finally:
             os.close(fd)
+
+    def has(self, name: str) -> bool:
+        """Whether an entry ``name`` (of any kind, a dangling symlink too) is in it now."""
+        try:
+            os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
 
     @property
     def real_path(self) -> str:
@@ -210,13 +224,30 @@ def _leftover(target: Target, catalog: Catalog, name: str) -> Workdir | None:
     return Workdir(target, name, fd, info.st_dev, info.st_ino)
 
 
+def _empty_and_private(target: Target, name: str, info: os.stat_result) -> bool:
+    """Remove ``name`` if it is an empty directory of root's that only root can enter;
+    whether it was removed.  ``rmdir`` never removes anything else."""
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or stat.S_IMODE(info.st_mode) != 0o700:
+        return False
+    try:
+        os.rmdir(name, dir_fd=target.fd)
+    except OSError:
+        return False
+    return True
+
+
 def remove_leftovers(target: Target, catalog: Catalog) -> None:
     """Remove the working directories killed restores left in ``target``, and only those."""
     log = get_logger()
-    for name, _ in _listing(target.fd):
+    for name, info in _listing(target.fd):
         if not name.startswith(PREFIX):
             continue
         leftover = _leftover(target, catalog, name)
+        if leftover is None and _empty_and_private(target, name, info):
+            # Made by a restore killed before it could record it: root's, private, and
+            # with nothing in it that could be anyone's.
+            log.warning("restore.leftover_removed", path=str(target.path / name))
+            continue
         if leftover is None:
             log.warning(
                 "restore.leftover_ignored",

@@ -212,3 +212,22 @@ def test_force_backs_up_off_schedule_once(world: World) -> None:
     world.run("backup", "--date", "2000-01-03", "--force")
     assert [b["date"] for b in world.list()] == ["2000-01-01", "2000-01-03"]
     assert date(2000, 1, 3).isoformat() in {p.name for p in world.snapshots.iterdir()}
+
+
+def test_output_to_a_reader_that_left_is_quiet(world: World) -> None:
+    # `btrsendd list | head -1`: the reader is gone before btrsendd writes.  Exit as tools a
+    # closed pipe stops do (128 + SIGPIPE), with no "internal error" and no traceback.
+    world.run("backup", "--date", "2000-01-01")
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    try:
+        proc = subprocess.run(
+            [BTRSENDD, "--config", str(world.config), "list", "--json"],
+            stdout=write_fd,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **world.env},
+        )
+    finally:
+        os.close(write_fd)
+    assert proc.returncode == 141
+    assert proc.stderr == b""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from tests.backed_up import error_lines, try_restore
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 from tests.trees import assert_same_tree, populate
-from tests.world import World, local_world
+from tests.world import BTRSENDD, World, local_world
 
 DAY = date(2000, 1, 1)
 NOBODY = 65534
@@ -169,3 +170,63 @@ def test_a_lock_someone_holds_on_a_shared_target_does_not_stop_restores(
         )
     finally:
         os.close(fd)
+
+
+def test_default_keyring_another_user_can_change_is_refused(
+    world: World, users_keyring: Path, make_btrfs: MakeBtrfs
+) -> None:
+    # The same keyring named by GNUPGHOME instead of --gnupg-home: checked all the same.
+    users_keyring.chmod(0o777)
+    target = make_btrfs("dst")
+    args = [a for a in world.restore_args(DAY, target) if a != str(world.key.secret_home)]
+    args.remove("--gnupg-home")
+    world.env["GNUPGHOME"] = str(users_keyring)
+    proc = world.run(*args, check=False)
+    assert proc.returncode == 2, proc.stderr.decode()
+    [line] = error_lines(proc)
+    assert f"{users_keyring} has mode 0777" in line
+    assert list(target.iterdir()) == []
+
+
+def test_target_swapped_while_the_admin_reads_the_plan(world: World, make_btrfs: MakeBtrfs) -> None:
+    # The target is checked when the restore starts and written to after the plan is read
+    # and confirmed (or after a thaw of hours).  Meanwhile a user who can write to its parent
+    # renames it and puts a symlink to their pick in its place: the restore still goes into
+    # the directory that was checked.
+    shared = make_btrfs("dst") / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    target = shared / "target"
+    target.mkdir()
+    elsewhere = make_btrfs("elsewhere")
+    args = [a for a in world.restore_args(DAY, target) if a != "--yes"]
+    main, terminal = pty.openpty()
+    # The admin's terminal: the plan, the question (Python asks on stderr) and the answer.
+    proc = subprocess.Popen(
+        [BTRSENDD, "--config", str(world.config), "--log-format", "json", *args],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, **world.env},
+    )
+    os.close(terminal)
+    seen = b""
+    while b"Proceed?" not in seen:
+        seen += os.read(main, 4096)
+    target.rename(shared / "moved")
+    plant(target, elsewhere)
+    os.write(main, b"y\n")
+    try:
+        while os.read(main, 4096):  # what it says from here on; EIO once it has exited
+            pass
+    except OSError:
+        pass
+    assert proc.wait(timeout=120) == 0
+    os.close(main)
+    assert list(elsewhere.iterdir()) == []
+    assert_same_tree(world.snapshots / DAY.isoformat(), shared / "moved" / DAY.isoformat())
+
+
+def plant(link: Path, pointing_to: Path) -> None:
+    link.symlink_to(pointing_to)
+    os.lchown(link, NOBODY, NOBODY)
