@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import error_lines
+from tests.backed_up import back_up, error_lines
 from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.trees import mutate, populate
+from tests.trees import populate
 from tests.world import World, local_world, make_world
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7)]
@@ -24,11 +24,7 @@ NOBODY = 65534
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
     w = local_world(make_btrfs("src"), tmp_path, gpg_key)
-    populate(w.source)
-    for n, day in enumerate(DAYS):
-        if n:
-            mutate(w.source, n)
-        w.run("backup", "--date", day.isoformat())
+    back_up(w, DAYS)
     return w
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import error_lines, events, world_storage
+from tests.backed_up import back_up, error_lines, events, world_storage
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.sabotage import faulty_zstd, kill_all, start
@@ -32,11 +32,7 @@ NOBODY = 65534
 @pytest.fixture
 def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
     w = local_world(make_btrfs("src"), tmp_path, gpg_key)
-    populate(w.source)
-    for n, day in enumerate(DAYS):
-        if n:
-            mutate(w.source, n)
-        w.run("backup", "--date", day.isoformat())
+    back_up(w, DAYS)
     return w
 
 

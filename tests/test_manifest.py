@@ -360,10 +360,11 @@ def test_oversized_objects_are_refused_before_reading(tmp_path: Path) -> None:
     # Never read: the object does not even exist, the listing's size is enough.
     with pytest.raises(ManifestError, match=r"^a/b/manifest.json: 67108865 bytes, larger"):
         read_manifest(storage, "a/b/manifest.json", MAX_MANIFEST_BYTES + 1)
-    # A listing that lies (a symlink to an endless device lists as 0 bytes): the read stops.
+    # An object that grew after it was listed (replaced meanwhile): the read stops.
     (tmp_path / "a").mkdir()
-    os.symlink("/dev/zero", tmp_path / "a" / "manifest.json")
+    (tmp_path / "a" / "manifest.json").write_bytes(b"{}")
     [listed] = storage.list("a/")
+    os.truncate(tmp_path / "a" / "manifest.json", MAX_MANIFEST_BYTES + 100)  # sparse
     with pytest.raises(ManifestError, match=r"67108865 bytes, larger"):
         read_manifest(storage, listed.key, listed.size)
 

@@ -301,13 +301,7 @@ def test_rebuild_from_a_vault_skips_hostile_archives(
     with ``..`` or a leading ``/``, is not JSON, or has fields of the wrong types is skipped
     with a warning, never mapped to a key (and so never a path)."""
     name = vault_server.new_vault()
-    w = make_world(
-        make_btrfs("src"),
-        tmp_path,
-        gpg_key,
-        f'backend = "glacier-vault"\nvault = "{name}"\nprefix = "host1"\n'
-        f'endpoint_url = "{vault_server.endpoint_url}"',
-    )
+    w = make_world(make_btrfs("src"), tmp_path, gpg_key, vault_server.storage_section(name))
     w.env[POLL_SECONDS_ENV] = "0.05"
     vault_server.job_seconds = 0.2
     good = back_up(w, TEN_DAYS[:2])

@@ -584,13 +584,7 @@ def test_days_of_backups_restore_through_a_vault_on_a_new_machine(
     state directory with its vault index, then `catalog rebuild` (an inventory job, a
     retrieval job per manifest) and `restore` (ranged, tree-hash-checked job output)."""
     name = vault_server.new_vault()
-    w = make_world(
-        make_btrfs("src"),
-        tmp_path,
-        gpg_key,
-        f'backend = "glacier-vault"\nvault = "{name}"\nprefix = "host1"\n'
-        f'endpoint_url = "{vault_server.endpoint_url}"',
-    )
+    w = make_world(make_btrfs("src"), tmp_path, gpg_key, vault_server.storage_section(name))
     w.pipeline = 'compression = "zstd"\nvolume_size = "12MiB"\npart_size = "5MiB"'
     w.env[restore.POLL_SECONDS_ENV] = "0.05"
     vault_server.job_seconds = 0.2
