@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import error_lines
+from btrsendd.config import load_config
+from tests.backed_up import OnBackend, error_lines
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
+from tests.fixtures.s3servers import S3Server
 from tests.sabotage import faulty_zstd, kill_all, start
 from tests.trees import assert_same_tree, populate
 from tests.world import World, local_world
@@ -129,3 +131,30 @@ def test_verify_clean_removes_temporary_files(world: World) -> None:
     assert "removed 1 unfinished upload(s)" in cleaned.stdout.decode()
     assert not leftover.exists()
     assert error_lines(world.run("verify")) == []
+
+
+def test_stopped_multipart_upload_is_aborted_on_s3(
+    on_backend: OnBackend, request: pytest.FixtureRequest
+) -> None:
+    # SeaweedFS, volumes of several 5 MiB parts: stopped while the second part of volume 0
+    # fills, the backup aborts its multipart upload (an open one is billed until aborted).
+    w = on_backend("seaweedfs")
+    w.pipeline = 'compression = "zstd"\nvolume_size = "16MiB"\npart_size = "5MiB"'
+    populate(w.source, big=20 * 1024**2)
+    # zstd passes 7 MiB on, then hangs as one process (the pipeline ends before the exec).
+    counter = faulty_zstd(w, nth=1, action=f'"$real" "$@" | head -c {7 * 1024**2}; exec sleep 600')
+    proc = start(w, "backup", "--date", DAY.isoformat(), stderr=open(w.work / "run.log", "wb"))
+    server: S3Server = request.getfixturevalue("seaweedfs_server")
+    bucket = load_config(w.config).storage.bucket
+    client = server.client()
+    deadline = time.monotonic() + 60
+    while not client.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+        assert time.monotonic() < deadline and proc.poll() is None, counter.read_text()
+        time.sleep(0.1)
+    time.sleep(1)  # the first part is on its way
+    line = stopped(w, proc, signal.SIGTERM)
+    assert "nothing was stored; it was discarded" in line
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    w.run("backup", "--date", DAY.isoformat())
+    assert [b["state"] for b in w.list()] == ["complete"]
