@@ -35,8 +35,9 @@ from btrsendd.progress import human_bytes
 
 if TYPE_CHECKING:
     from btrsendd.backup import Outcome
-    from btrsendd.catalog import BackupRow
     from btrsendd.config import Config
+    from btrsendd.model import Backup
+    from btrsendd.planner import Plan
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -117,14 +118,13 @@ def _describe(o: Outcome) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from btrsendd.backup import open_engine
+    from btrsendd.backup import planned
+    from btrsendd.repository import open_repository
 
     config = _config(args)
     day = args.date or date.today()
-    with open_engine(config) as engine:
-        outcomes = [
-            engine.run_cycle(src, day, dry_run=True) for src in config.selected_sources(args.source)
-        ]
+    with open_repository(config) as repo:
+        outcomes = [planned(repo, src.name, day) for src in config.selected_sources(args.source)]
     if args.json:
         print(json.dumps([_plan_json(o) for o in outcomes], indent=2))
     else:
@@ -134,8 +134,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from btrsendd.backup import open_engine
+    from btrsendd.backup import BackupCycle
     from btrsendd.log import get_logger
+    from btrsendd.repository import open_repository
 
     config = _config(args)
     day = args.date or date.today()
@@ -143,10 +144,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
         args.json = False
         return cmd_plan(args)
     status = 0
-    with open_engine(config, lock="backup") as engine:
+    with open_repository(config, lock="backup") as repo:
+        cycle = BackupCycle(repo)
         for src in config.selected_sources(args.source):
             try:
-                print(_describe(engine.run_cycle(src, day, force=args.force)))
+                print(_describe(cycle.run(src, day, force=args.force)))
             except BtrsenddError as exc:
                 # One source failing must not stop the others; the exit status still says so.
                 get_logger(source=src.name).error("backup.failed", reason=str(exc))
@@ -156,27 +158,22 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_backup_stdin(args: argparse.Namespace) -> int:
-    from btrsendd.backup import check_date, open_engine
+    from btrsendd.backup import BackupCycle
+    from btrsendd.repository import open_repository
 
     config = _config(args)
     src = config.source(args.source)
-    check_date(args.date)
-    with open_engine(config, lock="backup-stdin") as engine:
-        engine.recover(src.name)
-        # Without this, a date before the newest backup would plan nothing: exit 0, no word.
-        engine.check_clock(src.name, args.date)
-        decision = engine.plan(src.name, args.date)
-        if decision.expire:
-            engine.expire(src.name, [b.id for b in decision.expire])
-        if decision.action == "none":
-            return 0
-        # btrsend's protocol: announce what stream is expected, then read it from stdin.
+
+    def announce(decision: Plan) -> None:
+        # btrsend's protocol: say which stream is expected, then read it from stdin.
         print("c" if decision.parent is None else f"i {decision.parent.date}", flush=True)
-        engine.upload(src.name, args.date, decision, sys.stdin.buffer)
+
+    with open_repository(config, lock="backup-stdin") as repo:
+        BackupCycle(repo).run_stdin(src.name, args.date, announce, sys.stdin.buffer)
     return 0
 
 
-def _list_json(row: BackupRow) -> dict[str, Any]:
+def _list_json(row: Backup) -> dict[str, Any]:
     return {
         "id": row.id,
         "source": row.source,
@@ -198,13 +195,13 @@ def _list_json(row: BackupRow) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from btrsendd.backup import open_engine
+    from btrsendd.repository import open_repository
 
     config = _config(args)
     if args.source is not None:
         config.source(args.source)  # an unknown name is a usage error, not an empty list
-    with open_engine(config) as engine:
-        rows = engine.catalog.backups(args.source, states=("complete", "uploading", "expiring"))
+    with open_repository(config) as repo:
+        rows = repo.catalog.backups(args.source, states=("complete", "uploading", "expiring"))
     if args.json:
         print(json.dumps([_list_json(r) for r in rows], indent=2))
         return 0
@@ -234,15 +231,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from btrsendd import pricing, restore
-    from btrsendd.backup import open_engine
     from btrsendd.receive import Writable
+    from btrsendd.repository import open_repository
     from btrsendd.workdir import Target
 
     config = _config(args)
     config.source(args.source)
     prices = pricing.Prices.from_config(config.restore)
-    with open_engine(config) as engine, contextlib.ExitStack() as opened:
-        chain = restore.resolve_chain(engine.catalog, args.source, args.date)
+    with open_repository(config) as repo, contextlib.ExitStack() as opened:
+        chain = restore.resolve_chain(repo.catalog, args.source, args.date)
         wanted = chain[-1]
         # Opened now and kept: the directories checked are the ones written to, hours later.
         target = opened.enter_context(Target.open(args.target))
@@ -253,7 +250,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         restore.check_target(
             target, wanted.snapshot, writable, [s.snapshot_dir for s in config.sources]
         )
-        job = restore.RestoreJob.prepare(engine, chain, args.gnupg_home)
+        job = restore.RestoreJob.prepare(repo, chain, args.gnupg_home)
         print(
             f"Restore {args.source} as of {wanted.date} (newest backup on or before "
             f"{args.date}) into {args.target}:"

@@ -58,7 +58,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from tzlocal import get_localzone
 
 from btrsendd import __version__, metrics
-from btrsendd.backup import Engine, open_engine
+from btrsendd.backup import BackupCycle
 from btrsendd.config import Config, SourceConfig, config_path, load_config
 from btrsendd.cron import TEST_CRON_ENV, schedule_trigger
 from btrsendd.errors import BtrsenddError, ConfigError, OperationalError
@@ -67,6 +67,7 @@ from btrsendd.log import get_logger
 from btrsendd.notify import Notifier
 from btrsendd.permissions import config_file_problem
 from btrsendd.progress import Progress, human_bytes
+from btrsendd.repository import Repository, open_repository
 
 STATE_FILE = "daemon.json"
 
@@ -299,13 +300,13 @@ class Daemon:
         log.info("cycle.started", date=day.isoformat(), force=forced)
         results: dict[str, str] = {}
         try:
-            with open_engine(config, lock="daemon cycle") as engine:
-                engine.on_progress = self._on_progress
+            with open_repository(config, lock="daemon cycle") as repo:
+                cycle = BackupCycle(repo, self._on_progress)
                 for src in config.sources:
                     if self._stop.is_set():
                         break
-                    results[src.name] = self._source(engine, src, day, forced)
-                self._write_metrics(config, engine)
+                    results[src.name] = self._source(cycle, src, day, forced)
+                self._write_metrics(config, repo)
         except BtrsenddError as exc:
             # The engine did not open: the catalog, or `btrsendd backup` holding the lock.
             log.error("cycle.failed", reason=str(exc), detail="retried at the next run")
@@ -322,7 +323,7 @@ class Daemon:
             # What catch-up compares with; a forced cycle does all a scheduled one would.
             self.state.last_scheduled = started.isoformat()
 
-    def _source(self, engine: Engine, src: SourceConfig, day: date, forced: bool) -> str:
+    def _source(self, cycle: BackupCycle, src: SourceConfig, day: date, forced: bool) -> str:
         """Run one source's cycle; returns what happened, in words, for the cycle's summary."""
         name = src.name
         with self._lock:
@@ -335,7 +336,7 @@ class Daemon:
         now = _now().isoformat()
         error: str | None = None
         try:
-            outcome = engine.run_cycle(src, day, force=forced)
+            outcome = cycle.run(src, day, force=forced)
         except BtrsenddError as exc:
             if self._stop.is_set():
                 return "aborted"
@@ -357,7 +358,7 @@ class Daemon:
                 record.failures += 1
         return result
 
-    def _write_metrics(self, config: Config, engine: Engine) -> None:
+    def _write_metrics(self, config: Config, repo: Repository) -> None:
         """Rewrite the Prometheus textfile, if configured; a failure is logged, not fatal."""
         path = config.metrics.textfile
         if path is None:
@@ -370,12 +371,12 @@ class Daemon:
                 for name, r in self.state.sources.items()
             }
         try:
-            metrics.write_textfile(path, metrics.render(facts, engine.catalog.backups()))
+            metrics.write_textfile(path, metrics.render(facts, repo.catalog.backups()))
         except OSError as exc:
             self.log.warning("metrics.failed", path=str(path), reason=str(exc))
 
     def _on_progress(self, source: str, progress: Progress) -> None:
-        """The engine's progress hook: abort on stop; publish bytes and rate when the upload
+        """The upload's progress hook: abort on stop; publish bytes and rate when the upload
         starts, then every few seconds."""
         if self._stop.is_set():
             raise Cancelled("the daemon is stopping; the upload was interrupted")

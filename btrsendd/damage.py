@@ -10,40 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from btrsendd.catalog import BackupRow, Volume
+from btrsendd.layout import Located
 from btrsendd.pipeline import sha256_of
 from btrsendd.storage.base import Storage, same_checksum
-
-if TYPE_CHECKING:
-    from btrsendd.backup import Engine
-
-
-@dataclass(frozen=True)
-class Located:
-    """A volume with the backup it belongs to and the storage key it lives under."""
-
-    backup: BackupRow
-    volume: Volume
-    key: str
-
-    @property
-    def index(self) -> int:
-        return self.volume.index
-
-    def describe(self) -> str:
-        """How errors name it: by backup and volume, the way ``list`` and the bucket do."""
-        return f"backup {self.backup.id} ({self.backup.date}), volume {self.index} ({self.key})"
-
-
-def volume_keys(engine: Engine, chain: Sequence[BackupRow]) -> list[Located]:
-    """Every volume of ``chain``, in the order a restore reads them."""
-    return [
-        Located(row, v, engine.key(row, v.name))
-        for row in chain
-        for v in engine.catalog.volumes(row.id)
-    ]
 
 
 @dataclass(frozen=True)

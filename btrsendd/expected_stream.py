@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from btrsendd import snapshots
-from btrsendd.catalog import Catalog, Kind, StreamIdentity
+from btrsendd.catalog import Catalog
 from btrsendd.log import get_logger
+from btrsendd.model import Kind, StreamIdentity
 from btrsendd.names import is_safe_component
 from btrsendd.sendstream import StreamError, uuid_text
 

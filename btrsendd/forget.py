@@ -17,17 +17,17 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from btrsendd import snapshots
-from btrsendd.backup import open_engine
-from btrsendd.catalog import BackupRow
 from btrsendd.cli import confirm
 from btrsendd.config import SourceConfig, config_path, load_config
 from btrsendd.errors import UsageError
 from btrsendd.log import get_logger
+from btrsendd.model import Backup
 from btrsendd.pricing import MINIMUM_STORAGE_DAYS, early_deletion_cost
 from btrsendd.progress import human_bytes
+from btrsendd.repository import open_repository
 
 
-def doomed(rows: Sequence[BackupRow], source: str, day: date) -> list[BackupRow]:
+def doomed(rows: Sequence[Backup], source: str, day: date) -> list[Backup]:
     """The backup of ``source`` dated ``day`` and the later members of its chain, by date.
 
     ``rows`` are the source's backups in every state: an interrupted upload can be the
@@ -46,14 +46,14 @@ def doomed(rows: Sequence[BackupRow], source: str, day: date) -> list[BackupRow]
     )
 
 
-def _age_days(row: BackupRow, now: datetime) -> int:
+def _age_days(row: Backup, now: datetime) -> int:
     try:
         return (now - datetime.fromisoformat(row.created_at)).days
     except ValueError:
         return 0
 
 
-def describe(rows: Sequence[BackupRow], src: SourceConfig, now: datetime) -> list[str]:
+def describe(rows: Sequence[Backup], src: SourceConfig, now: datetime) -> list[str]:
     """What ``forget`` will delete, what that costs early, and what it leaves."""
     lines = [
         f"  {r.date}  {r.kind:<11}  {r.state:<9}  {human_bytes(r.stored_bytes):>10}  "
@@ -83,8 +83,8 @@ def describe(rows: Sequence[BackupRow], src: SourceConfig, now: datetime) -> lis
 def cmd_forget(args: argparse.Namespace) -> int:
     config = load_config(config_path(args.config))
     src = config.source(args.source)
-    with open_engine(config, lock="forget") as engine:
-        every = engine.catalog.backups(src.name, states=("complete", "uploading", "expiring"))
+    with open_repository(config, lock="forget") as repo:
+        every = repo.catalog.backups(src.name, states=("complete", "uploading", "expiring"))
         rows = doomed(every, src.name, args.date)
         later = len(rows) - 1
         print(
@@ -104,8 +104,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         if not args.yes and not confirm("Delete them from storage and the catalog?"):
             print("nothing was deleted")
             return 1
-        engine.delete_backups(rows)
-        left = engine.catalog.backups(src.name)
+        repo.delete_backups(rows)
+        left = repo.catalog.backups(src.name)
     get_logger(source=src.name).info(
         "backup.forgotten", backups=[r.id for r in rows], dates=[str(r.date) for r in rows]
     )

@@ -1,171 +1,126 @@
-"""Where the configured paths sit among btrfs subvolumes, and what that does to the backups.
+"""The storage format: every key btrsendd writes or reads, and every name inside a key.
 
-A ``btrfs send`` stream holds exactly one subvolume.  So a subvolume nested anywhere under a
-source is in none of its backups (a snapshot shows an empty directory in its place, a restore
-not even that), and whatever lies in the source's own subvolume is in all of them.  So:
+```
+<prefix>/<source>/<backup-id>/vol-00000.btrfs.<gz|zst>[.gpg]   the volumes, in order
+<prefix>/<source>/<backup-id>/manifest.json                    written last: the backup exists
+```
 
-- nested subvolumes are reported, by path: by ``check-config`` and in every backup's log
-  (``backup.nested_subvolumes``), except btrsendd's own (the snapshot directories, a local
-  archive) and other sources, which are backed up on their own;
-- ``check-config`` refuses a local archive in a source's own subvolume (every backup would
-  hold the archive, which grows by a backup each time) and a snapshot directory there (its
-  snapshots would be part of the source).  A subvolume of its own is fine, and btrsendd
-  makes a missing snapshot directory one when its parent is in the source's subvolume.
+The rest of btrsendd asks this module for keys and never joins strings itself, so that the
+format (which ``catalog rebuild`` on another machine, years later, has to read) has exactly one
+definition.  Names read back from storage are parsed here too, and checked (``names.py``)
+before anything uses them.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
+import secrets
+from dataclasses import dataclass
+from datetime import date
 
-from btrsendd import snapshots
-from btrsendd.config import Config, SourceConfig
-from btrsendd.findings import Finding, error, warning
-from btrsendd.manifest import shown
+from btrsendd.model import Backup, Kind, Volume
+from btrsendd.names import UnsafeName, check_name
 
-#: How many nested subvolumes a check-config line names before it only counts the rest.
-_NAMED = 10
+MANIFEST_NAME = "manifest.json"
 
-
-def _key(config: Config, src: SourceConfig, field: str) -> str:
-    return f"sources[{config.sources.index(src)}].{field} (name = {src.name!r})"
+_KIND_IN_ID = {"full": "full", "incremental": "inc"}
 
 
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
+def object_key(prefix: str, *parts: str) -> str:
+    """Join a configured prefix and key segments with '/'; an empty prefix adds nothing.
 
-
-def _within(path: Path, tops: Sequence[Path]) -> bool:
-    return any(path == top or top in path.parents for top in tops)
-
-
-def nested_subvolumes(config: Config, src: SourceConfig) -> snapshots.Nested:
-    """The subvolumes under ``src`` that none of its backups holds, and no other source.
-
-    btrsendd's own subvolumes (snapshot directories and what is in them, a local archive)
-    are left out, and so are other sources nested in this one with everything under them:
-    those are backed up, or reported, on their own.
+    The prefix is optional in the configuration, and a leading '/' would make S3 keys start
+    with an empty segment (and local paths absolute), so it is skipped rather than joined.
     """
-    own = [s.snapshot_dir for s in config.sources] + [s.path for s in config.sources if s != src]
-    if config.storage.backend == "local" and config.storage.path is not None:
-        own.append(config.storage.path)
-    tops = [_real(p) for p in own]
-    root = _real(src.path)
-    found = snapshots.nested_subvolumes(src.path)
-    return snapshots.Nested(
-        [p for p in found.paths if not _within(root / p.relative_to(src.path), tops)],
-        found.unnamed,
-    )
+    return "/".join((prefix, *parts) if prefix else parts)
 
 
-def nested_problems(config: Config) -> list[Finding]:
-    """One warning per source with nested subvolumes, naming them."""
-    found: list[Finding] = []
-    for src in config.sources:
-        if not snapshots.is_subvolume(src.path):
-            continue  # reported as the source's own error
-        nested = nested_subvolumes(config, src)
-        count = len(nested.paths) + nested.unnamed
-        if not count:
-            continue
-        # Users name their subvolumes: quoted if they hold what a terminal would act on.
-        named = ", ".join(shown(str(p)) for p in nested.paths[:_NAMED])
-        if len(nested.paths) > _NAMED:
-            named += f" and {len(nested.paths) - _NAMED} more"
-        if nested.unnamed:
-            named += f"{' and ' if named else ''}{nested.unnamed} that btrfs cannot name"
-            named += " (nested too deep)"
-        found.append(
-            warning(
-                _key(config, src, "path"),
-                f"{count} subvolume(s) nested in {src.path} are in none of its backups "
-                f"(a btrfs send stream stops at subvolume boundaries): {named}; give each one "
-                "worth keeping a [[sources]] entry of its own, or make it a plain directory",
-            )
-        )
-    return found
+def new_backup_id(day: date, kind: Kind) -> str:
+    """``2026-11-26-full-1b4684``: the date, the kind and six random hex digits, so that a
+    backup's id says what it is and a second backup of the same day never takes its keys."""
+    return f"{day.isoformat()}-{_KIND_IN_ID[kind]}-{secrets.token_hex(3)}"
 
 
-def _made_as_subvolume(owner: SourceConfig) -> bool:
-    """Whether btrsendd will create ``owner``'s missing snapshot directory as a subvolume:
-    it does when its parent is in ``owner``'s own subvolume (``snapshots.take_snapshot``)."""
-    path = owner.snapshot_dir
-    return not path.exists() and snapshots.in_subvolume_of(path, owner.path)
+def volume_name(index: int, suffix: str) -> str:
+    """``vol-00003.btrfs.zst.gpg``: the volume's place in the stream and how it is encoded
+    (``suffix`` from the codec), so a volume can be read back from its name alone."""
+    return f"vol-{index:05d}.{suffix}"
 
 
-def inside_problems(config: Config) -> list[Finding]:
-    """Errors for a local archive or a snapshot directory in some source's own subvolume, and
-    for a local archive holding a source or a snapshot directory."""
-    found: list[Finding] = []
-    if (around := archive_problem(config)) is not None:
-        found.append(error("storage.path", around))
-    for src in config.sources:
-        if not snapshots.is_subvolume(src.path):
-            continue
-        for owner in config.sources:
-            path = owner.snapshot_dir
-            if _made_as_subvolume(owner) or not snapshots.in_subvolume_of(path, src.path):
-                continue
-            key = _key(config, owner, "snapshot_dir")
-            if path.exists():
-                found.append(error(key, _plain_snapshot_dir(path, src)))
-            else:
-                found.append(
-                    error(
-                        key,
-                        f"{path} would be made a plain directory in the subvolume of source "
-                        f"{src.name!r} ({src.path}), and so be part of its backups; create it "
-                        f"as a subvolume first: btrfs subvolume create {path} && chmod 700 {path}",
-                    )
-                )
-        archive = config.storage.path
-        if config.storage.backend == "local" and archive is not None:
-            if snapshots.in_subvolume_of(archive, src.path):
-                found.append(
-                    error(
-                        "storage.path",
-                        f"{archive} is in the subvolume of source {src.name!r} ({src.path}): "
-                        "every backup of it would hold the archive, which grows by a backup "
-                        f"each time; put the archive outside {src.path} (another filesystem is "
-                        "best), or in a subvolume of its own (btrfs subvolume create DIR)",
-                    )
-                )
-    return found
+@dataclass(frozen=True)
+class Placed:
+    """Where a key sits: the source and backup it belongs to and its name there, or just
+    the source for a key that is no backup's."""
+
+    source: str
+    backup_id: str | None
+    name: str
 
 
-def archive_problem(config: Config) -> str | None:
-    """Why the local archive cannot be where it is, or None.
+@dataclass(frozen=True)
+class Layout:
+    """The keys of one configured storage (``storage.prefix``)."""
 
-    Everything under the archive is listed as objects: a source or a snapshot directory
-    there would be listed with it, backups written into it, and ``verify --clean`` would
-    delete its files as orphans (seen: every file of a live source, with ``storage.path``
-    set to the pool holding the sources).  Every command refuses it, not only
-    ``check-config``.
-    """
-    archive = config.storage.path
-    if config.storage.backend != "local" or archive is None:
-        return None
-    top = [_real(archive)]
-    for src in config.sources:
-        for path, what in (
-            (src.path, f"source {src.name!r} ({src.path})"),
-            (src.snapshot_dir, f"the snapshot_dir of source {src.name!r} ({src.snapshot_dir})"),
-        ):
-            if _within(_real(path), top):
-                return (
-                    f"{archive} holds {what}: btrsendd would write backups into it and "
-                    "`verify --clean` would delete its files as objects nobody refers to; put "
-                    "the archive in a directory of its own, outside every source and snapshot_dir"
-                )
-    return None
+    prefix: str
+
+    def root(self) -> str:
+        """What every key starts with: ``<prefix>/``, or nothing for the whole bucket."""
+        return object_key(self.prefix, "")
+
+    def source_root(self, source: str) -> str:
+        """``<prefix>/<source>/``: everything of one source."""
+        return object_key(self.prefix, source) + "/"
+
+    def backup_dir(self, source: str, backup_id: str) -> str:
+        """``<prefix>/<source>/<backup-id>/``: everything of one backup."""
+        return object_key(self.prefix, source, backup_id) + "/"
+
+    def backup_dir_of(self, backup: Backup) -> str:
+        return self.backup_dir(backup.source, backup.id)
+
+    def key(self, backup: Backup, name: str) -> str:
+        """The key of the object ``name`` (a volume or the manifest) of ``backup``."""
+        return self.backup_dir_of(backup) + name
+
+    def manifest_key(self, backup: Backup) -> str:
+        return self.key(backup, MANIFEST_NAME)
+
+    def longest_key(self, source: str) -> str:
+        """The longest key btrsendd writes for ``source`` (a full backup's volume, encrypted
+        and zstd-compressed), for backends that limit how long a key may be."""
+        sample = self.backup_dir(source, "2000-01-01-full-000000")
+        return sample + volume_name(0, "btrfs.zst.gpg")
+
+    def place(self, key: str) -> Placed | None:
+        """Where ``key`` (from a listing) sits under this layout's root: a source's name and,
+        for a key in a backup's directory, its checked backup id and the name in it; None
+        for a key outside the root or one whose source or backup id is not a plain name."""
+        root = self.root()
+        if not key.startswith(root):
+            return None
+        source, _, rest = key[len(root) :].partition("/")
+        backup_id, slash, name = rest.partition("/")
+        try:
+            check_name("source", source)
+            if not slash:
+                return Placed(source, None, rest)
+            check_name("backup id", backup_id)
+        except UnsafeName:
+            return None
+        return Placed(source, backup_id, name)
 
 
-def _plain_snapshot_dir(path: Path, src: SourceConfig) -> str:
-    return (
-        f"{path} is a plain directory in the subvolume of source {src.name!r} ({src.path}), "
-        f"so it is part of its backups; make it a subvolume of its own: mv {path} {path}.old "
-        f"&& btrfs subvolume create {path} && chmod 700 {path} (the next backup is then a "
-        f"full one; once it is stored, delete the snapshots in {path}.old with btrfs "
-        "subvolume delete)"
-    )
+@dataclass(frozen=True)
+class Located:
+    """A volume with the backup it belongs to and the key it is stored under."""
+
+    backup: Backup
+    volume: Volume
+    key: str
+
+    @property
+    def index(self) -> int:
+        return self.volume.index
+
+    def describe(self) -> str:
+        """How errors name it: by backup and volume, the way ``list`` and the bucket do."""
+        return f"backup {self.backup.id} ({self.backup.date}), volume {self.index} ({self.key})"

@@ -26,9 +26,10 @@ from datetime import date, timedelta
 from typing import Any, get_args
 
 from btrsendd import __version__
-from btrsendd.catalog import BackupRow, Kind, StreamIdentity, Volume
 from btrsendd.config import StorageClass
 from btrsendd.errors import OperationalError, StorageError
+from btrsendd.layout import volume_name
+from btrsendd.model import Backup, Kind, StreamIdentity, Volume
 from btrsendd.names import NameKind, UnsafeName, check_name, is_safe_component
 from btrsendd.pipeline import Codec, Compression
 from btrsendd.pricing import LOCAL_CLASS, THAW
@@ -53,7 +54,6 @@ from btrsendd.strictjson import (
 
 FORMAT = "btrsendd-manifest"
 VERSION = 1
-MANIFEST_NAME = "manifest.json"
 
 #: A manifest takes about 400 bytes per volume: 64 MiB holds 160,000 volumes (over 150 TiB in
 #: the default 1 GiB volumes).  Anything larger is refused unread: parsing it could exhaust
@@ -98,7 +98,7 @@ def shown(text: str) -> str:
 
 @dataclass(frozen=True)
 class Manifest:
-    backup: BackupRow
+    backup: Backup
     volumes: tuple[Volume, ...]
 
     def to_json(self) -> bytes:
@@ -268,7 +268,7 @@ def _manifest(doc: Object, today: date) -> Manifest:
     compression = doc.req("compression", _compression)
     recipients = _recipients(doc.sub("encryption"))
     volumes = _volumes(doc, compression, recipients)
-    backup = BackupRow(
+    backup = Backup(
         id=backup_id,
         source=doc.req("source", _name("source")),
         date=when,
@@ -357,9 +357,6 @@ def _volumes(
     doc: Object, compression: Compression, recipients: tuple[str, ...]
 ) -> tuple[Volume, ...]:
     """The volumes, in order, named as ``backup`` names them and covering the raw stream."""
-    # Imported here: backup.py imports this module to write manifests.
-    from btrsendd.backup import _volume_name
-
     listed = doc.req("volumes", a_list)
     if not listed:
         raise Invalid("volumes", "empty: a backup has at least one volume")
@@ -373,8 +370,9 @@ def _volumes(
         if index != n:
             raise Invalid(v.field("index"), f"{index}, but it is volume {n} in the list")
         name = v.req("name", _name("volume"))
-        if name != _volume_name(n, codec):
-            raise Invalid(v.field("name"), f"{name}, but volume {n} is {_volume_name(n, codec)}")
+        expected = volume_name(n, codec.suffix)
+        if name != expected:
+            raise Invalid(v.field("name"), f"{name}, but volume {n} is {expected}")
         raw_offset = v.req("raw_offset", _SIZE)
         if raw_offset != offset:
             ends = "the stream starts at 0" if n == 0 else f"volume {n - 1} ends at {offset}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from btrsendd.catalog import BackupRow
+from btrsendd.model import Backup
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,10 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def render(facts: Mapping[str, SourceFacts], backups: Iterable[BackupRow]) -> str:
+def render(facts: Mapping[str, SourceFacts], backups: Iterable[Backup]) -> str:
     """The textfile's contents for ``facts`` (per source) and the catalog's complete backups."""
     samples: dict[str, list[tuple[dict[str, str], float]]] = {name: [] for name in _HELP}
-    newest: dict[str, BackupRow] = {}
+    newest: dict[str, Backup] = {}
     stored: dict[tuple[str, str], int] = {}
     for row in backups:
         newest[row.source] = row  # oldest first: the last one seen is the newest

@@ -17,7 +17,7 @@ import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,25 @@ class Schedule:
             raise ValueError(f"chain_lifetime_days must be >= 1, not {self.chain_lifetime_days}")
 
 
-@dataclass(frozen=True)
-class Backup:
-    """One complete backup of one source, as the catalog knows it."""
+class Member(Protocol):
+    """What the planner reads of one complete backup (``model.Backup`` has all of it)."""
 
-    id: str
-    date: date
-    chain: str  # id of the full backup that roots its chain
-    kind: Literal["full", "incremental"]
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def date(self) -> date: ...
+
+    @property
+    def chain(self) -> str:
+        """The id of the full backup that roots its chain."""
+        ...
+
+    @property
+    def kind(self) -> Literal["full", "incremental"]: ...
 
 
-Chain = tuple[Backup, ...]  # one chain's backups, oldest (the full) first
+Chain = tuple[Member, ...]  # one chain's backups, oldest (the full) first
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,8 @@ class Plan:
     """One decision for one source: what to upload now and which chain to delete."""
 
     action: Literal["none", "full", "incremental"]
-    parent: Backup | None  # set iff action == "incremental": the backup to send relative to
-    expire: tuple[Backup, ...]  # every backup of the one chain to delete now (may be empty)
+    parent: Member | None  # set iff action == "incremental": the backup to send relative to
+    expire: tuple[Member, ...]  # every backup of the one chain to delete now (may be empty)
     reason: str
 
 
@@ -80,7 +88,7 @@ def latest_backup_day(backup_days: Sequence[int], on_or_before: date) -> date:
 
 
 def plan(
-    schedule: Schedule, backups: Sequence[Backup], today: date, *, force: bool = False
+    schedule: Schedule, backups: Sequence[Member], today: date, *, force: bool = False
 ) -> Plan:
     """Decide today's backup and expiry for one source from its complete backups (any order).
 
@@ -130,9 +138,9 @@ def as_full(p: Plan, reason: str) -> Plan:
     return replace(p, action="full", parent=None, reason=reason)
 
 
-def _chains(backups: Sequence[Backup]) -> list[Chain]:
+def _chains(backups: Sequence[Member]) -> list[Chain]:
     """Group by chain, each chain by date, chains by the date of their full (first) backup."""
-    groups: dict[str, list[Backup]] = {}
+    groups: dict[str, list[Member]] = {}
     for backup in backups:
         groups.setdefault(backup.chain, []).append(backup)
     chains = [tuple(sorted(group, key=lambda b: b.date)) for group in groups.values()]

@@ -5,7 +5,7 @@ machine can run it: sources are subvolumes, snapshots can be taken where configu
 part of no backup, the keyring can encrypt to the recipients (``keyring.py``), the programs
 exist, nothing btrsendd trusts can be read or changed by the wrong people
 (``permissions.py``), the schedule fires (``cron.py``), nested subvolumes are not silently
-left out (``layout.py``), and the schedule does not pay cold storage for deleting early.
+left out (``placement.py``), and the schedule does not pay cold storage for deleting early.
 Every finding names the TOML key to change and how, because check-config is run exactly when
 someone is editing the file.
 """
@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from btrsendd import cron, keyring, layout, permissions, snapshots
+from btrsendd import cron, keyring, permissions, placement, snapshots
 from btrsendd.config import (
     Config,
     PipelineConfig,
@@ -52,8 +52,8 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     findings += _glacier_vault(config.storage, config.sources)
     findings += _compatible_endpoint(config.storage)
     findings += _sources(config.sources)
-    findings += layout.inside_problems(config)
-    findings += layout.nested_problems(config)
+    findings += placement.inside_problems(config)
+    findings += placement.nested_problems(config)
     if check_storage is not None:
         try:
             check_storage()
@@ -220,7 +220,7 @@ def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> l
     """
     if storage.backend != "glacier-vault" or storage.vault is None:
         return []
-    from btrsendd.storage import object_key
+    from btrsendd.layout import Layout
     from btrsendd.storage.vault import archive_description
 
     findings = []
@@ -241,12 +241,8 @@ def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> l
             )
         )
     for src in sources:
-        # The longest key btrsendd writes for this source: a volume of a full backup.
-        key = object_key(
-            storage.prefix, src.name, "2000-01-01-full-000000", "vol-00000.btrfs.zst.gpg"
-        )
         try:
-            archive_description(key)
+            archive_description(Layout(storage.prefix).longest_key(src.name))
         except ValueError as exc:
             findings.append(error("storage.prefix", str(exc)))
             break

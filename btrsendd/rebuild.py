@@ -25,21 +25,22 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from btrsendd.backup import open_engine
-from btrsendd.catalog import CATALOG_FILE, BackupRow, Catalog
+from btrsendd.catalog import Catalog
+from btrsendd.catalog_schema import CATALOG_FILE
 from btrsendd.config import config_path, load_config
 from btrsendd.errors import NotThawedError, UsageError
+from btrsendd.layout import MANIFEST_NAME, Layout
 from btrsendd.manifest import (
-    MANIFEST_NAME,
     Manifest,
     ManifestError,
     oversized,
     read_manifest,
     shown,
 )
+from btrsendd.model import Backup
 from btrsendd.names import UnsafeName, check_name
+from btrsendd.repository import open_repository
 from btrsendd.restore import FIRST_POLL_SECONDS, poll_seconds
-from btrsendd.storage import object_key
 from btrsendd.storage.base import Storage
 
 
@@ -76,11 +77,11 @@ def _why_not_read(key: str, size: int, root: str) -> str | None:
     return oversized(size)
 
 
-def _missing_volumes(manifest: Manifest, directory: str, sizes: dict[str, int]) -> list[str]:
+def _missing_volumes(manifest: Manifest, layout: Layout, sizes: dict[str, int]) -> list[str]:
     """What is wrong with the stored volumes of ``manifest``, one phrase per volume."""
     found = []
     for v in manifest.volumes:
-        size = sizes.get(f"{directory}/{v.name}")
+        size = sizes.get(layout.key(manifest.backup, v.name))
         if size is None:
             found.append(f"volume {v.index} missing")
         elif size != v.stored_size:
@@ -91,7 +92,8 @@ def _missing_volumes(manifest: Manifest, directory: str, sizes: dict[str, int]) 
 def _stored_backups(storage: Storage, prefix: str, found: Found) -> list[tuple[str, Manifest]]:
     """Manifests (with their keys) that are valid, in their backup's place, with every
     volume stored; everything else is skipped in ``found``."""
-    root = object_key(prefix, "")  # "<prefix>/", or "" for the whole bucket
+    layout = Layout(prefix)
+    root = layout.root()  # "<prefix>/", or "" for the whole bucket
     sizes = {obj.key: obj.size for obj in storage.list(root)}
     complete = []
     for key, size in sizes.items():
@@ -109,13 +111,14 @@ def _stored_backups(storage: Storage, prefix: str, found: Found) -> list[tuple[s
             found.skip(key, exc.detail if isinstance(exc, ManifestError) else str(exc))
             continue
         b = manifest.backup
-        directory = object_key(prefix, b.source, b.id)
-        if key != f"{directory}/{MANIFEST_NAME}":
+        if key != layout.manifest_key(b):
             found.skip(
-                key, f"it describes backup {b.id} of {b.source}, which belongs under {directory}/"
+                key,
+                f"it describes backup {b.id} of {b.source}, which belongs under "
+                f"{layout.backup_dir_of(b)}",
             )
             continue
-        damaged = _missing_volumes(manifest, directory, sizes)
+        damaged = _missing_volumes(manifest, layout, sizes)
         if damaged:
             found.skip(key, f"backup {b.id} ({b.source} {b.date}): {', '.join(damaged)}")
             continue
@@ -128,15 +131,15 @@ class _Adopted:
     """The backups adopted so far: by id (with the key of each manifest), and by day."""
 
     keys: dict[str, str] = field(default_factory=dict)
-    rows: dict[str, BackupRow] = field(default_factory=dict)
+    rows: dict[str, Backup] = field(default_factory=dict)
     by_day: dict[tuple[str, date], str] = field(default_factory=dict)
 
-    def add(self, key: str, b: BackupRow) -> None:
+    def add(self, key: str, b: Backup) -> None:
         self.keys[b.id] = key
         self.rows[b.id] = b
         self.by_day[(b.source, b.date)] = b.id
 
-    def why_not(self, b: BackupRow) -> str | None:
+    def why_not(self, b: Backup) -> str | None:
         """Why ``b`` cannot join the backups adopted so far, or None if it can."""
         if b.id in self.rows:
             return f"backup {b.id} was already adopted from {shown(self.keys[b.id])}"
@@ -228,7 +231,7 @@ def _manifests_at_hand(storage: Storage, prefix: str, args: argparse.Namespace) 
         return True
     if not rebuild_index(wait=not args.no_wait, poll_seconds=poll_seconds()):
         return False
-    root = object_key(prefix, "")
+    root = Layout(prefix).root()
     # Only manifests that will be read: a retrieval of anything else is money wasted.
     keys = [
         o.key
@@ -254,26 +257,26 @@ def _manifests_at_hand(storage: Storage, prefix: str, args: argparse.Namespace) 
 def cmd_catalog(args: argparse.Namespace) -> int:
     """``catalog rebuild [--force]``: the only catalog action so far."""
     config = load_config(config_path(args.config))
-    with open_engine(config, lock="catalog rebuild") as engine:
-        if not engine.catalog.is_empty() and not args.force:
-            count = len(engine.catalog.backups(states=("uploading", "complete", "expiring")))
+    with open_repository(config, lock="catalog rebuild") as repo:
+        if not repo.catalog.is_empty() and not args.force:
+            count = len(repo.catalog.backups(states=("uploading", "complete", "expiring")))
             raise UsageError(
                 f"the catalog in {config.state_dir} is not empty ({count} backup(s)); pass "
                 "--force to replace it with what the manifests in storage say"
             )
-        if not _manifests_at_hand(engine.storage, config.storage.prefix, args):
+        if not _manifests_at_hand(repo.storage, config.storage.prefix, args):
             print(
-                f"retrievals requested from {engine.storage.description} (hours on AWS); run "
+                f"retrievals requested from {repo.storage.description} (hours on AWS); run "
                 "the same command again later to finish the rebuild"
             )
             return 0
-        found = read_manifests(engine.storage, config.storage.prefix)
-        engine.catalog.close()  # before its file is replaced; open_engine closes it again
+        found = read_manifests(repo.storage, config.storage.prefix)
+        repo.catalog.close()  # before its file is replaced; open_repository closes it again
         _replace_catalog(config.state_dir, found.manifests)
     for line in found.skipped:
         print(f"btrsendd: warning: skipped {line}", file=sys.stderr)
     print(
-        f"catalog rebuilt from {engine.storage.description}: {len(found.manifests)} adopted, "
+        f"catalog rebuilt from {repo.storage.description}: {len(found.manifests)} adopted, "
         f"{len(found.skipped)} skipped{_by_source(found.manifests)}"
         + ("; see the warnings" if found.skipped else "")
     )

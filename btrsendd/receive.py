@@ -23,12 +23,13 @@ from pathlib import Path
 
 import btrfsutil
 
-from btrsendd.catalog import BackupRow, Catalog, StreamIdentity
-from btrsendd.damage import Located
+from btrsendd.catalog import Catalog
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
 from btrsendd.interrupt import Interrupted
+from btrsendd.layout import Located
 from btrsendd.lock import restore_lock
 from btrsendd.log import get_logger
+from btrsendd.model import Backup, StreamIdentity
 from btrsendd.names import is_safe_component
 from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
 from btrsendd.sendstream import StreamChecker, StreamError
@@ -36,7 +37,7 @@ from btrsendd.storage.base import Storage
 from btrsendd.workdir import Target, Workdir, fd_path, remove_leftovers
 
 
-def _codec(row: BackupRow) -> Codec:
+def _codec(row: Backup) -> Codec:
     return Codec(
         compression=_compression(row.compression),
         level=1,
@@ -156,7 +157,7 @@ def _receive_backup(
     return new.pop()
 
 
-def _expect_restored(row: BackupRow, found: StreamIdentity) -> None:
+def _expect_restored(row: Backup, found: StreamIdentity) -> None:
     """Refuse a stream that is not the one ``row`` recorded, or that names no plain name.
 
     Raised from the stream's first command, before ``btrfs receive`` has read it.
@@ -175,7 +176,7 @@ def _expect_restored(row: BackupRow, found: StreamIdentity) -> None:
         )
 
 
-def _final_name(row: BackupRow, received: str) -> str:
+def _final_name(row: Backup, received: str) -> str:
     """The name the restored day gets in the target: its snapshot's, as recorded.
 
     A ``backup-stdin`` backup records no snapshot; then the name its stream gave the

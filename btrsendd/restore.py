@@ -23,15 +23,17 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from btrsendd import permissions, snapshots
-from btrsendd.backup import Engine
-from btrsendd.catalog import BackupRow, Catalog, RestoreRequest
-from btrsendd.damage import Located, free_damage, volume_keys
+from btrsendd.catalog import Catalog
+from btrsendd.damage import free_damage
 from btrsendd.errors import BtrsenddError, OperationalError, UsageError
+from btrsendd.layout import Located
 from btrsendd.log import get_logger
+from btrsendd.model import Backup, RestoreRequest
 from btrsendd.names import UnsafeName, check_name
 from btrsendd.pricing import Fetch, Prices
 from btrsendd.progress import human_bytes
 from btrsendd.receive import Writable, receive_chain
+from btrsendd.repository import Repository
 from btrsendd.storage.base import Storage, Tier
 from btrsendd.workdir import Target
 
@@ -48,7 +50,7 @@ FIRST_POLL_SECONDS = 5.0
 _HEX = re.compile(r"^[0-9A-F]{8,}$")
 
 
-def resolve_chain(catalog: Catalog, source: str, day: date) -> list[BackupRow]:
+def resolve_chain(catalog: Catalog, source: str, day: date) -> list[Backup]:
     """The chain that restores ``source`` as of ``day``: full first, the wanted backup last.
 
     The wanted backup is the newest complete one dated on or before ``day``.
@@ -177,7 +179,7 @@ def _holds_key(recipient: str, secret: set[str]) -> bool | None:
     return any(fpr.endswith(wanted) for fpr in secret)
 
 
-def check_private_keys(chain: Sequence[BackupRow], gnupg_home: Path | None) -> None:
+def check_private_keys(chain: Sequence[Backup], gnupg_home: Path | None) -> None:
     """Refuse to start (and pay for retrievals) without a private key that can decrypt."""
     if not any(row.recipients for row in chain):
         return
@@ -325,18 +327,18 @@ class RestoreJob:
     """One chain on its way from storage to a target: what ``restore`` and ``verify --deep``
     share, from the free checks to the received subvolume."""
 
-    engine: Engine
-    chain: list[BackupRow]
+    repo: Repository
+    chain: list[Backup]
     volumes: list[Located]
     survey: Survey
 
     @classmethod
-    def prepare(cls, engine: Engine, chain: list[BackupRow], gnupg_home: Path | None) -> RestoreJob:
+    def prepare(cls, repo: Repository, chain: list[Backup], gnupg_home: Path | None) -> RestoreJob:
         """Run every check that costs nothing, and survey the volumes' thaw states."""
-        volumes = volume_keys(engine, chain)
+        volumes = repo.volumes(chain)
         check_names(volumes)
         # Not rehashed even where reading is free: the receive checks every byte anyway.
-        damage = free_damage(engine.storage, volumes, rehash=False)
+        damage = free_damage(repo.storage, volumes, rehash=False)
         if damage:
             more = f" and {len(damage) - 1} more" if len(damage) > 1 else ""
             raise OperationalError(
@@ -344,7 +346,7 @@ class RestoreJob:
                 "nothing was requested (run `btrsendd verify` for the whole list)"
             )
         check_private_keys(chain, gnupg_home)
-        return cls(engine, chain, volumes, survey(engine.storage, engine.catalog, volumes))
+        return cls(repo, chain, volumes, survey(repo.storage, repo.catalog, volumes))
 
     def fetches(self) -> list[Fetch]:
         to_request = {v.key for v in self.survey.to_request}
@@ -398,8 +400,8 @@ class RestoreJob:
 
     def thaw(self, tier: Tier, *, wait: bool) -> bool:
         return thaw(
-            self.engine.storage,
-            self.engine.catalog,
+            self.repo.storage,
+            self.repo.catalog,
             self.survey,
             tier=tier,
             wait=wait,
@@ -412,13 +414,13 @@ class RestoreJob:
         """Receive the chain into ``target`` (and a writable snapshot at ``writable``); the
         thawed copies are no longer waited for."""
         path = receive_chain(
-            self.engine.storage,
-            self.engine.catalog,
+            self.repo.storage,
+            self.repo.catalog,
             self.volumes,
             target,
-            state_dir=self.engine.config.state_dir,
+            state_dir=self.repo.config.state_dir,
             gnupg_home=gnupg_home,
             writable=writable,
         )
-        self.engine.catalog.forget_restore_requests(v.key for v in self.volumes)
+        self.repo.catalog.forget_restore_requests(v.key for v in self.volumes)
         return path

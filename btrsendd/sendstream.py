@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING
 
 import crc32c
 
-from btrsendd.catalog import StreamIdentity
 from btrsendd.errors import OperationalError
+from btrsendd.model import StreamIdentity
 from btrsendd.storage.base import Readable
 
 if TYPE_CHECKING:

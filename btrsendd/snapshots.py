@@ -24,6 +24,7 @@ from typing import Any
 
 from btrsendd import permissions
 from btrsendd.errors import OperationalError, UsageError
+from btrsendd.model import Backup
 
 _NAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([1-9]\d*))?$")
 
@@ -234,6 +235,17 @@ def find_snapshot(snapshot_dir: Path, day: dt.date, origin: str | None = None) -
         if s.date == day and (origin is None or s.origin == origin)
     ]
     return same_day[-1] if same_day else None
+
+
+def snapshot_of(snapshot_dir: Path, backup: Backup) -> Snapshot | None:
+    """The local snapshot ``backup`` was sent from, if it is still there: same name, and the
+    same UUID where one was recorded (a different subvolume that took the name is not it)."""
+    if backup.snapshot is None:
+        return None
+    for snap in list_snapshots(snapshot_dir):
+        if snap.name == backup.snapshot and backup.snapshot_uuid in (None, snap.uuid):
+            return snap
+    return None
 
 
 def snapshot_by_uuid(snapshot_dir: Path, uuid: str) -> Snapshot | None:

@@ -18,20 +18,20 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from btrsendd import snapshots
-from btrsendd.backup import Engine, open_engine
-from btrsendd.catalog import BackupRow
 from btrsendd.config import Config, SourceConfig, config_path, load_config
 from btrsendd.cron import schedule_trigger
 from btrsendd.daemon import format_time, live_pid, read_state
 from btrsendd.errors import BtrsenddError
+from btrsendd.model import Backup
 from btrsendd.pricing import monthly_cost
 from btrsendd.progress import human_bytes
+from btrsendd.repository import Repository, open_repository
 
 #: How far ahead ``next backup`` looks for a run on which the planner has a backup due.
 _LOOKAHEAD_DAYS = 366
 
 
-def _next_backup(engine: Engine, source: str, trigger: Any, now: datetime) -> dict[str, Any]:
+def _next_backup(repo: Repository, source: str, trigger: Any, now: datetime) -> dict[str, Any]:
     """The first scheduled run on whose date the planner has a backup due for ``source``."""
     fire: datetime | None = trigger.get_next_fire_time(None, now)
     checked: set[date] = set()
@@ -39,7 +39,7 @@ def _next_backup(engine: Engine, source: str, trigger: Any, now: datetime) -> di
         day = fire.date()
         if day not in checked:
             checked.add(day)
-            decision = engine.plan(source, day)
+            decision = repo.plan(source, day)
             if decision.action != "none":
                 return {"at": fire.isoformat(), "action": decision.action}
         # The plan depends only on the date: go straight to the next day's first run.
@@ -49,10 +49,10 @@ def _next_backup(engine: Engine, source: str, trigger: Any, now: datetime) -> di
 
 
 def _source_report(
-    engine: Engine, src: SourceConfig, daemon: dict[str, Any], trigger: Any, now: datetime
+    repo: Repository, src: SourceConfig, daemon: dict[str, Any], trigger: Any, now: datetime
 ) -> dict[str, Any]:
-    config = engine.config
-    rows = engine.catalog.backups(src.name)
+    config = repo.config
+    rows = repo.catalog.backups(src.name)
     last = rows[-1] if rows else None
     chain = [r for r in rows if last is not None and r.chain == last.chain]
     try:
@@ -63,7 +63,7 @@ def _source_report(
     cycle = daemon.get("cycle") or {}
     running_here = bool(daemon.get("running")) and cycle.get("source") == src.name
     # While the daemon works on this source, its `uploading` row is that work, not a leftover.
-    interrupted = [] if running_here else engine.catalog.backups(src.name, states=("uploading",))
+    interrupted = [] if running_here else repo.catalog.backups(src.name, states=("uploading",))
     seen = (daemon.get("sources") or {}).get(src.name) or {}
     return {
         "name": src.name,
@@ -78,7 +78,7 @@ def _source_report(
             "stored_bytes": last.stored_bytes,
             "completed_at": last.completed_at,
         },
-        "next_backup": _next_backup(engine, src.name, trigger, now),
+        "next_backup": _next_backup(repo, src.name, trigger, now),
         "chain": None
         if not chain
         else {
@@ -102,7 +102,7 @@ def _source_report(
     }
 
 
-def _date_problem(source: str, newest: BackupRow | None, now: datetime) -> str | None:
+def _date_problem(source: str, newest: Backup | None, now: datetime) -> str | None:
     """Why no backup can be made while the newest one is dated after today, and the way out.
 
     Shown from the catalog, not from the daemon's last error: it holds whether or not a
@@ -146,12 +146,12 @@ def build_report(config: Config, now: datetime) -> dict[str, Any]:
     if not daemon["running"]:
         upcoming = trigger.get_next_fire_time(None, now)
         daemon["next_run"] = None if upcoming is None else upcoming.isoformat()
-    with open_engine(config) as engine:
-        sources = [_source_report(engine, src, daemon, trigger, now) for src in config.sources]
+    with open_repository(config) as repo:
+        sources = [_source_report(repo, src, daemon, trigger, now) for src in config.sources]
         classes: dict[str, int] = {}
-        for row in engine.catalog.backups(None):
+        for row in repo.catalog.backups(None):
             classes[row.storage_class] = classes.get(row.storage_class, 0) + row.stored_bytes
-        description = engine.storage.description
+        description = repo.storage.description
     costs = {c: monthly_cost(c, b) for c, b in classes.items()}
     known = [c for c in costs.values() if c is not None]
     return {

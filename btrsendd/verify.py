@@ -27,19 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from btrsendd import snapshots
-from btrsendd.backup import Engine, open_engine
-from btrsendd.catalog import BackupRow, Volume
 from btrsendd.config import SourceConfig, config_path, load_config
-from btrsendd.damage import Located, free_damage, volume_keys
+from btrsendd.damage import free_damage
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
+from btrsendd.layout import MANIFEST_NAME, Located
 from btrsendd.lock import backup_running
 from btrsendd.loopfs import loop_btrfs
-from btrsendd.manifest import MANIFEST_NAME, Manifest, read_manifest, shown
+from btrsendd.manifest import Manifest, read_manifest, shown
+from btrsendd.model import Backup, Volume
 from btrsendd.names import UnsafeName, check_name
 from btrsendd.pricing import Prices
 from btrsendd.progress import human_bytes
+from btrsendd.repository import Repository, open_repository
 from btrsendd.restore import RestoreJob, resolve_chain
-from btrsendd.storage import object_key
 from btrsendd.storage.base import ObjectInfo, Tier
 from btrsendd.storage.common import check_key
 from btrsendd.treediff import diff_trees
@@ -83,7 +83,7 @@ class Report:
         return len(self.orphans) + len(self.uploads)
 
 
-def _manifest_differences(manifest: Manifest, row: BackupRow, volumes: list[Volume]) -> list[str]:
+def _manifest_differences(manifest: Manifest, row: Backup, volumes: list[Volume]) -> list[str]:
     differing = [
         name for name in _MANIFEST_FIELDS if getattr(manifest.backup, name) != getattr(row, name)
     ]
@@ -92,7 +92,7 @@ def _manifest_differences(manifest: Manifest, row: BackupRow, volumes: list[Volu
     return differing
 
 
-def _read_manifest(engine: Engine, key: str, size: int) -> Manifest | str | None:
+def _read_manifest(repo: Repository, key: str, size: int) -> Manifest | str | None:
     """The manifest at ``key`` (``size`` bytes listed); a problem's text if it is unreadable
     or not one btrsendd can trust (``manifest.py``); None if archived.
 
@@ -100,7 +100,7 @@ def _read_manifest(engine: Engine, key: str, size: int) -> Manifest | str | None
     one there is a paid retrieval that a shallow check does not make.
     """
     try:
-        return read_manifest(engine.storage, key, size)
+        return read_manifest(repo.storage, key, size)
     except NotThawedError:
         return None
     except BtrsenddError as exc:
@@ -108,8 +108,8 @@ def _read_manifest(engine: Engine, key: str, size: int) -> Manifest | str | None
 
 
 def _check_manifests(
-    engine: Engine,
-    complete: Sequence[BackupRow],
+    repo: Repository,
+    complete: Sequence[Backup],
     volumes: Sequence[Located],
     sizes: dict[str, int],
     report: Report,
@@ -122,14 +122,14 @@ def _check_manifests(
         by_backup[vol.backup.id].append(vol.volume)
     archived = 0
     for row in complete:
-        key = engine.key(row, MANIFEST_NAME)
+        key = repo.layout.manifest_key(row)
         if key not in sizes:
             report.problems.append(
                 f"backup {row.id} ({row.date}): its manifest {key} is missing, so a catalog "
                 "rebuild would lose this backup"
             )
             continue
-        manifest = _read_manifest(engine, key, sizes[key])
+        manifest = _read_manifest(repo, key, sizes[key])
         if isinstance(manifest, str):
             report.problems.append(f"backup {row.id} ({row.date}): {manifest}")
         elif manifest is None:
@@ -145,7 +145,7 @@ def _check_manifests(
 
 
 def _unknown_backups(
-    engine: Engine, root: str, sizes: dict[str, int], known: set[str], report: Report
+    repo: Repository, root: str, sizes: dict[str, int], known: set[str], report: Report
 ) -> set[str]:
     """Report backups whose manifests the catalog does not know; return the keys they own.
 
@@ -160,7 +160,7 @@ def _unknown_backups(
             continue
         owned.add(key)
         directory = key.rpartition("/")[0] + "/"
-        manifest = _unknown_manifest(engine, key, size, backup_id)
+        manifest = _unknown_manifest(repo, key, size, backup_id)
         if not isinstance(manifest, Manifest):  # archived, untrusted or misplaced: keep it all
             owned.update(k for k in sizes if k.startswith(directory))
         if isinstance(manifest, str):
@@ -177,17 +177,19 @@ def _unknown_backups(
     return owned
 
 
-def _unknown_manifest(engine: Engine, key: str, size: int, backup_id: str) -> Manifest | str | None:
+def _unknown_manifest(
+    repo: Repository, key: str, size: int, backup_id: str
+) -> Manifest | str | None:
     """``_read_manifest`` of a manifest the catalog does not know, which must also sit in
     its backup's directory (``backup_id``, a name from storage, so checked first)."""
     try:
         check_name("backup id", backup_id)
     except UnsafeName as exc:
         return f"{shown(key)}: not in a backup's directory: {exc}"
-    manifest = _read_manifest(engine, key, size)
+    manifest = _read_manifest(repo, key, size)
     if isinstance(manifest, Manifest):
         b = manifest.backup
-        place = engine.backup_dir(b.source, b.id) + "/"
+        place = repo.layout.backup_dir(b.source, b.id)
         if not key.startswith(place):
             return (
                 f"{shown(key)}: it describes backup {b.id} of {b.source}, which belongs "
@@ -196,7 +198,7 @@ def _unknown_manifest(engine: Engine, key: str, size: int, backup_id: str) -> Ma
     return manifest
 
 
-def check_source(engine: Engine, source: str, *, rehash: bool, idle: bool) -> Report:
+def check_source(repo: Repository, source: str, *, rehash: bool, idle: bool) -> Report:
     """The shallow check of one source: volumes, manifests, orphans.
 
     ``idle``: no backup is running, so even an interrupted backup's unfinished uploads
@@ -204,25 +206,25 @@ def check_source(engine: Engine, source: str, *, rehash: bool, idle: bool) -> Re
     a running upload's own and are left out.
     """
     report = Report(source)
-    root = object_key(engine.config.storage.prefix, source) + "/"
-    objects = {o.key: o for o in engine.storage.list(root)}
-    rows = engine.catalog.backups(source, states=("complete", "uploading", "expiring"))
+    root = repo.layout.source_root(source)
+    objects = {o.key: o for o in repo.storage.list(root)}
+    rows = repo.catalog.backups(source, states=("complete", "uploading", "expiring"))
     complete = [r for r in rows if r.state == "complete"]
-    volumes = volume_keys(engine, complete)
+    volumes = repo.volumes(complete)
     sizes = {key: o.size for key, o in objects.items()}
-    damage = free_damage(engine.storage, volumes, rehash=rehash, sizes=sizes)
+    damage = free_damage(repo.storage, volumes, rehash=rehash, sizes=sizes)
     report.problems += [str(d) for d in damage]
-    archived = _check_manifests(engine, complete, volumes, sizes, report)
-    referenced = {v.key for v in volumes} | {engine.key(r, MANIFEST_NAME) for r in complete}
-    referenced |= _unknown_backups(engine, root, sizes, {r.id for r in rows}, report)
-    # Backups in flight (or interrupted) own their whole directory: the engine cleans them.
-    in_flight = [engine.backup_dir_of(r) + "/" for r in rows if r.state != "complete"]
+    archived = _check_manifests(repo, complete, volumes, sizes, report)
+    referenced = {v.key for v in volumes} | {repo.layout.manifest_key(r) for r in complete}
+    referenced |= _unknown_backups(repo, root, sizes, {r.id for r in rows}, report)
+    # Backups in flight (or interrupted) own their whole directory: the repo cleans them.
+    in_flight = [repo.layout.backup_dir_of(r) for r in rows if r.state != "complete"]
     report.orphans = [
         o
         for key, o in objects.items()
         if key not in referenced and not any(key.startswith(d) for d in in_flight)
     ]
-    uploads = getattr(engine.storage, "incomplete_uploads", None)
+    uploads = getattr(repo.storage, "incomplete_uploads", None)
     if uploads is not None:
         running = [] if idle else in_flight
         report.uploads = [
@@ -262,16 +264,8 @@ def scratch_btrfs(parent: Path, size: int) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _local_snapshot(src: SourceConfig, row: BackupRow) -> Path | None:
-    """The local snapshot ``row`` was sent from, if it is still there (same name and UUID)."""
-    for snap in snapshots.list_snapshots(src.snapshot_dir):
-        if snap.name == row.snapshot and row.snapshot_uuid in (None, snap.uuid):
-            return snap.path
-    return None
-
-
 def deep_check(
-    engine: Engine,
+    repo: Repository,
     src: SourceConfig,
     prices: Prices,
     report: Report,
@@ -281,14 +275,14 @@ def deep_check(
 
     ``gnupg_home`` holds the private key (``--gnupg-home``; gpg's default keyring if None).
     """
-    rows = engine.catalog.backups(src.name)
+    rows = repo.catalog.backups(src.name)
     if not rows:
         report.notes.append("no backup to restore")
         return
-    chain = resolve_chain(engine.catalog, src.name, rows[-1].date)
+    chain = resolve_chain(repo.catalog, src.name, rows[-1].date)
     newest = chain[-1]
     try:
-        job = RestoreJob.prepare(engine, chain, gnupg_home)
+        job = RestoreJob.prepare(repo, chain, gnupg_home)
     except BtrsenddError as exc:
         report.problems.append(f"deep check of {newest.id} ({newest.date}): {exc}")
         return
@@ -300,29 +294,30 @@ def deep_check(
     for line in job.plan(prices, DEEP_TIER):
         print(line, file=sys.stderr)
     needed = sum(r.raw_bytes for r in chain)
-    free = shutil.disk_usage(engine.config.state_dir).free
+    free = shutil.disk_usage(repo.config.state_dir).free
     if free < needed:
         raise OperationalError(
             f"verify --deep needs about {human_bytes(needed)} free in "
-            f"{engine.config.state_dir} for its scratch filesystem; {human_bytes(free)} is free"
+            f"{repo.config.state_dir} for its scratch filesystem; {human_bytes(free)} is free"
         )
     job.thaw(DEEP_TIER, wait=True)
     # Sparse: the image takes only what is written; room for two chain members at once.
     size = max(2 * needed + 256 * 1024**2, 1024**3)
-    with scratch_btrfs(engine.config.state_dir, size) as mnt:
+    with scratch_btrfs(repo.config.state_dir, size) as mnt:
         try:
             with Target.open(mnt, "scratch filesystem") as target:
                 restored = job.receive(target, gnupg_home)
         except BtrsenddError as exc:
             report.problems.append(f"deep check: {exc}")
             return
-        local = _local_snapshot(src, newest)
-        if local is None:
+        snap = snapshots.snapshot_of(src.snapshot_dir, newest)
+        if snap is None:
             report.notes.append(
                 f"restored {newest.date} ({newest.id}), every volume matching its SHA-256; "
                 "no local snapshot of that day to compare with"
             )
             return
+        local = snap.path
         diff = diff_trees(local, restored)
         if diff:
             report.problems.append(
@@ -345,7 +340,7 @@ def _plain_key(key: str) -> bool:
     return key.isprintable()
 
 
-def _clean(engine: Engine, report: Report) -> list[str]:
+def _clean(repo: Repository, report: Report) -> list[str]:
     """Delete the orphans and abort unfinished uploads; what was done, as lines."""
     done = []
     # A key btrsendd would never write (put there by someone else) is not one it hands to the
@@ -353,7 +348,7 @@ def _clean(engine: Engine, report: Report) -> list[str]:
     odd = [o for o in report.orphans if not _plain_key(o.key)]
     deletable = [o for o in report.orphans if _plain_key(o.key)]
     if deletable:
-        engine.storage.delete([o.key for o in deletable])
+        repo.storage.delete([o.key for o in deletable])
         done.append(f"deleted {len(deletable)} orphan(s)")
     report.orphans = odd
     if odd:
@@ -361,11 +356,11 @@ def _clean(engine: Engine, report: Report) -> list[str]:
             f"left {len(odd)} orphan(s) whose keys btrsendd never writes; delete them with "
             "your storage's own tools"
         )
-    abort = getattr(engine.storage, "abort_incomplete_uploads", None)
+    abort = getattr(repo.storage, "abort_incomplete_uploads", None)
     if abort is not None:
         # All of them, those of interrupted backups too: the lock is held, so none is
         # running, and the next cycle resumes an interrupted backup with a new upload.
-        root = object_key(engine.config.storage.prefix, report.source) + "/"
+        root = repo.layout.source_root(report.source)
         aborted = int(abort(root))
         if aborted:
             done.append(f"removed {aborted} unfinished upload(s)")
@@ -379,18 +374,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     sources = config.selected_sources(args.source)
     rehash = config.storage.backend == "local"
     # --clean deletes: it holds the state lock, so no backup is writing meanwhile.
-    with open_engine(config, lock="verify --clean" if args.clean else None) as engine:
+    with open_repository(config, lock="verify --clean" if args.clean else None) as repo:
         idle = args.clean or not backup_running(config.state_dir)
-        reports = [check_source(engine, src.name, rehash=rehash, idle=idle) for src in sources]
+        reports = [check_source(repo, src.name, rehash=rehash, idle=idle) for src in sources]
         if args.clean:
             for report in reports:
-                report.notes += _clean(engine, report)
+                report.notes += _clean(repo, report)
     if args.deep:
         # Outside the lock: waiting for thaws can take days, and backups must go on.
         prices = Prices.from_config(config.restore)
-        with open_engine(config) as engine:
+        with open_repository(config) as repo:
             for src, report in zip(sources, reports, strict=True):
-                deep_check(engine, src, prices, report, args.gnupg_home)
+                deep_check(repo, src, prices, report, args.gnupg_home)
     problems = sum(len(r.problems) for r in reports)
     orphans = sum(r.orphan_count for r in reports)
     for r in reports:

@@ -21,8 +21,9 @@ from typing import Any
 import btrfsutil
 import pytest
 
-from btrsendd.catalog import Catalog, StreamIdentity
+from btrsendd.catalog import Catalog
 from btrsendd.manifest import Manifest
+from btrsendd.model import StreamIdentity
 from btrsendd.sendstream import COMMAND_HEADER, uuid_text
 from tests import sendstreams as ss
 from tests.backed_up import OnBackend, events, world_storage

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from btrsendd.catalog import SCHEMA_VERSION, Catalog, StreamIdentity, Volume
+from btrsendd.catalog import Catalog
+from btrsendd.catalog_schema import SCHEMA_VERSION
 from btrsendd.errors import OperationalError
+from btrsendd.model import StreamIdentity, Volume
 
 
 def begin(cat: Catalog, bid: str, day: str, parent: str | None = None) -> None:

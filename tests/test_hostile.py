@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from btrsendd.catalog import SCHEMA_VERSION
+from btrsendd.catalog_schema import SCHEMA_VERSION
 from tests.fixtures.btrfs import MakeBtrfs, mounted_tmpfs
 from tests.fixtures.gpg import BadKeys, GpgKey
 from tests.trees import assert_same_tree

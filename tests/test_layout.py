@@ -1,212 +1,67 @@
-"""Where paths sit among subvolumes: nested subvolumes are reported, an archive or a snapshot
-directory inside a source is refused, and the usual layout (``/home/.btrsendd``) works."""
+"""The storage format: every key, built and parsed in one place."""
 
 from __future__ import annotations
 
-import subprocess
 from datetime import date
-from pathlib import Path
 
-import btrfsutil
-import pytest
+from btrsendd.layout import Layout, Placed, new_backup_id, object_key, volume_name
+from btrsendd.model import Backup
+from btrsendd.names import BACKUP_ID_RE, VOLUME_RE
 
-from btrsendd import snapshots
-from tests.backed_up import events
-from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
-from tests.fixtures.gpg import GpgKey
-from tests.world import World, local_world
-
-FIRST = "2000-01-01"
-SNAPDIR_KEY = "sources[0].snapshot_dir (name = 'data')"
-
-
-@pytest.fixture
-def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    w = local_world(make_btrfs("src", size="300M"), tmp_path, gpg_key)
-    (w.source / "file.txt").write_text("data\n")
-    return w
-
-
-def findings(world: World) -> tuple[int, list[str]]:
-    """check-config's exit status and its finding lines."""
-    proc = world.run("check-config", check=False)
-    text = proc.stderr.decode()
-    assert "Traceback" not in text and "internal error" not in text, text
-    return proc.returncode, [
-        line for line in text.splitlines() if line.startswith(("error: ", "warning: "))
-    ]
+BACKUP = Backup(
+    id="2026-11-26-full-1b4684",
+    source="home",
+    date=date(2026, 11, 26),
+    kind="full",
+    parent_id=None,
+    parent_date=None,
+    chain="2026-11-26-full-1b4684",
+    state="complete",
+    snapshot="2026-11-26",
+    snapshot_uuid=None,
+    parent_uuid=None,
+    compression="zstd",
+    recipients=("FPR",),
+    storage_class="DEEP_ARCHIVE",
+    raw_bytes=1,
+    stored_bytes=1,
+    volume_count=1,
+    created_at="2026-11-26T00:00:00+00:00",
+    completed_at=None,
+)
 
 
-def with_snapshot_dir(world: World, snapshot_dir: Path) -> None:
-    world.config.write_text(
-        world.config.read_text().replace(
-            f'snapshot_dir = "{world.snapshots}"', f'snapshot_dir = "{snapshot_dir}"'
-        )
+def test_object_key_skips_an_empty_prefix() -> None:
+    assert object_key("host1", "home", "b1", "manifest.json") == "host1/home/b1/manifest.json"
+    assert object_key("", "home", "b1") == "home/b1"
+    assert object_key("a/b", "c") == "a/b/c"
+
+
+def test_keys_of_a_backup() -> None:
+    layout = Layout("host1")
+    assert layout.root() == "host1/"
+    assert layout.source_root("home") == "host1/home/"
+    assert layout.manifest_key(BACKUP) == "host1/home/2026-11-26-full-1b4684/manifest.json"
+    assert layout.key(BACKUP, "vol-00000.btrfs.zst.gpg") == (
+        "host1/home/2026-11-26-full-1b4684/vol-00000.btrfs.zst.gpg"
     )
+    assert Layout("").backup_dir_of(BACKUP) == "home/2026-11-26-full-1b4684/"
 
 
-def with_archive(world: World, archive: Path) -> None:
-    world.storage = f'backend = "local"\npath = "{archive}"'
-    world.write_config()
+def test_names_it_makes_are_the_names_it_accepts() -> None:
+    for kind in ("full", "incremental"):
+        made = new_backup_id(date(2026, 11, 26), kind)
+        assert BACKUP_ID_RE.fullmatch(made) and made.startswith("2026-11-26-")
+    assert volume_name(3, "btrfs.zst.gpg") == "vol-00003.btrfs.zst.gpg"
+    assert VOLUME_RE.fullmatch(volume_name(12345, "btrfs.gz"))
+    longest = Layout("host1").longest_key("home")
+    assert len(longest) >= len(Layout("host1").key(BACKUP, volume_name(0, "btrfs.gz.gpg")))
 
 
-# -- nested subvolumes -----------------------------------------------------------------------
-
-
-def test_nested_subvolumes_are_reported_by_check_config_and_logged_by_every_backup(
-    world: World, make_btrfs: MakeBtrfs, tmp_path: Path
-) -> None:
-    nested = make_subvolume(world.source / "vm-images")
-    (world.source / "deep").mkdir()
-    deeper = make_subvolume(world.source / "deep" / "cache")
-    (nested / "disk.img").write_text("not in the backup\n")
-    world.write_config()
-
-    status, lines = findings(world)
-
-    assert status == 0  # a warning: the user may mean it
-    assert lines == [
-        f"warning: sources[0].path (name = 'data'): 2 subvolume(s) nested in {world.source} "
-        "are in none of its backups (a btrfs send stream stops at subvolume boundaries): "
-        f"{nested}, {deeper}; give each one worth keeping a [[sources]] entry of its own, or "
-        "make it a plain directory"
-    ]
-
-    for day in (FIRST, "2000-01-07"):
-        proc = world.run("backup", "--date", day)
-        [event] = events(proc, "backup.nested_subvolumes")
-        assert event["level"] == "warning"
-        assert sorted(event["paths"]) == sorted([str(nested), str(deeper)])
-
-    # What the warning is about: the restored day does not hold them at all.
-    target = make_btrfs("restore")
-    world.restore(date(2000, 1, 7), target)
-    restored = target / "2000-01-07"
-    assert (restored / "file.txt").read_text() == "data\n"
-    assert not (restored / "vm-images").exists()
-    assert not (restored / "deep" / "cache").exists()
-
-
-def test_btrsendds_own_subvolumes_and_other_sources_are_not_reported(world: World) -> None:
-    """The snapshot directory inside the source (a subvolume, with snapshots in it), an
-    archive that is a subvolume of its own, and a source nested in this one."""
-    snapdir = world.source / ".btrsendd"
-    archive = make_subvolume(world.source / "archive")
-    archive.chmod(0o700)
-    inner = make_subvolume(world.source / "inner")
-    world.storage = f'backend = "local"\npath = "{archive}"'
-    world.write_config()
-    text = world.config.read_text().replace(
-        f'snapshot_dir = "{world.snapshots}"', f'snapshot_dir = "{snapdir}"'
-    )
-    text += (
-        f'\n[[sources]]\nname = "inner"\npath = "{inner}"\n'
-        f'snapshot_dir = "{world.root / "inner-snapshots"}"\n'
-    )
-    world.config.write_text(text)
-
-    proc = world.run("backup", "--date", FIRST)
-    assert events(proc, "backup.nested_subvolumes") == []
-    world.run("backup", "--date", "2000-01-07")  # snapshots now sit under the source
-
-    status, lines = findings(world)
-    assert (status, lines) == (0, []), lines
-
-
-# -- the local archive and snapshot directories inside a source ----------------------------
-
-
-def test_an_archive_inside_the_source_is_refused(world: World) -> None:
-    archive = world.source / "archive"
-    with_archive(world, archive)
-
-    status, lines = findings(world)
-
-    assert status == 2
-    assert lines == [
-        f"error: storage.path: {archive} is in the subvolume of source 'data' ({world.source}): "
-        "every backup of it would hold the archive, which grows by a backup each time; put the "
-        f"archive outside {world.source} (another filesystem is best), or in a subvolume of its "
-        "own (btrfs subvolume create DIR)"
-    ]
-
-
-def test_an_archive_in_a_subvolume_of_its_own_inside_the_source_is_accepted(
-    world: World,
-) -> None:
-    archive = make_subvolume(world.source / "archive")
-    with_archive(world, archive)
-
-    status, lines = findings(world)
-
-    assert (status, lines) == (0, []), lines
-    world.run("backup", "--date", FIRST)
-    # The archive is in no backup: the snapshot shows an empty directory in its place.
-    assert list((world.snapshots / FIRST / "archive").iterdir()) == []
-
-
-def test_a_plain_snapshot_dir_inside_the_source_is_refused(world: World) -> None:
-    snapdir = world.source / "snaps"
-    snapdir.mkdir(mode=0o700)
-    world.write_config()
-    with_snapshot_dir(world, snapdir)
-
-    status, lines = findings(world)
-
-    assert status == 2
-    assert lines == [
-        f"error: {SNAPDIR_KEY}: {snapdir} is a plain directory in the subvolume of source "
-        f"'data' ({world.source}), so it is part of its backups; make it a subvolume of its "
-        f"own: mv {snapdir} {snapdir}.old && btrfs subvolume create {snapdir} && chmod 700 "
-        f"{snapdir} (the next backup is then a full one; once it is stored, delete the "
-        f"snapshots in {snapdir}.old with btrfs subvolume delete)"
-    ]
-
-
-def test_the_usual_layout_makes_the_snapshot_dir_a_private_subvolume(
-    world: World, make_btrfs: MakeBtrfs
-) -> None:
-    snapdir = world.source / ".btrsendd"
-    world.write_config()
-    with_snapshot_dir(world, snapdir)
-    assert findings(world) == (0, [])
-
-    world.run("backup", "--date", FIRST)
-    (world.source / "file.txt").write_text("changed\n")
-    world.run("backup", "--date", "2000-01-07")
-
-    assert snapshots.is_subvolume(snapdir)
-    assert snapdir.stat().st_mode & 0o777 == 0o700
-    assert btrfsutil.subvolume_id(snapdir) != btrfsutil.subvolume_id(world.source)
-    assert findings(world) == (0, [])
-    # The second snapshot does not hold the first (a snapshot directory of its own), and
-    # the backup is the source's files alone.
-    assert list((snapdir / "2000-01-07" / ".btrsendd").iterdir()) == []
-    target = make_btrfs("restore")
-    world.restore(date(2000, 1, 7), target)
-    restored = target / "2000-01-07"
-    assert sorted(p.name for p in restored.iterdir()) == ["file.txt"]
-    assert (restored / "file.txt").read_text() == "changed\n"
-
-
-def test_a_snapshot_dir_inside_another_sources_subvolume_is_refused(world: World) -> None:
-    other = make_subvolume(world.root / "other")
-    snapdir = world.source / ".other-snapshots"  # inside source 'data', for source 'other'
-    world.write_config()
-    world.config.write_text(
-        world.config.read_text()
-        + f'\n[[sources]]\nname = "other"\npath = "{other}"\nsnapshot_dir = "{snapdir}"\n'
-    )
-
-    status, lines = findings(world)
-
-    assert status == 2
-    assert lines == [
-        f"error: sources[1].snapshot_dir (name = 'other'): {snapdir} would be made a plain "
-        f"directory in the subvolume of source 'data' ({world.source}), and so be part of its "
-        f"backups; create it as a subvolume first: btrfs subvolume create {snapdir} && chmod "
-        f"700 {snapdir}"
-    ]
-    subprocess.run(["btrfs", "subvolume", "create", str(snapdir)], check=True, capture_output=True)
-    snapdir.chmod(0o700)
-    assert findings(world) == (0, [])
+def test_keys_read_back_are_placed_or_refused() -> None:
+    layout = Layout("host1")
+    key = layout.manifest_key(BACKUP)
+    assert layout.place(key) == Placed("home", BACKUP.id, "manifest.json")
+    assert layout.place("host1/home/stray.bin") == Placed("home", None, "stray.bin")
+    for hostile in ("other/home/x", "host1/../x/y/z", "host1/home/not-an-id/x", "host1/a b/c/d"):
+        assert layout.place(hostile) is None, hostile

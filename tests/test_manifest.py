@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from btrsendd.catalog import Catalog, StreamIdentity, Volume
+from btrsendd.catalog import Catalog
 from btrsendd.manifest import (
     MAX_MANIFEST_BYTES,
     Manifest,
@@ -24,6 +24,7 @@ from btrsendd.manifest import (
     read_manifest,
     shown,
 )
+from btrsendd.model import StreamIdentity, Volume
 from btrsendd.storage.local import LocalStorage
 
 FULL = "2000-01-01-full-1b4684"

@@ -7,12 +7,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from itertools import pairwise
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from btrsendd.planner import Backup, Plan, Schedule, as_full, latest_backup_day, plan
+from btrsendd.planner import Plan, Schedule, as_full, latest_backup_day, plan
+
+
+@dataclass(frozen=True)
+class Backup:
+    """What the planner reads of a backup (``planner.Member``), and nothing else."""
+
+    id: str
+    date: date
+    chain: str
+    kind: Literal["full", "incremental"]
+
 
 DEFAULT = Schedule()
 EVERY_DAY = tuple(range(1, 32))

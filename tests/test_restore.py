@@ -21,9 +21,10 @@ from typing import Any
 import btrfsutil
 import pytest
 
-from btrsendd.catalog import BackupRow, Catalog, Volume
+from btrsendd.catalog import Catalog
 from btrsendd.config import RestoreConfig, load_config
 from btrsendd.errors import NotThawedError, UsageError
+from btrsendd.model import Backup, Volume
 from btrsendd.pricing import GIB, Fetch, Prices
 from btrsendd.restore import (
     RESTORE_DAYS,
@@ -290,8 +291,8 @@ class ColdStorage:
         self.checks[key] = 0
 
 
-def catalog_with_backup(tmp_path: Path) -> tuple[Catalog, BackupRow, Volume]:
-    row = BackupRow(
+def catalog_with_backup(tmp_path: Path) -> tuple[Catalog, Backup, Volume]:
+    row = Backup(
         id="2000-01-01-full-abcdef",
         source="data",
         date=date(2000, 1, 1),

@@ -26,8 +26,8 @@ import btrfsutil
 import crc32c
 import pytest
 
-from btrsendd.catalog import StreamIdentity
 from btrsendd.expected_stream import ExpectedStream
+from btrsendd.model import StreamIdentity
 from btrsendd.sendstream import (
     COMMAND_HEADER,
     MAGIC,

@@ -17,7 +17,7 @@ import pytest
 
 from btrsendd.config import PipelineConfig, StorageConfig
 from btrsendd.errors import StorageError
-from btrsendd.storage import object_key, open_storage
+from btrsendd.storage import open_storage
 from btrsendd.storage.base import Stored
 from btrsendd.storage.common import READ_CHUNK, check_key, read_block
 from btrsendd.storage.local import TEMP_PREFIX, LocalStorage
@@ -192,12 +192,6 @@ def test_read_block_fills_blocks_from_short_reads() -> None:
     blocks = [read_block(reader, 20_000) for _ in range(4)]
     assert [len(b) for b in blocks] == [20_000, 20_000, 10_000, 0]
     assert b"".join(blocks) == data
-
-
-def test_object_key_skips_an_empty_prefix() -> None:
-    assert object_key("host1", "home", "b1", "manifest.json") == "host1/home/b1/manifest.json"
-    assert object_key("", "home", "b1") == "home/b1"
-    assert object_key("a/b", "c") == "a/b/c"
 
 
 def test_open_storage_builds_the_configured_backend(tmp_path: Path) -> None:

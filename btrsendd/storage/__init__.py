@@ -9,15 +9,6 @@ from btrsendd.errors import UsageError
 from btrsendd.storage.base import Storage
 
 
-def object_key(prefix: str, *parts: str) -> str:
-    """Join a configured prefix and key segments with '/'; an empty prefix adds nothing.
-
-    The prefix is optional in the configuration, and a leading '/' would make S3 keys start
-    with an empty segment (and local paths absolute), so it is skipped rather than joined.
-    """
-    return "/".join((prefix, *parts) if prefix else parts)
-
-
 def open_storage(
     cfg: StorageConfig, pipeline: PipelineConfig, state_dir: Path | None = None
 ) -> Storage:

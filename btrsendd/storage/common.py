@@ -18,7 +18,7 @@ READ_CHUNK = 1024 * 1024
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe object key, else raise ``ValueError``.
 
-    Keys are built by btrsendd itself (``object_key``), so a bad one is a bug, not a user
+    Keys are built by btrsendd itself (``layout.py``), so a bad one is a bug, not a user
     error.  The rules are those of the strictest backend, the local directory: no absolute
     keys, no ``.``/``..`` or empty segments (they would escape or alias paths), no NUL.
     """
