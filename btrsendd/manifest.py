@@ -26,12 +26,12 @@ from datetime import date, timedelta
 from typing import Any, get_args
 
 from btrsendd import __version__
+from btrsendd.codec import Codec, Compression
 from btrsendd.config import StorageClass
 from btrsendd.errors import OperationalError, StorageError
 from btrsendd.layout import volume_name
 from btrsendd.model import Backup, Kind, StreamIdentity, Volume
 from btrsendd.names import NameKind, UnsafeName, check_name, is_safe_component
-from btrsendd.pipeline import Codec, Compression
 from btrsendd.pricing import LOCAL_CLASS, THAW
 from btrsendd.storage.base import Storage
 from btrsendd.strictjson import (
