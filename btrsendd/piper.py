@@ -9,9 +9,10 @@ send``) is for ``codec``, ``gpg`` and ``btrfs`` to say.
 Two rules keep failures honest, as ``set -o pipefail`` would in a shell:
 
 * **End of stream means success.**  The reader a consumer (an S3 upload, ``btrfs receive``)
-  pulls from only reports EOF after every producer behind it has exited cleanly; otherwise
-  ``read`` raises the producer's ``PipelineError``.  A stage that dies mid-stream therefore
-  makes the consumer fail instead of taking truncated output for the whole of it.
+  pulls from (``readers.PipeReader``) only reports EOF after every producer behind it has
+  exited cleanly; otherwise ``read`` raises the producer's ``PipelineError``.  A stage that
+  dies mid-stream therefore makes the consumer fail instead of taking truncated output for
+  the whole of it.
 * **Nothing outlives a call.**  Every subprocess is reaped and every pipe closed on every
   exit path; a consumer that raises gets its exception back after the stages are killed.
 
