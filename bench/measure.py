@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from btrsendd.pipeline import CHUNK
+from btrsendd.readers import CHUNK
 from btrsendd.sendstream import StreamChecker
 
 #: How often ``VmHWM`` is read.

@@ -27,7 +27,7 @@ from tests.fixtures.s3servers import FAKE_CREDENTIALS, REGION, S3Server, weed_mi
 
 BTRSENDD = str(Path(sys.executable).with_name("btrsendd"))
 
-#: The compressor commands btrsendd itself runs (``pipeline._compression_stage``), so the
+#: The compressor commands btrsendd itself runs (``codec._compression_stage``), so the
 #: bare pipeline does exactly the same compression work.
 COMPRESS = {"gzip": "pigz -c -n -6", "zstd": "zstd -T0 -3 -q -c"}
 DECOMPRESS = {"gzip": "pigz -dc", "zstd": "zstd -dc -q"}
@@ -101,7 +101,7 @@ class Suite:
     # -- commands ----------------------------------------------------------------------------
 
     def _encrypt(self, *, gpg_compresses: bool = False) -> str:
-        """gpg as btrsendd runs it (``pipeline._encode_stages``), or as btrsend did."""
+        """gpg as btrsendd runs it (``gpg.encrypt_stage``), or as btrsend did."""
         key = self.world.key
         compress = "" if gpg_compresses else " --compress-algo none"
         return (
@@ -110,7 +110,7 @@ class Suite:
         )
 
     def _decrypt(self) -> str:
-        """gpg as btrsendd runs it to restore (``pipeline._decode_stages``)."""
+        """gpg as btrsendd runs it to restore (``gpg.decrypt_stage``)."""
         return (
             f"gpg --batch --no-tty --quiet --homedir {quote(str(self.world.key.secret_home))} "
             "--pinentry-mode loopback --decrypt --output -"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from btrsendd import snapshots
+from btrsendd import btrfs, snapshots
 from btrsendd.catalog import Catalog
 from btrsendd.log import get_logger
 from btrsendd.model import Kind, StreamIdentity
@@ -105,14 +105,14 @@ def expected_stream(
     ``snap`` and ``parent_snap`` are the snapshots it is sent from, when known (not for
     ``backup-stdin``).
     """
-    uuid = None if snap is None else snapshots.send_uuid(snap)
+    uuid = None if snap is None else btrfs.send_uuid(snap.path)
     parent = None if parent_id is None else catalog.backup(parent_id)
     if parent is None:
         return ExpectedStream(kind, uuid)
     legacy_uuid = None
     if parent.stream is None:
         legacy_uuid = (
-            parent.snapshot_uuid if parent_snap is None else snapshots.send_uuid(parent_snap)
+            parent.snapshot_uuid if parent_snap is None else btrfs.send_uuid(parent_snap.path)
         )
     expected = ExpectedStream(
         kind, uuid, parent.stream, legacy_uuid, f"the backup of {parent.date}"

@@ -1,7 +1,7 @@
 """What ``check-config`` reports: findings, each naming the TOML key to change and how.
 
 Its own module so that the checks can live in the modules that know their subject
-(``preflight``, ``keyring``, ``layout``) without importing each other.
+(``preflight``, ``gpg``, ``layout``) without importing each other.
 """
 
 from __future__ import annotations

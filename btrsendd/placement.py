@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from btrsendd import snapshots
+from btrsendd import btrfs
 from btrsendd.config import Config, SourceConfig
 from btrsendd.findings import Finding, error, warning
 from btrsendd.manifest import shown
@@ -40,7 +40,7 @@ def _within(path: Path, tops: Sequence[Path]) -> bool:
     return any(path == top or top in path.parents for top in tops)
 
 
-def nested_subvolumes(config: Config, src: SourceConfig) -> snapshots.Nested:
+def nested_subvolumes(config: Config, src: SourceConfig) -> btrfs.Nested:
     """The subvolumes under ``src`` that none of its backups holds, and no other source.
 
     btrsendd's own subvolumes (snapshot directories and what is in them, a local archive)
@@ -52,8 +52,8 @@ def nested_subvolumes(config: Config, src: SourceConfig) -> snapshots.Nested:
         own.append(config.storage.path)
     tops = [_real(p) for p in own]
     root = _real(src.path)
-    found = snapshots.nested_subvolumes(src.path)
-    return snapshots.Nested(
+    found = btrfs.nested_subvolumes(src.path)
+    return btrfs.Nested(
         [p for p in found.paths if not _within(root / p.relative_to(src.path), tops)],
         found.unnamed,
     )
@@ -63,7 +63,7 @@ def nested_problems(config: Config) -> list[Finding]:
     """One warning per source with nested subvolumes, naming them."""
     found: list[Finding] = []
     for src in config.sources:
-        if not snapshots.is_subvolume(src.path):
+        if not btrfs.is_subvolume(src.path):
             continue  # reported as the source's own error
         nested = nested_subvolumes(config, src)
         count = len(nested.paths) + nested.unnamed
@@ -91,7 +91,7 @@ def _made_as_subvolume(owner: SourceConfig) -> bool:
     """Whether btrsendd will create ``owner``'s missing snapshot directory as a subvolume:
     it does when its parent is in ``owner``'s own subvolume (``snapshots.take_snapshot``)."""
     path = owner.snapshot_dir
-    return not path.exists() and snapshots.in_subvolume_of(path, owner.path)
+    return not path.exists() and btrfs.in_subvolume_of(path, owner.path)
 
 
 def inside_problems(config: Config) -> list[Finding]:
@@ -101,11 +101,11 @@ def inside_problems(config: Config) -> list[Finding]:
     if (around := archive_problem(config)) is not None:
         found.append(error("storage.path", around))
     for src in config.sources:
-        if not snapshots.is_subvolume(src.path):
+        if not btrfs.is_subvolume(src.path):
             continue
         for owner in config.sources:
             path = owner.snapshot_dir
-            if _made_as_subvolume(owner) or not snapshots.in_subvolume_of(path, src.path):
+            if _made_as_subvolume(owner) or not btrfs.in_subvolume_of(path, src.path):
                 continue
             key = _key(config, owner, "snapshot_dir")
             if path.exists():
@@ -121,7 +121,7 @@ def inside_problems(config: Config) -> list[Finding]:
                 )
         archive = config.storage.path
         if config.storage.backend == "local" and archive is not None:
-            if snapshots.in_subvolume_of(archive, src.path):
+            if btrfs.in_subvolume_of(archive, src.path):
                 found.append(
                     error(
                         "storage.path",

@@ -2,7 +2,7 @@
 
 ``config.py`` decides whether the file is well-formed; this module decides whether this
 machine can run it: sources are subvolumes, snapshots can be taken where configured and are
-part of no backup, the keyring can encrypt to the recipients (``keyring.py``), the programs
+part of no backup, the keyring can encrypt to the recipients (``gpg.py``), the programs
 exist, nothing btrsendd trusts can be read or changed by the wrong people
 (``permissions.py``), the schedule fires (``cron.py``), nested subvolumes are not silently
 left out (``placement.py``), and the schedule does not pay cold storage for deleting early.
@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from btrsendd import cron, keyring, permissions, placement, snapshots
+from btrsendd import btrfs, cron, gpg, permissions, placement
 from btrsendd.config import (
     Config,
     PipelineConfig,
@@ -47,7 +47,7 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     findings += _schedule(config.schedule)
     findings += _early_deletion(config.schedule, config.storage)
     findings += _compressor(config.pipeline)
-    findings += keyring.check(config.encryption)
+    findings += gpg.check_keyring(config.encryption)
     findings += _local_storage(config.storage)
     findings += _glacier_vault(config.storage, config.sources)
     findings += _compatible_endpoint(config.storage)
@@ -127,13 +127,13 @@ def _source(index: int, src: SourceConfig) -> list[Finding]:
     example = src.path / ".btrsendd"
     shape = _snapshot_dir_shape(dir_key, src.snapshot_dir)
     try:
-        snapshots.require_subvolume(src.path)
+        btrfs.require_subvolume(src.path)
     except BtrsenddError as exc:
         return [error(path_key, str(exc)), *shape]
     if any(f.level == "error" for f in shape):
         return shape
     try:
-        same = snapshots.same_filesystem(src.path, src.snapshot_dir)
+        same = btrfs.same_filesystem(src.path, src.snapshot_dir)
     except BtrsenddError as exc:
         return [*shape, error(dir_key, str(exc))]
     if not same:

@@ -12,8 +12,6 @@ looks whole, and a failure names the backup and volume that failed.
 from __future__ import annotations
 
 import errno
-import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +19,9 @@ from functools import partial
 from itertools import groupby
 from pathlib import Path
 
-import btrfsutil
-
+from btrsendd import btrfs
 from btrsendd.catalog import Catalog
+from btrsendd.codec import Codec, Compression, decode_volume
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
 from btrsendd.interrupt import Interrupted
 from btrsendd.layout import Located
@@ -31,10 +29,10 @@ from btrsendd.lock import restore_lock
 from btrsendd.log import get_logger
 from btrsendd.model import Backup, StreamIdentity
 from btrsendd.names import is_safe_component
-from btrsendd.pipeline import Codec, Compression, decode_volume, sha256_of
+from btrsendd.readers import sha256_of
 from btrsendd.sendstream import StreamChecker, StreamError
 from btrsendd.storage.base import Storage
-from btrsendd.workdir import Target, Workdir, fd_path, remove_leftovers
+from btrsendd.workdir import Target, Workdir, remove_leftovers
 
 
 def _codec(row: Backup) -> Codec:
@@ -97,57 +95,35 @@ def _receive_volume(
         raise OperationalError("the decoded bytes differ from the send stream recorded")
 
 
-#: What btrfs receive says when all is well; left out of the lines quoted on failure.
-_RECEIVE_CHATTER = ("At subvol ", "At snapshot ", "Chroot to ")
-
-
 def _receive_backup(
     storage: Storage, volumes: Sequence[Located], work: Workdir, gnupg_home: Path | None
 ) -> str:
     """Receive one backup's volumes into ``work``; return the new subvolume's name.
 
-    ``btrfs receive`` is confined to the working directory (``--chroot``, reached through
-    its descriptor), so whatever the stream names, nothing outside it is written.  On
-    failure whatever was received stays in ``work``, which the caller removes.
+    ``btrfs receive`` is confined to the working directory (``btrfs.Receive``), so whatever
+    the stream names, nothing outside it is written.  On failure whatever was received
+    stays in ``work``, which the caller removes.
     """
     row = volumes[0].backup
     # The stream was checked when it was stored; it is checked again on its way back, since
     # the bucket it came from may have been written by someone else since.
     checker = StreamChecker(partial(_expect_restored, row))
     before = set(work.subvolumes())
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            ["btrfs", "receive", "-e", "--chroot", fd_path(work.fd)],
-            stdin=subprocess.PIPE,
-            stdout=err,
-            stderr=err,
-            pass_fds=(work.fd,),
-        )
-        assert proc.stdin is not None
+    with btrfs.Receive(work.fd) as receive:
         current: Located | None = None
-
-        def receive_failure() -> str:
-            err.seek(0)
-            lines = err.read().decode(errors="replace").strip().splitlines()
-            detail = [line for line in lines if not line.startswith(_RECEIVE_CHATTER)]
-            return f"btrfs receive failed: {' '.join(detail[-3:]) or f'exit {proc.returncode}'}"
-
         try:
             for vol in volumes:
                 current = vol
-                _receive_volume(storage, vol, proc.stdin.fileno(), gnupg_home, checker)
+                _receive_volume(storage, vol, receive.stdin, gnupg_home, checker)
             current = None
             checker.finish()
-            proc.stdin.close()
-            if proc.wait() != 0:
-                raise OperationalError(receive_failure())
+            receive.finish()
         except BaseException as exc:
-            proc.kill()
-            proc.wait()
+            receive.kill()
             where = f"backup {row.id} ({row.date})" if current is None else current.describe()
             if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
                 # btrfs receive stopped reading: its own error is the one worth reporting.
-                raise OperationalError(f"restore of {where} failed: {receive_failure()}") from None
+                raise OperationalError(f"restore of {where} failed: {receive.failure()}") from None
             if isinstance(exc, OperationalError):
                 raise OperationalError(f"restore of {where} failed: {exc}") from None
             raise
@@ -225,10 +201,10 @@ def receive_chain(
             received = _receive_members(storage, volumes, work, gnupg_home)
             name = _final_name(volumes[-1].backup, received)
             try:
-                btrfsutil.create_snapshot(
-                    fd_path(work.fd, received), fd_path(target.fd, name), read_only=True
+                btrfs.create_snapshot(
+                    btrfs.fd_path(work.fd, received), btrfs.fd_path(target.fd, name), read_only=True
                 )
-            except btrfsutil.BtrfsUtilError as exc:
+            except OSError as exc:
                 raise OperationalError(
                     f"cannot create {target_path / name}: {exc.strerror}"
                 ) from None
@@ -238,10 +214,11 @@ def receive_chain(
                 # directory others may write to, and may be their symlink to any subvolume
                 # by now.
                 try:
-                    btrfsutil.create_snapshot(
-                        fd_path(work.fd, received), fd_path(writable.directory.fd, writable.name)
+                    btrfs.create_snapshot(
+                        btrfs.fd_path(work.fd, received),
+                        btrfs.fd_path(writable.directory.fd, writable.name),
                     )
-                except btrfsutil.BtrfsUtilError as exc:
+                except OSError as exc:
                     raise OperationalError(
                         f"restored to {restored}, but cannot create the writable snapshot "
                         f"{writable.directory.path / writable.name}: {exc.strerror}"

@@ -13,19 +13,18 @@ run again (after ``--no-wait``, Ctrl-C or a reboot) waits for them instead of pa
 from __future__ import annotations
 
 import os
-import re
 import stat
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from btrsendd import permissions, snapshots
+from btrsendd import btrfs
 from btrsendd.catalog import Catalog
 from btrsendd.damage import free_damage
 from btrsendd.errors import BtrsenddError, OperationalError, UsageError
+from btrsendd.gpg import check_private_keys
 from btrsendd.layout import Located
 from btrsendd.log import get_logger
 from btrsendd.model import Backup, RestoreRequest
@@ -46,8 +45,6 @@ RESTORE_DAYS = 7
 POLL_SECONDS_ENV = "BTRSENDD_POLL_SECONDS"
 DEFAULT_POLL_SECONDS = 600.0
 FIRST_POLL_SECONDS = 5.0
-
-_HEX = re.compile(r"^[0-9A-F]{8,}$")
 
 
 def resolve_chain(catalog: Catalog, source: str, day: date) -> list[Backup]:
@@ -122,7 +119,7 @@ def check_target(
                     "retention would delete the restored day; choose another directory"
                 )
     if name is not None and target.has(name):
-        what = "a subvolume" if snapshots.is_subvolume(target.path / name) else "an entry"
+        what = "a subvolume" if btrfs.is_subvolume(target.path / name) else "an entry"
         raise UsageError(
             f"{target.path} already contains {what} named {name}; delete it or choose another "
             "--target"
@@ -145,65 +142,6 @@ def check_target(
             "had then, so files made private since are readable again; restore into a "
             "directory only root can enter if that matters",
         )
-
-
-def _secret_fingerprints(gnupg_home: Path | None) -> set[str]:
-    """Fingerprints of every key and subkey whose private part the keyring holds."""
-    homedir = ["--homedir", str(gnupg_home)] if gnupg_home is not None else []
-    try:
-        listing = subprocess.run(
-            [
-                "gpg",
-                "--no-options",
-                "--batch",
-                "--no-tty",
-                *homedir,
-                "--with-colons",
-                "--list-secret-keys",
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout
-    except FileNotFoundError:
-        raise OperationalError("gpg not found on PATH: install gnupg") from None
-    # An empty or unreadable keyring lists nothing (and exits non-zero): it holds no keys.
-    return {line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")}
-
-
-def _holds_key(recipient: str, secret: set[str]) -> bool | None:
-    """Whether ``secret`` has the key for a recipient; None if the recipient is not a key ID
-    or fingerprint (a name or address), where only gpg itself can tell."""
-    wanted = recipient.replace(" ", "").upper().removeprefix("0X").removesuffix("!")
-    if not _HEX.match(wanted):
-        return None
-    return any(fpr.endswith(wanted) for fpr in secret)
-
-
-def check_private_keys(chain: Sequence[Backup], gnupg_home: Path | None) -> None:
-    """Refuse to start (and pay for retrievals) without a private key that can decrypt."""
-    if not any(row.recipients for row in chain):
-        return
-    if gnupg_home is not None:
-        if not gnupg_home.is_dir():
-            raise UsageError(f"--gnupg-home {gnupg_home} is not a directory")
-        # Before gpg first runs: listing secret keys already starts gpg-agent.
-        permissions.refuse_changeable(gnupg_home, permissions.RESTORE_KEYRING)
-    else:
-        # gpg's own default, checked the same way: whoever can change it can run programs
-        # as root through gpg-agent's configuration, whichever way it was named.
-        default = Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg")
-        if default.is_dir():
-            permissions.refuse_changeable(default, permissions.DEFAULT_KEYRING)
-    secret = _secret_fingerprints(gnupg_home)
-    where = str(gnupg_home) if gnupg_home else "gpg's default keyring ($GNUPGHOME or ~/.gnupg)"
-    for row in chain:
-        held = [_holds_key(r, secret) for r in row.recipients]
-        if held and all(h is False for h in held):
-            raise UsageError(
-                f"{where} holds no private key for {', '.join(row.recipients)}, which backup "
-                f"{row.id} ({row.date}) is encrypted to; point --gnupg-home (or GNUPGHOME) at "
-                "the keyring with that private key"
-            )
 
 
 # -- thawing -------------------------------------------------------------------------------

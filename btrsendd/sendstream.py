@@ -20,7 +20,7 @@ as the kernel computes it: seed 0 and no final inversion, which is not the usual
 (seed and result inverted).  The ``crc32c`` package computes the usual one; given the seed
 ``0xFFFFFFFF`` its internal register starts at 0, and inverting its result undoes the final
 inversion, so the kernel's value is ``crc32c(data, 0xFFFFFFFF) ^ 0xFFFFFFFF`` and it chains
-over pieces like any CRC (``tests/test_sendstream.py`` checks this on real streams).
+over pieces like any CRC (``tests/pipeline/test_sendstream.py`` checks this on real streams).
 
 The stream header has no checksum.  A damaged magic or an unknown version is refused, but
 one bit flip turns version 1 into version 3, under which every version 1 command is still
@@ -39,16 +39,13 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import crc32c
 
 from btrsendd.errors import OperationalError
 from btrsendd.model import StreamIdentity
+from btrsendd.readers import Tap
 from btrsendd.storage.base import Readable
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 MAGIC = b"btrfs-stream\0"
 #: The magic and the u32 version.
@@ -372,51 +369,11 @@ def _attributes(payload: bytes, version: int, where: str) -> dict[int, bytes]:
     return found
 
 
-class _Checked:
-    """``stream`` with every byte read also fed to ``checker``, which is finished at EOF."""
-
-    def __init__(self, stream: Readable, checker: StreamChecker) -> None:
-        self._stream = stream
-        self._checker = checker
-
-    def read(self, size: int = -1, /) -> bytes:
-        data = self._stream.read(size)
-        self._saw(data, size)
-        return data
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        return self._into(buffer, "readinto")
-
-    def readinto1(self, buffer: WriteableBuffer, /) -> int:
-        return self._into(buffer, "readinto1")
-
-    def _into(self, buffer: WriteableBuffer, method: str) -> int:
-        view = memoryview(buffer).cast("B")
-        readinto: Callable[[memoryview], int] | None = getattr(
-            self._stream, method, getattr(self._stream, "readinto", None)
-        )
-        if readinto is not None:
-            count = readinto(view)
-        else:
-            data = self._stream.read(len(view))
-            count = len(data)
-            view[:count] = data
-        self._saw(view[:count], len(view))
-        return count
-
-    def _saw(self, data: memoryview | bytes, asked: int) -> None:
-        if data:
-            self._checker.feed(data)
-        elif asked != 0:
-            self._checker.finish()
-
-
 def checked(stream: Readable, checker: StreamChecker) -> Readable:
     """``stream``, read through ``checker``: its end raises ``StreamError`` unless complete.
 
-    ``read``, ``readinto`` and ``readinto1`` pass on what ``stream`` gives (``readinto``
-    without a copy where ``stream`` has one), so a consumer sees the same bytes, and at the
-    end either a clean EOF after a complete stream or the ``StreamError`` that says what is
-    wrong with it.
+    A consumer sees the same bytes (``readers.Tap``: without a copy where ``stream`` reads
+    into a buffer), and at the end either a clean EOF after a complete stream or the
+    ``StreamError`` that says what is wrong with it.
     """
-    return _Checked(stream, checker)
+    return Tap(stream, checker.feed, checker.finish)

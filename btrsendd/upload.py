@@ -19,11 +19,13 @@ import datetime as dt
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from functools import partial
 
 from btrsendd import planner, snapshots
+from btrsendd.btrfs import run_send, send_command
+from btrsendd.codec import Codec, encode_volumes
 from btrsendd.config import SourceConfig
 from btrsendd.errors import BtrsenddError, OperationalError, StorageError
 from btrsendd.expected_stream import expected_stream
@@ -32,8 +34,8 @@ from btrsendd.layout import new_backup_id, volume_name
 from btrsendd.log import get_logger
 from btrsendd.manifest import Manifest
 from btrsendd.model import Backup, Kind, Volume
-from btrsendd.pipeline import CHUNK, Codec, encode_volumes, run_send, send_command
 from btrsendd.progress import Progress
+from btrsendd.readers import CHUNK
 from btrsendd.repository import Repository
 from btrsendd.sendstream import StreamChecker, StreamError, checked
 from btrsendd.storage.base import Readable, Stored
@@ -135,7 +137,7 @@ class Uploader:
 
         started = time.monotonic()
         try:
-            for res in encode_volumes(
+            for vol in encode_volumes(
                 stream,
                 codec,
                 repo.config.pipeline.volume_size,
@@ -144,9 +146,7 @@ class Uploader:
                 first_index=len(skipped),
                 first_offset=skipped_bytes,
             ):
-                catalog.add_volume(
-                    backup_id, Volume(name=volume_name(res.index, codec.suffix), **asdict(res))
-                )
+                catalog.add_volume(backup_id, vol)
             catalog.set_stream(backup_id, checker.finish())
             self._check_stored(row)
             catalog.complete_backup(backup_id, self._write_manifest(backup_id))

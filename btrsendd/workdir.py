@@ -24,12 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import btrfsutil
-
+from btrsendd.btrfs import delete_subvolume, fd_path, filesystem_id, subvolume_id_of
 from btrsendd.catalog import Catalog
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.log import get_logger
-from btrsendd.snapshots import filesystem_id
 
 #: Working directories inside a target start with this.
 PREFIX = ".btrsendd-restore-"
@@ -38,21 +36,6 @@ PREFIX = ".btrsendd-restore-"
 _SUBVOLUME_ROOT_INODE = 256
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def fd_path(fd: int, name: str = "") -> str:
-    """A path that reaches ``name`` inside the open directory ``fd`` (or ``fd`` itself).
-
-    The kernel resolves ``/proc/self/fd/N`` to the directory that was opened, wherever it is
-    now and whatever took its old name; only ``name``, one component, is looked up in it.
-    """
-    return f"/proc/self/fd/{fd}" + (f"/{name}" if name else "")
-
-
-def _subvolume_id(fd: int) -> int:
-    """The id of the subvolume holding the open directory ``fd``: with the inode number, an
-    identity that lasts across remounts, unlike the device number."""
-    return int(btrfsutil.subvolume_id(fd))
 
 
 def _listing(directory: int) -> list[tuple[str, os.stat_result]]:
@@ -142,7 +125,7 @@ class Workdir:
         except OSError as exc:
             raise OperationalError(f"cannot write into {target.path}: {exc.strerror}") from None
         info = os.fstat(fd)
-        catalog.record_workdir(target.record_key(name), _subvolume_id(fd), info.st_ino)
+        catalog.record_workdir(target.record_key(name), subvolume_id_of(fd), info.st_ino)
         return cls(target, name, fd, info.st_dev, info.st_ino)
 
     def subvolumes(self) -> list[str]:
@@ -170,8 +153,8 @@ class Workdir:
         if name not in self.subvolumes():
             raise OperationalError(f"refusing to delete {self.path / name}: not a subvolume here")
         try:
-            btrfsutil.delete_subvolume(fd_path(self.fd, name))
-        except btrfsutil.BtrfsUtilError as exc:
+            delete_subvolume(fd_path(self.fd, name))
+        except OSError as exc:
             raise OperationalError(f"cannot delete {self.path / name}: {exc.strerror}") from None
 
     def remove(self, catalog: Catalog) -> None:
@@ -214,7 +197,7 @@ def _leftover(target: Target, catalog: Catalog, name: str) -> Workdir | None:
         return None  # a symlink (O_NOFOLLOW), a file, or gone
     info = os.fstat(fd)
     ours = (
-        recorded == (_subvolume_id(fd), info.st_ino)
+        recorded == (subvolume_id_of(fd), info.st_ino)
         and info.st_uid == 0
         and stat.S_IMODE(info.st_mode) == 0o700
     )

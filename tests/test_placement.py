@@ -10,7 +10,7 @@ from pathlib import Path
 import btrfsutil
 import pytest
 
-from btrsendd import snapshots
+from btrsendd import btrfs
 from tests.backed_up import events
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
@@ -175,7 +175,7 @@ def test_the_usual_layout_makes_the_snapshot_dir_a_private_subvolume(
     (world.source / "file.txt").write_text("changed\n")
     world.run("backup", "--date", "2000-01-07")
 
-    assert snapshots.is_subvolume(snapdir)
+    assert btrfs.is_subvolume(snapdir)
     assert snapdir.stat().st_mode & 0o777 == 0o700
     assert btrfsutil.subvolume_id(snapdir) != btrfsutil.subvolume_id(world.source)
     assert findings(world) == (0, [])

@@ -14,7 +14,7 @@ from pathlib import Path
 import btrfsutil
 import pytest
 
-from btrsendd.workdir import fd_path
+from btrsendd.btrfs import fd_path
 from tests.backed_up import events
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey

@@ -1,18 +1,15 @@
-"""The send → volumes → compress → encrypt pipeline and its reverse, with the real tools.
+"""The codec: send stream → volumes → compress → encrypt and its reverse, with the real tools.
 
-Nothing is mocked: pigz, zstd, gpg, btrfs send and btrfs receive run for real, because the
-pipeline's job is to wire those tools together correctly and report their failures honestly.
+Nothing is mocked: pigz, zstd and gpg run for real, because the codec's job is to wire those
+tools together correctly and report their failures honestly.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
-import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,113 +20,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from btrsendd.codec import Codec, Compression, decode_volume, encode_stream
 from btrsendd.config import EncryptionConfig, PipelineConfig
 from btrsendd.errors import PipelineError, StorageError
-from btrsendd.pipeline import (
-    Codec,
-    Compression,
-    DecodedVolume,
-    VolumeResult,
-    decode_volume,
-    encode_stream,
-    run_send,
-    send_command,
-)
 from btrsendd.storage.base import Readable, Stored
-from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
+from tests.pipeline.support import (
+    DATA,
+    MemoryStore,
+    MiB,
+    child_processes,
+    codec_for,
+    decode_all,
+    random_data,
+    sha256,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
-
-MiB = 1024 * 1024
-
-
-def random_data(size: int, seed: int = 0) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def compressible_data(size: int) -> bytes:
-    lines = b"".join(
-        b"%08d the quick brown fox jumps over the lazy dog\n" % i for i in range(size // 50 + 1)
-    )
-    return lines[:size]
-
-
-# 3.5 MiB: three full 1 MiB volumes and a short last one.
-DATA = {"random": random_data(7 * MiB // 2), "compressible": compressible_data(7 * MiB // 2)}
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def codec_for(compression: Compression, key: GpgKey | None, level: int | None = None) -> Codec:
-    """A codec as the backup host has it: encrypting to public keys only."""
-    return Codec(
-        compression=compression,
-        level=level if level is not None else (3 if compression == "zstd" else 6),
-        recipients=(key.fingerprint,) if key else (),
-        gnupg_home=key.public_home if key else None,
-    )
-
-
-class MemoryStore:
-    """A ``store_volume`` that keeps volumes in memory.
-
-    It reads in pieces that match neither the volume nor the pipeline's chunk size, as a
-    multipart upload would, and only keeps a volume it read to the end.
-    """
-
-    def __init__(self, read_size: int = 300_000) -> None:
-        self.read_size = read_size
-        self.volumes: dict[int, bytes] = {}
-
-    def __call__(self, index: int, stream: Readable) -> Stored:
-        pieces = []
-        while piece := stream.read(self.read_size):
-            pieces.append(piece)
-        self.volumes[index] = b"".join(pieces)
-        return Stored(len(self.volumes[index]), f"mem-{index}")
-
-
-def decode_all(
-    store: MemoryStore, results: list[VolumeResult], codec: Codec, home: Path | None
-) -> bytes:
-    """Decode every volume, checking what decoding saw against what encoding recorded."""
-    out = io.BytesIO()
-    for vol in results:
-        got = decode_volume(io.BytesIO(store.volumes[vol.index]), codec, out, gnupg_home=home)
-        assert got == DecodedVolume(
-            vol.stored_size, vol.stored_sha256, vol.raw_length, vol.raw_sha256
-        )
-    return out.getvalue()
-
-
-#: What the pipeline starts; other children (session-scoped S3 servers) are not its leaks.
-PIPELINE_PROGRAMS = {"btrfs", "gzip", "pigz", "zstd", "gpg"}
-
-
-def child_processes() -> list[str]:
-    """This process's pipeline children, zombies included: what a leak would leave behind."""
-    me = os.getpid()
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # the process ended while we looked
-            continue
-        comm_end = text.rindex(")")
-        state, ppid = text[comm_end + 2 :].split()[:2]
-        name = text[text.index("(") + 1 : comm_end]
-        if int(ppid) == me and name in PIPELINE_PROGRAMS:
-            found.append(f"{stat.parent.name} {name} {state}")
-    return found
-
-
-def python_command(code: str) -> list[str]:
-    """A stand-in for ``btrfs send`` whose behaviour a test controls exactly."""
-    return [sys.executable, "-c", code]
 
 
 # --- round trips -----------------------------------------------------------------------
@@ -285,80 +193,7 @@ def test_codec_from_config() -> None:
     assert Codec.from_config(PipelineConfig(), plain) == Codec("gzip", 6, (), home)
 
 
-def test_send_command() -> None:
-    new, old = Path("/snaps/new"), Path("/snaps/old")
-    assert send_command(new, None) == ["btrfs", "-q", "send", "/snaps/new"]
-    assert send_command(new, old) == ["btrfs", "-q", "send", "-p", "/snaps/old", "/snaps/new"]
-
-
-# --- real btrfs send and receive -------------------------------------------------------
-
-
-def snapshot(source: Path, target: Path) -> Path:
-    subprocess.run(
-        ["btrfs", "subvolume", "snapshot", "-r", str(source), str(target)],
-        check=True,
-        capture_output=True,
-    )
-    return target
-
-
-@pytest.mark.slow
-def test_btrfs_send_to_receive(btrfs_fs: Path, make_btrfs: MakeBtrfs, gpg_key: GpgKey) -> None:
-    """A full and an incremental backup, encoded, decoded and received on another filesystem."""
-    live = make_subvolume(btrfs_fs / "live")
-    big = random_data(3 * MiB, seed=7)
-    (live / "big.bin").write_bytes(big)
-    (live / "dir").mkdir()
-    (live / "dir" / "notes.txt").write_text("hello\n" * 1000)
-    snap1 = snapshot(live, btrfs_fs / "snap1")
-    (live / "dir" / "notes.txt").write_text("changed\n")
-    (live / "new.bin").write_bytes(random_data(MiB, seed=8))
-    snap2 = snapshot(live, btrfs_fs / "snap2")
-    dst = make_btrfs("dst")
-    codec = codec_for("gzip", gpg_key)
-
-    volume_counts = []
-    for snap, parent in ((snap1, None), (snap2, snap1)):
-        store = MemoryStore()
-        progress: list[int] = []
-        with run_send(send_command(snap, parent)) as raw:
-            results = encode_stream(raw, codec, MiB, store, progress.append)
-        assert progress[-1] == sum(v.raw_length for v in results)
-        volume_counts.append(len(results))
-        receive = subprocess.Popen(
-            ["btrfs", "-q", "receive", str(dst)], stdin=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        assert receive.stdin is not None and receive.stderr is not None
-        with receive.stdin:
-            for vol in results:
-                stored = io.BytesIO(store.volumes[vol.index])
-                decode_volume(stored, codec, receive.stdin, gnupg_home=gpg_key.secret_home)
-        errors = receive.stderr.read()
-        assert receive.wait() == 0, errors
-
-    assert volume_counts[0] >= 4 and volume_counts[1] < volume_counts[0]
-    assert (dst / "snap1" / "big.bin").read_bytes() == big
-    assert (dst / "snap1" / "dir" / "notes.txt").read_text() == "hello\n" * 1000
-    assert not (dst / "snap1" / "new.bin").exists()
-    assert (dst / "snap2" / "big.bin").read_bytes() == big
-    assert (dst / "snap2" / "dir" / "notes.txt").read_text() == "changed\n"
-    assert (dst / "snap2" / "new.bin").read_bytes() == random_data(MiB, seed=8)
-    assert child_processes() == []
-
-
 # --- failures --------------------------------------------------------------------------
-
-
-def test_unknown_recipient_names_gpg(gpg_key: GpgKey) -> None:
-    codec = Codec("gzip", 6, ("0" * 40,), gpg_key.public_home)
-    store = MemoryStore()
-    with pytest.raises(PipelineError) as info:
-        encode_stream(io.BytesIO(DATA["random"]), codec, MiB, store)
-    assert info.value.stage == "gpg"
-    assert "No public key" in info.value.detail
-    assert store.volumes == {}  # the failure reached the store as an error, not as an EOF
-    assert child_processes() == []
 
 
 def test_stage_error_survives_a_wrapping_backend(gpg_key: GpgKey) -> None:
@@ -387,26 +222,6 @@ def test_failing_compressor_is_named_with_its_stderr(gpg_key: GpgKey) -> None:
     assert child_processes() == []
 
 
-def test_killed_compressor_is_named(gpg_key: GpgKey) -> None:
-    """gpg encrypts the truncated stream and exits 0: only the compressor knows it failed."""
-
-    def kill_zstd(done: int) -> None:
-        for child in child_processes():
-            pid, comm, _ = child.split()
-            if comm == "zstd":
-                os.kill(int(pid), signal.SIGKILL)
-
-    store = MemoryStore()
-    with pytest.raises(PipelineError) as info:
-        encode_stream(
-            io.BytesIO(random_data(8 * MiB)), codec_for("zstd", gpg_key), 64 * MiB, store, kill_zstd
-        )
-    assert info.value.stage == "compressor (zstd)"
-    assert "signal 9" in info.value.detail
-    assert store.volumes == {}
-    assert child_processes() == []
-
-
 @pytest.mark.parametrize(
     ("codec", "stage", "hint"),
     [
@@ -425,48 +240,6 @@ def test_missing_tool_says_what_to_install(
     assert hint in info.value.detail
 
 
-def test_send_of_missing_path_fails(tmp_path: Path) -> None:
-    with pytest.raises(PipelineError) as info:
-        with run_send(send_command(tmp_path / "nope", None)) as raw:
-            encode_stream(raw, codec_for("zstd", None), MiB, MemoryStore())
-    assert info.value.stage == "btrfs send"
-    assert "nope" in info.value.detail
-    assert child_processes() == []
-
-
-def test_send_failing_midstream_stores_no_partial_volume() -> None:
-    """Volumes before the failure are whole; the one it cut short is never stored."""
-    cmd = python_command("import os, sys; os.write(1, bytes(3_000_000)); sys.exit('exploded')")
-    store = MemoryStore()
-    with pytest.raises(PipelineError) as info:
-        with run_send(cmd) as raw:
-            encode_stream(raw, codec_for("gzip", None), MiB, store)
-    assert info.value.stage == "btrfs send"
-    assert "exploded" in info.value.detail
-    assert sorted(store.volumes) == [0, 1]
-    assert child_processes() == []
-
-
-def test_send_not_read_to_the_end_fails() -> None:
-    with pytest.raises(PipelineError, match="not read to its end") as info:
-        with run_send(python_command("import os; os.write(1, bytes(3_000_000))")) as raw:
-            raw.read(10)
-    assert info.value.stage == "btrfs send"
-    assert child_processes() == []
-
-
-def test_store_raising_kills_everything(gpg_key: GpgKey) -> None:
-    def failing_store(index: int, stream: Readable) -> Stored:
-        stream.read(100_000)
-        raise RuntimeError("disk full")
-
-    endless = python_command("import os\nwhile True: os.write(1, os.urandom(65536))")
-    with pytest.raises(RuntimeError, match="disk full"):
-        with run_send(endless) as raw:
-            encode_stream(raw, codec_for("gzip", gpg_key), MiB, failing_store)
-    assert child_processes() == []
-
-
 def test_store_stopping_early_is_an_error() -> None:
     def lazy_store(index: int, stream: Readable) -> Stored:
         return Stored(len(stream.read(10)))
@@ -482,21 +255,6 @@ def test_store_misreporting_its_size_is_an_error() -> None:
 
     with pytest.raises(StorageError, match="reports"):
         encode_stream(io.BytesIO(DATA["random"]), codec_for("zstd", None), MiB, miscounting_store)
-
-
-@pytest.mark.parametrize("keyring", ["public only", "other key"])
-def test_decode_without_the_secret_key_names_gpg(
-    keyring: str, gpg_key: GpgKey, other_gpg_key: GpgKey
-) -> None:
-    codec = codec_for("gzip", gpg_key)
-    store = MemoryStore()
-    [vol] = encode_stream(io.BytesIO(DATA["compressible"][:MiB]), codec, MiB, store)
-    home = gpg_key.public_home if keyring == "public only" else other_gpg_key.secret_home
-    with pytest.raises(PipelineError) as info:
-        decode_volume(io.BytesIO(store.volumes[vol.index]), codec, io.BytesIO(), gnupg_home=home)
-    assert info.value.stage == "gpg"
-    assert "No secret key" in info.value.detail
-    assert child_processes() == []
 
 
 @pytest.mark.parametrize(
@@ -526,7 +284,7 @@ def test_flipped_byte_is_detected(
 
 MEMORY_PROBE = """
 import resource
-from btrsendd.pipeline import Codec, encode_stream
+from btrsendd.codec import Codec, encode_stream
 from btrsendd.storage.base import Stored
 
 class Zeros:

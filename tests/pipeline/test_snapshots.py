@@ -16,24 +16,15 @@ from btrsendd.snapshots import (
     Snapshot,
     delete_snapshot,
     find_snapshot,
-    is_subvolume,
     list_snapshots,
     prune,
     retention,
-    same_filesystem,
     snapshot_by_uuid,
     take_snapshot,
 )
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 
 DAY = date(2000, 1, 1)
-
-
-@pytest.fixture
-def source(btrfs_fs: Path) -> Path:
-    src = make_subvolume(btrfs_fs / "src")
-    (src / "file.txt").write_text("hello\n")
-    return src
 
 
 @pytest.fixture
@@ -191,35 +182,6 @@ def test_delete_refuses_a_different_subvolume_at_that_path(source: Path, snapdir
     with pytest.raises(OperationalError, match="refusing to delete"):
         delete_snapshot(old)
     assert list_snapshots(snapdir) == [new]
-
-
-def test_is_subvolume(source: Path, btrfs_fs: Path, tmp_path: Path) -> None:
-    (btrfs_fs / "plain").mkdir()
-
-    assert is_subvolume(source)
-    assert not is_subvolume(btrfs_fs / "plain")
-    assert not is_subvolume(btrfs_fs / "missing")
-    assert not is_subvolume(tmp_path)
-
-
-def test_same_filesystem(source: Path, btrfs_fs: Path, make_btrfs: MakeBtrfs) -> None:
-    other = make_btrfs("other")
-    make_subvolume(btrfs_fs / "another-subvolume")
-
-    # Subvolumes have their own st_dev, yet belong to one filesystem.
-    assert source.stat().st_dev != btrfs_fs.stat().st_dev
-    assert same_filesystem(source, btrfs_fs / "snaps")
-    assert same_filesystem(source, btrfs_fs / "another-subvolume")
-    assert same_filesystem(source, source / "not" / "yet" / "made")
-    assert same_filesystem(source, source / "file.txt")
-    assert not same_filesystem(source, other)
-    assert not same_filesystem(source, other / "snaps")
-
-
-def test_same_filesystem_is_false_off_btrfs(tmp_path: Path) -> None:
-    (tmp_path / "a").mkdir()
-
-    assert not same_filesystem(tmp_path, tmp_path / "a")
 
 
 # -- retention: pure -------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Tests of the pipeline modules: piper, readers, codec, gpg, btrfs, sendstream, snapshots."""
