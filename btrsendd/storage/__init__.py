@@ -4,7 +4,9 @@ Each backend is a package of its own (``local/``, ``s3/``, ``vault/``) holding t
 the checks of its ``[storage]`` keys and its ``check-config`` findings; its ``__init__``
 describes it to this registry (``base.Backend``) and imports the backend itself only when it
 is opened, so that loading a configuration never imports an AWS library.  Adding a backend
-is adding a package and one line below.
+is adding a package, one line below, and its name to ``storage.backend``'s choices in
+``config.py`` (``tests/storage/test_contract.py`` checks that the two agree, and runs the
+contract on every backend).
 """
 
 from __future__ import annotations

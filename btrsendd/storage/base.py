@@ -227,7 +227,8 @@ class Backend(Protocol):
         ...
 
     def open(self, cfg: StorageConfig, pipeline: PipelineConfig, state_dir: Path | None) -> Storage:
-        """The storage ``cfg`` describes (``state_dir`` for what a backend keeps locally)."""
+        """The storage ``cfg`` describes (``state_dir`` for what a backend keeps locally);
+        ``UsageError`` for a ``cfg`` that ``config_problem`` would refuse."""
         ...
 
     def findings(self, cfg: StorageConfig, sources: Sequence[SourceConfig]) -> list[Finding]:

@@ -56,6 +56,8 @@ class Subject:
     not_thawed: str | None
     #: What reading a key nothing was stored under says.
     missing: str
+    #: How a failed upload of ``h/s/b/vol-00000`` begins its message.
+    failed_upload: str
     #: Leaves an unfinished upload under a key, as a crash in the middle of one would;
     #: returns the key the backend reports it under.  None for backends without them.
     leave_unfinished: Callable[[str], str] | None = None
@@ -71,7 +73,15 @@ def _local(tmp_path: Path) -> Subject:
         (tmp_path / "archive" / temp).write_bytes(b"cut short")
         return temp
 
-    return Subject(storage, READ_CHUNK, "local", None, "no object 'h/nope'", leave_unfinished)
+    return Subject(
+        storage,
+        READ_CHUNK,
+        "local",
+        None,
+        "no object 'h/nope'",
+        f"cannot write {tmp_path}/archive/h/s/b/vol-00000",
+        leave_unfinished,
+    )
 
 
 def _s3(server: S3Server, storage_class: str) -> Subject:
@@ -91,7 +101,13 @@ def _s3(server: S3Server, storage_class: str) -> Subject:
 
     not_thawed = "archived in cold storage" if storage_class == "DEEP_ARCHIVE" else None
     return Subject(
-        storage, PIPELINE.part_size, storage_class, not_thawed, "NoSuchKey", leave_unfinished
+        storage,
+        PIPELINE.part_size,
+        storage_class,
+        not_thawed,
+        "NoSuchKey",
+        f"upload of s3://{storage.bucket}/h/s/b/vol-00000 failed",
+        leave_unfinished,
     )
 
 
@@ -109,7 +125,14 @@ def _vault(server: VaultServer, tmp_path: Path) -> Subject:
         retry_delay=0.01,
         retry_budget=0.5,
     )
-    return Subject(storage, MiB, "GLACIER_VAULT", "needs a retrieval job", "catalog rebuild")
+    return Subject(
+        storage,
+        MiB,
+        "GLACIER_VAULT",
+        "needs a retrieval job",
+        "catalog rebuild",
+        f"upload of h/s/b/vol-00000 in vault {name} failed",
+    )
 
 
 PIPELINE = PipelineConfig(part_size=5 * MiB, concurrency=3)
@@ -188,8 +211,9 @@ def test_what_a_backend_records_and_checks_for_free(subject: Subject) -> None:
 def test_a_failing_stream_leaves_nothing(subject: Subject) -> None:
     storage, part = subject.storage, subject.part
     reader = Dribble(os.urandom(4 * part), step=64 * 1024, fail_after=2 * part + part // 2)
-    with pytest.raises(StorageError, match=r"h/s/b/vol-00000.*: simulated pipeline failure"):
+    with pytest.raises(StorageError) as failed:
         storage.put_stream("h/s/b/vol-00000", reader)
+    assert str(failed.value) == f"{subject.failed_upload}: simulated pipeline failure"
     assert keys(storage, "") == []
     if isinstance(storage, IncompleteUploads):
         assert storage.incomplete_uploads("") == []

@@ -18,19 +18,20 @@ if TYPE_CHECKING:
     from btrsendd.findings import Finding
 
 
+_NEEDS_PATH = 'backend "local" needs storage.path = "/some/archive/dir"'
+
+
 class Local:
     """The local backend as the registry knows it (``base.Backend``)."""
 
     name = "local"
 
     def config_problem(self, cfg: StorageConfig) -> str | None:
-        if cfg.path is None:
-            return 'backend "local" needs storage.path = "/some/archive/dir"'
-        return None
+        return _NEEDS_PATH if cfg.path is None else None
 
     def open(self, cfg: StorageConfig, pipeline: PipelineConfig, state_dir: Path | None) -> Storage:
         if cfg.path is None:
-            raise UsageError('storage.backend = "local" needs storage.path')
+            raise UsageError(_NEEDS_PATH)
         from btrsendd.storage.local.directory import LocalStorage
 
         return LocalStorage(cfg.path)

@@ -20,19 +20,20 @@ if TYPE_CHECKING:
     from btrsendd.findings import Finding
 
 
+_NEEDS_BUCKET = 'backend "s3" needs storage.bucket = "<bucket name>"'
+
+
 class S3:
     """The S3 backend as the registry knows it (``base.Backend``)."""
 
     name = "s3"
 
     def config_problem(self, cfg: StorageConfig) -> str | None:
-        if not cfg.bucket:
-            return 'backend "s3" needs storage.bucket = "<bucket name>"'
-        return None
+        return None if cfg.bucket else _NEEDS_BUCKET
 
     def open(self, cfg: StorageConfig, pipeline: PipelineConfig, state_dir: Path | None) -> Storage:
         if not cfg.bucket:
-            raise UsageError('storage.backend = "s3" needs storage.bucket')
+            raise UsageError(_NEEDS_BUCKET)
         from btrsendd.storage.s3 import bucket
 
         return bucket.S3Storage(

@@ -20,19 +20,20 @@ if TYPE_CHECKING:
     from btrsendd.findings import Finding
 
 
+_NEEDS_VAULT = 'backend "glacier-vault" needs storage.vault = "<vault name>"'
+
+
 class GlacierVault:
     """The glacier-vault backend as the registry knows it (``base.Backend``)."""
 
     name = "glacier-vault"
 
     def config_problem(self, cfg: StorageConfig) -> str | None:
-        if not cfg.vault:
-            return 'backend "glacier-vault" needs storage.vault = "<vault name>"'
-        return None
+        return None if cfg.vault else _NEEDS_VAULT
 
     def open(self, cfg: StorageConfig, pipeline: PipelineConfig, state_dir: Path | None) -> Storage:
         if not cfg.vault:
-            raise UsageError('storage.backend = "glacier-vault" needs storage.vault')
+            raise UsageError(_NEEDS_VAULT)
         if state_dir is None:
             raise ValueError("open_storage needs state_dir for the glacier-vault backend")
         from btrsendd.storage.vault.storage import VaultStorage
