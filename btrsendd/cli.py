@@ -75,10 +75,11 @@ def _lazy(target: str) -> Handler:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from btrsendd import preflight
     from btrsendd.storage import open_storage
+    from btrsendd.storage.base import AccessCheck
 
     config = _config(args)
     storage = open_storage(config.storage, config.pipeline, config.state_dir)
-    check_access = getattr(storage, "check_access", None)
+    check_access = storage.check_access if isinstance(storage, AccessCheck) else None
     findings = preflight.check(config, check_storage=check_access)
     for line in preflight.format_findings(findings):
         print(line, file=sys.stderr)

@@ -17,7 +17,6 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -33,6 +32,8 @@ from pydantic import (
 from btrsendd import cron
 from btrsendd.errors import ConfigError
 from btrsendd.pricing import THAW, TRANSFER_OUT_PER_GB
+from btrsendd.storage import backend_of
+from btrsendd.storage.endpoint import no_secrets_in_url
 
 DEFAULT_CONFIG_PATH = Path("/etc/btrsendd/btrsendd.toml")
 CONFIG_ENV = "BTRSENDD_CONFIG"
@@ -93,39 +94,6 @@ def validate_cron(expr: str) -> str:
     """
     cron.parse(expr)
     return expr
-
-
-_CREDENTIAL_CHAIN = (
-    "give btrsendd its keys through the AWS credential chain instead: AWS_ACCESS_KEY_ID and "
-    "AWS_SECRET_ACCESS_KEY in its environment, or ~/.aws/credentials"
-)
-
-
-def _no_secrets_in_url(url: str | None) -> str | None:
-    """Refuse an endpoint URL that carries credentials.
-
-    The URL is printed by check-config and status and may reach logs and error messages;
-    a secret in it would leak through all of them.  The messages never repeat the URL.
-    """
-    if url is None:
-        return None
-    if "@" in url:
-        raise ValueError(
-            "holds credentials (user:password@ before the host); remove them, and "
-            + _CREDENTIAL_CHAIN
-        )
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError('is not a URL like "https://HOST" or "http://HOST:PORT"')
-    if parts.query or parts.fragment:
-        raise ValueError(
-            "has a query string or fragment, which an endpoint never needs and which can only "
-            "carry secrets here; remove everything from '?' (or '#') on, and " + _CREDENTIAL_CHAIN
-        )
-    return url
 
 
 class _Section(BaseModel):
@@ -214,7 +182,7 @@ class StorageConfig(_Section):
     prefix: str = ""
     storage_class: StorageClass = "DEEP_ARCHIVE"
     region: str = "us-east-1"
-    endpoint_url: Annotated[str | None, AfterValidator(_no_secrets_in_url)] = None
+    endpoint_url: Annotated[str | None, AfterValidator(no_secrets_in_url)] = None
     vault: str | None = None
     path: AbsolutePath | None = None
     # How long one request keeps retrying (throttling, 5xx, resets, timeouts) before the
@@ -228,12 +196,10 @@ class StorageConfig(_Section):
 
     @model_validator(mode="after")
     def _backend_needs(self) -> StorageConfig:
-        if self.backend == "s3" and not self.bucket:
-            raise ValueError('backend "s3" needs storage.bucket = "<bucket name>"')
-        if self.backend == "glacier-vault" and not self.vault:
-            raise ValueError('backend "glacier-vault" needs storage.vault = "<vault name>"')
-        if self.backend == "local" and self.path is None:
-            raise ValueError('backend "local" needs storage.path = "/some/archive/dir"')
+        # Each backend knows its keys (``storage/<backend>/``); the keys themselves stay flat.
+        problem = backend_of(self).config_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

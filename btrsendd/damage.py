@@ -1,9 +1,9 @@
 """Checks of stored volumes that cost no retrieval: are they there, whole and unchanged?
 
 ``restore`` runs them before it spends anything, ``verify`` for every backup.  A volume is
-checked by what the storage reports for free: a listing gives sizes; a HEAD request gives S3's
-checksum of the object, recorded at upload; on the local backend, reading a file is free, so
-it is hashed again.
+checked by what the storage reports for free (``Storage.free_check``): a listing gives sizes;
+a HEAD request gives S3's checksum of the object, recorded at upload; on the local backend,
+reading a file is free, so it is hashed again.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def stored_damage(volumes: Sequence[Located], sizes: Mapping[str, int]) -> list[
 def content_damage(storage: Storage, volumes: Sequence[Located], *, rehash: bool) -> list[Damage]:
     """Volumes whose contents are not what was stored.
 
-    ``rehash`` reads every volume, which is free only where reading is (the local backend).
+    ``rehash`` reads every volume, which is free only where reading is (``free_check`` is
+    ``"rehash"``: the local backend).
     Otherwise the backend's own checksum is compared where one was recorded at upload: a
     HEAD request each on S3; nothing for a backend that keeps none.
     """

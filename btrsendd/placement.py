@@ -23,6 +23,7 @@ from btrsendd import btrfs
 from btrsendd.config import Config, SourceConfig
 from btrsendd.findings import Finding, error, warning
 from btrsendd.manifest import shown
+from btrsendd.storage import backend_of
 
 #: How many nested subvolumes a check-config line names before it only counts the rest.
 _NAMED = 10
@@ -30,6 +31,11 @@ _NAMED = 10
 
 def _key(config: Config, src: SourceConfig, field: str) -> str:
     return f"sources[{config.sources.index(src)}].{field} (name = {src.name!r})"
+
+
+def archive_directory(config: Config) -> Path | None:
+    """The directory on this machine holding the archive (the local backend's), if any."""
+    return backend_of(config.storage).archive_directory(config.storage)
 
 
 def _real(path: Path) -> Path:
@@ -48,8 +54,8 @@ def nested_subvolumes(config: Config, src: SourceConfig) -> btrfs.Nested:
     those are backed up, or reported, on their own.
     """
     own = [s.snapshot_dir for s in config.sources] + [s.path for s in config.sources if s != src]
-    if config.storage.backend == "local" and config.storage.path is not None:
-        own.append(config.storage.path)
+    if (archive := archive_directory(config)) is not None:
+        own.append(archive)
     tops = [_real(p) for p in own]
     root = _real(src.path)
     found = btrfs.nested_subvolumes(src.path)
@@ -119,18 +125,17 @@ def inside_problems(config: Config) -> list[Finding]:
                         f"as a subvolume first: btrfs subvolume create {path} && chmod 700 {path}",
                     )
                 )
-        archive = config.storage.path
-        if config.storage.backend == "local" and archive is not None:
-            if btrfs.in_subvolume_of(archive, src.path):
-                found.append(
-                    error(
-                        "storage.path",
-                        f"{archive} is in the subvolume of source {src.name!r} ({src.path}): "
-                        "every backup of it would hold the archive, which grows by a backup "
-                        f"each time; put the archive outside {src.path} (another filesystem is "
-                        "best), or in a subvolume of its own (btrfs subvolume create DIR)",
-                    )
+        archive = archive_directory(config)
+        if archive is not None and btrfs.in_subvolume_of(archive, src.path):
+            found.append(
+                error(
+                    "storage.path",
+                    f"{archive} is in the subvolume of source {src.name!r} ({src.path}): "
+                    "every backup of it would hold the archive, which grows by a backup "
+                    f"each time; put the archive outside {src.path} (another filesystem is "
+                    "best), or in a subvolume of its own (btrfs subvolume create DIR)",
                 )
+            )
     return found
 
 
@@ -143,8 +148,8 @@ def archive_problem(config: Config) -> str | None:
     set to the pool holding the sources).  Every command refuses it, not only
     ``check-config``.
     """
-    archive = config.storage.path
-    if config.storage.backend != "local" or archive is None:
+    archive = archive_directory(config)
+    if archive is None:
         return None
     top = [_real(archive)]
     for src in config.sources:

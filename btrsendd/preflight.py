@@ -4,8 +4,10 @@
 machine can run it: sources are subvolumes, snapshots can be taken where configured and are
 part of no backup, the keyring can encrypt to the recipients (``gpg.py``), the programs
 exist, nothing btrsendd trusts can be read or changed by the wrong people
-(``permissions.py``), the schedule fires (``cron.py``), nested subvolumes are not silently
-left out (``placement.py``), and the schedule does not pay cold storage for deleting early.
+(``permissions.py``), the schedule fires (``cron.py``), the storage backend's settings hold
+(each backend's ``checks.py``, found through the registry in ``storage/``), nested
+subvolumes are not silently left out (``placement.py``), and the schedule does not pay cold
+storage for deleting early.
 Every finding names the TOML key to change and how, because check-config is run exactly when
 someone is editing the file.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,8 +31,8 @@ from btrsendd.config import (
 from btrsendd.errors import BtrsenddError, ConfigError
 from btrsendd.findings import Finding, error, private_dir, warning
 from btrsendd.pricing import MINIMUM_STORAGE_DAYS
+from btrsendd.storage import backend_of
 
-VAULT_MINIMUM_STORAGE_DAYS = MINIMUM_STORAGE_DAYS["GLACIER_VAULT"]
 #: Classes to suggest instead, coldest (cheapest to keep) first.
 _COLDEST_FIRST = ("DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "STANDARD_IA", "STANDARD")
 
@@ -48,9 +49,7 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     findings += _early_deletion(config.schedule, config.storage)
     findings += _compressor(config.pipeline)
     findings += gpg.check_keyring(config.encryption)
-    findings += _local_storage(config.storage)
-    findings += _glacier_vault(config.storage, config.sources)
-    findings += _compatible_endpoint(config.storage)
+    findings += backend_of(config.storage).findings(config.storage, config.sources)
     findings += _sources(config.sources)
     findings += placement.inside_problems(config)
     findings += placement.nested_problems(config)
@@ -171,96 +170,6 @@ def _compressor(pipeline: PipelineConfig) -> list[Finding]:
     return []
 
 
-def _local_storage(storage: StorageConfig) -> list[Finding]:
-    if storage.backend != "local" or storage.path is None:
-        return []
-    path = storage.path
-    if path.exists() and not path.is_dir():
-        return [error("storage.path", f"{path} is not a directory; fix storage.path")]
-    if not path.exists() and not path.parent.is_dir():
-        return [
-            warning(
-                "storage.path",
-                f"neither {path} nor its parent exists; they are created on first use, so "
-                "check the path for typos",
-            )
-        ]
-    return []
-
-
-_COLD_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
-
-
-def _compatible_endpoint(storage: StorageConfig) -> list[Finding]:
-    """S3-compatible servers rarely implement cold classes or restore requests."""
-    if storage.backend != "s3" or storage.endpoint_url is None:
-        return []
-    if storage.storage_class not in _COLD_CLASSES:
-        return []
-    return [
-        warning(
-            "storage.storage_class",
-            f"{storage.storage_class} with endpoint_url {storage.endpoint_url}: S3-compatible "
-            "servers (MinIO, SeaweedFS, ...) usually lack cold classes and refuse restore "
-            'requests; use storage_class = "STANDARD" unless the server supports them',
-        )
-    ]
-
-
-_VAULT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
-
-
-def _glacier_vault(storage: StorageConfig, sources: Sequence[SourceConfig]) -> list[Finding]:
-    """The vault's own rules, checked before the first upload runs into them.
-
-    Vault names are AWS's alphabet; the region must be one where the vault service exists
-    (an endpoint_url, as in tests, names its own); and each archive's description, which
-    carries its object key so the index can be rebuilt from an inventory, must fit in 1,024
-    characters whatever the prefix and source names make of the key.
-    """
-    if storage.backend != "glacier-vault" or storage.vault is None:
-        return []
-    from btrsendd.layout import Layout
-    from btrsendd.storage.vault import archive_description
-
-    findings = []
-    if not _VAULT_NAME_RE.match(storage.vault):
-        findings.append(
-            error(
-                "storage.vault",
-                f"{storage.vault!r} is not a vault name: 1-255 letters, digits, '_', '-' or "
-                "'.'; copy the name from `aws glacier list-vaults --account-id -`",
-            )
-        )
-    if storage.endpoint_url is None and storage.region not in _glacier_regions():
-        findings.append(
-            error(
-                "storage.region",
-                f"{storage.region!r} has no Glacier vault service; set the region the vault "
-                "lives in (its ARN names it)",
-            )
-        )
-    for src in sources:
-        try:
-            archive_description(Layout(storage.prefix).longest_key(src.name))
-        except ValueError as exc:
-            findings.append(error("storage.prefix", str(exc)))
-            break
-    return findings
-
-
-def _glacier_regions() -> set[str]:
-    """The regions botocore knows to offer the Glacier vault service, in every partition."""
-    import boto3
-
-    session = boto3.session.Session()
-    return {
-        region
-        for partition in session.get_available_partitions()
-        for region in session.get_available_regions("glacier", partition_name=partition)
-    }
-
-
 def average_backup_gap(backup_days: Sequence[int]) -> float:
     """Mean days between backups for these days of the month.
 
@@ -281,13 +190,10 @@ def _early_deletion(schedule: ScheduleConfig, storage: StorageConfig) -> list[Fi
     span (``max_incrementals`` gaps) plus ``chain_lifetime_days``.  Deleting it sooner is
     billed up to the minimum anyway.
     """
-    if storage.backend == "glacier-vault":
-        minimum, where = VAULT_MINIMUM_STORAGE_DAYS, "Glacier vaults"
-    elif storage.backend == "s3" and storage.storage_class in MINIMUM_STORAGE_DAYS:
-        minimum = MINIMUM_STORAGE_DAYS[storage.storage_class]
-        where = storage.storage_class
-    else:
+    duration = backend_of(storage).minimum_duration(storage)
+    if duration is None:
         return []
+    minimum = duration.days
     gap = average_backup_gap(schedule.backup_days)
     span = gap * schedule.max_incrementals
     stored = schedule.chain_lifetime_days + span
@@ -295,16 +201,14 @@ def _early_deletion(schedule: ScheduleConfig, storage: StorageConfig) -> list[Fi
         return []
     needed = math.ceil(minimum - span)
     fitting = next(c for c in _COLDEST_FIRST if MINIMUM_STORAGE_DAYS.get(c, 0) <= stored)
-    alternative = f'storage_class = "{fitting}"'
-    if storage.backend == "glacier-vault":
-        alternative = f'backend = "s3" with {alternative}'
+    alternative = f'{duration.switch}storage_class = "{fitting}"'
     return [
         warning(
             "schedule.chain_lifetime_days",
             f"a chain's full backup is stored about {stored:.0f} days "
             f"({schedule.chain_lifetime_days} chain_lifetime_days + {span:.0f} days for "
             f"{schedule.max_incrementals} incrementals {gap:.1f} days apart), less than the "
-            f"{minimum}-day minimum of {where}, which bills early deletion as if kept "
+            f"{minimum}-day minimum of {duration.where}, which bills early deletion as if kept "
             f"{minimum} days; raise chain_lifetime_days to {needed} or choose {alternative}",
         )
     ]

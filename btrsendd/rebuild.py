@@ -41,7 +41,7 @@ from btrsendd.model import Backup
 from btrsendd.names import UnsafeName, check_name
 from btrsendd.repository import open_repository
 from btrsendd.restore import FIRST_POLL_SECONDS, poll_seconds
-from btrsendd.storage.base import Storage
+from btrsendd.storage.base import IndexRebuild, Storage, thawing
 
 
 @dataclass
@@ -226,11 +226,11 @@ def _manifests_at_hand(storage: Storage, prefix: str, args: argparse.Namespace) 
     ``--no-wait`` the jobs are started (or found running) and the command exits, to be run
     again; both kinds of job are recorded, so a second run never starts them twice.
     """
-    rebuild_index = getattr(storage, "rebuild_index", None)
-    if rebuild_index is None:
+    if not isinstance(storage, IndexRebuild):
         return True
-    if not rebuild_index(wait=not args.no_wait, poll_seconds=poll_seconds()):
+    if not storage.rebuild_index(wait=not args.no_wait, poll_seconds=poll_seconds()):
         return False
+    cold = thawing(storage)
     root = Layout(prefix).root()
     # Only manifests that will be read: a retrieval of anything else is money wasted.
     keys = [
@@ -242,9 +242,9 @@ def _manifests_at_hand(storage: Storage, prefix: str, args: argparse.Namespace) 
     while True:
         waiting = []
         for key in keys:
-            state = storage.thaw_state(key)
+            state = cold.thaw_state(key)
             if state == "archived":
-                storage.request_thaw(key, args.tier, 1)
+                cold.request_thaw(key, args.tier, 1)
             if state != "readable":
                 waiting.append(key)
         if not waiting or args.no_wait:

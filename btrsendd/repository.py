@@ -23,7 +23,7 @@ from btrsendd.lock import state_lock
 from btrsendd.log import get_logger
 from btrsendd.model import Backup
 from btrsendd.storage import open_storage
-from btrsendd.storage.base import Storage
+from btrsendd.storage.base import IncompleteUploads, Storage
 
 
 @dataclass
@@ -93,9 +93,8 @@ class Repository:
     def abort_leftover_uploads(self, row: Backup) -> None:
         """Abort what an interrupted volume left unfinished (open multipart uploads cost
         money; temporary files take space)."""
-        abort = getattr(self.storage, "abort_incomplete_uploads", None)
-        if abort is not None:
-            abort(self.layout.backup_dir_of(row))
+        if isinstance(self.storage, IncompleteUploads):
+            self.storage.abort_incomplete_uploads(self.layout.backup_dir_of(row))
 
     def _keys_of(self, row: Backup) -> list[str]:
         return [o.key for o in self.storage.list(self.layout.backup_dir_of(row))]

@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from btrsendd import btrfs
@@ -33,7 +33,7 @@ from btrsendd.pricing import Fetch, Prices
 from btrsendd.progress import human_bytes
 from btrsendd.receive import Writable, receive_chain
 from btrsendd.repository import Repository
-from btrsendd.storage.base import Storage, Tier
+from btrsendd.storage.base import Thawing, Tier, thawing
 from btrsendd.workdir import Target
 
 #: How long a thawed copy stays readable.  Long enough to download a large chain after a
@@ -164,7 +164,7 @@ class Survey:
 
 
 def survey(
-    storage: Storage,
+    storage: Thawing,
     catalog: Catalog,
     volumes: Sequence[Located],
     *,
@@ -172,12 +172,14 @@ def survey(
 ) -> Survey:
     """Ask the storage where each volume stands (a HEAD each on S3: no retrieval cost).
 
-    An archived volume with a request recorded less than ``RESTORE_DAYS`` ago counts as
-    pending, not as one to request: its thawed copy cannot have expired yet, so the request
-    is still being worked on.  An older request's copy has expired and is requested again.
+    An archived volume with a request recorded more recently than a thawed copy lives
+    (``RESTORE_DAYS`` on S3, a day for a vault's job output) counts as pending, not as one to
+    request: its thawed copy cannot have expired yet, so the request is still being worked
+    on.  An older request's copy has expired and is requested again.
     """
     now = now or datetime.now(UTC)
     recorded = catalog.restore_requests()
+    lifetime = storage.thaw_lifetime(RESTORE_DAYS)
     result = Survey([], [], [], {})
     for vol in volumes:
         try:
@@ -188,7 +190,7 @@ def survey(
         if state == "readable":
             result.readable.append(vol)
             continue
-        fresh = request is not None and now - request.requested_at < _thaw_lifetime(storage)
+        fresh = request is not None and now - request.requested_at < lifetime
         if state == "pending" or fresh:
             result.pending.append(vol)
             if request is not None:
@@ -196,13 +198,6 @@ def survey(
         else:
             result.to_request.append(vol)
     return result
-
-
-def _thaw_lifetime(storage: Storage) -> timedelta:
-    """How long a thawed copy stays readable: S3 keeps it the days we ask for; a vault's
-    job output lives 24 hours, and the backend says so with ``thaw_lifetime``."""
-    lifetime = getattr(storage, "thaw_lifetime", None)
-    return lifetime if isinstance(lifetime, timedelta) else timedelta(days=RESTORE_DAYS)
 
 
 def poll_seconds() -> float:
@@ -219,7 +214,7 @@ def poll_seconds() -> float:
     return value
 
 
-def _request(storage: Storage, catalog: Catalog, volumes: Sequence[Located], tier: Tier) -> None:
+def _request(storage: Thawing, catalog: Catalog, volumes: Sequence[Located], tier: Tier) -> None:
     for vol in volumes:
         storage.request_thaw(vol.key, tier, RESTORE_DAYS)
         # Recorded only once the storage has accepted it; a crash in between is harmless,
@@ -231,7 +226,7 @@ def _request(storage: Storage, catalog: Catalog, volumes: Sequence[Located], tie
 
 
 def thaw(
-    storage: Storage,
+    storage: Thawing,
     catalog: Catalog,
     start: Survey,
     *,
@@ -284,7 +279,7 @@ class RestoreJob:
                 "nothing was requested (run `btrsendd verify` for the whole list)"
             )
         check_private_keys(chain, gnupg_home)
-        return cls(repo, chain, volumes, survey(repo.storage, repo.catalog, volumes))
+        return cls(repo, chain, volumes, survey(thawing(repo.storage), repo.catalog, volumes))
 
     def fetches(self) -> list[Fetch]:
         to_request = {v.key for v in self.survey.to_request}
@@ -338,7 +333,7 @@ class RestoreJob:
 
     def thaw(self, tier: Tier, *, wait: bool) -> bool:
         return thaw(
-            self.repo.storage,
+            thawing(self.repo.storage),
             self.repo.catalog,
             self.survey,
             tier=tier,

@@ -58,16 +58,6 @@ class Uploader:
         config = self.repo.config
         return Codec.from_config(config.pipeline, config.encryption)
 
-    @property
-    def storage_class(self) -> str:
-        """The class volumes are stored in, as restore prices and ``status`` costs know it."""
-        storage = self.repo.config.storage
-        if storage.backend == "local":
-            return "local"
-        if storage.backend == "glacier-vault":
-            return "GLACIER_VAULT"
-        return storage.storage_class
-
     def upload(
         self,
         source: str,
@@ -107,7 +97,7 @@ class Uploader:
             parent_uuid=None if parent_snap is None else parent_snap.uuid,
             compression=codec.compression,
             recipients=codec.recipients,
-            storage_class=self.storage_class,
+            storage_class=self.repo.storage.storage_class,
         )
         get_logger(source=source, backup_id=backup_id).info(
             "backup.started", kind=kind, date=day.isoformat()

@@ -40,7 +40,7 @@ from btrsendd.pricing import Prices
 from btrsendd.progress import human_bytes
 from btrsendd.repository import Repository, open_repository
 from btrsendd.restore import RestoreJob, resolve_chain
-from btrsendd.storage.base import ObjectInfo, Tier
+from btrsendd.storage.base import IncompleteUploads, ObjectInfo, Tier
 from btrsendd.storage.common import check_key
 from btrsendd.treediff import diff_trees
 from btrsendd.workdir import Target
@@ -224,11 +224,12 @@ def check_source(repo: Repository, source: str, *, rehash: bool, idle: bool) -> 
         for key, o in objects.items()
         if key not in referenced and not any(key.startswith(d) for d in in_flight)
     ]
-    uploads = getattr(repo.storage, "incomplete_uploads", None)
-    if uploads is not None:
+    if isinstance(repo.storage, IncompleteUploads):
         running = [] if idle else in_flight
         report.uploads = [
-            key for key in uploads(root) if not any(key.startswith(d) for d in running)
+            key
+            for key in repo.storage.incomplete_uploads(root)
+            if not any(key.startswith(d) for d in running)
         ]
     stored = human_bytes(sum(v.volume.stored_size for v in volumes))
     report.notes.append(
@@ -356,12 +357,11 @@ def _clean(repo: Repository, report: Report) -> list[str]:
             f"left {len(odd)} orphan(s) whose keys btrsendd never writes; delete them with "
             "your storage's own tools"
         )
-    abort = getattr(repo.storage, "abort_incomplete_uploads", None)
-    if abort is not None:
+    if isinstance(repo.storage, IncompleteUploads):
         # All of them, those of interrupted backups too: the lock is held, so none is
         # running, and the next cycle resumes an interrupted backup with a new upload.
         root = repo.layout.source_root(report.source)
-        aborted = int(abort(root))
+        aborted = repo.storage.abort_incomplete_uploads(root)
         if aborted:
             done.append(f"removed {aborted} unfinished upload(s)")
         report.uploads = []
@@ -372,9 +372,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Print every problem and orphan, one per line; exit 1 if anything is wrong."""
     config = load_config(config_path(args.config))
     sources = config.selected_sources(args.source)
-    rehash = config.storage.backend == "local"
     # --clean deletes: it holds the state lock, so no backup is writing meanwhile.
     with open_repository(config, lock="verify --clean" if args.clean else None) as repo:
+        rehash = repo.storage.free_check == "rehash"
         idle = args.clean or not backup_running(config.state_dir)
         reports = [check_source(repo, src.name, rehash=rehash, idle=idle) for src in sources]
         if args.clean:

@@ -22,9 +22,10 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from btrsendd.errors import StorageError
-from btrsendd.storage import s3 as s3mod
 from btrsendd.storage.retry import equal_jitter, retry_call
-from btrsendd.storage.s3 import MiB, S3Storage
+from btrsendd.storage.s3 import bucket as s3mod
+from btrsendd.storage.s3.bucket import S3Storage
+from btrsendd.storage.s3.upload import MiB
 from tests.backed_up import events
 from tests.consistency import assert_catalog_matches_bucket, open_uploads, restore_and_compare
 from tests.fixtures.btrfs import MakeBtrfs
@@ -32,8 +33,7 @@ from tests.fixtures.faultproxy import ALL_FAULTS, Fault, FaultProxy, Request, im
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
 from tests.sabotage import change_source
-from tests.test_storage_local import Dribble
-from tests.test_storage_s3 import client_error
+from tests.storage.helpers import Dribble, client_error
 from tests.trees import populate
 from tests.world import World, make_world
 

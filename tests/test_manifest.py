@@ -25,7 +25,7 @@ from btrsendd.manifest import (
     shown,
 )
 from btrsendd.model import StreamIdentity, Volume
-from btrsendd.storage.local import LocalStorage
+from btrsendd.storage.local.directory import LocalStorage
 
 FULL = "2000-01-01-full-1b4684"
 INC = "2000-01-07-inc-0a1b2c"

@@ -19,7 +19,7 @@ import pytest
 from btrsendd.config import load_config
 from btrsendd.manifest import MAX_MANIFEST_BYTES, shown
 from btrsendd.restore import POLL_SECONDS_ENV
-from btrsendd.storage import vault
+from btrsendd.storage.vault import archives as vault
 from btrsendd.strictjson import Invalid, Object
 from tests.backed_up import (
     TEN_DAYS,
@@ -35,7 +35,7 @@ from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import s3_client
 from tests.fixtures.vaultserver import VaultServer
-from tests.test_vault import glacier
+from tests.storage.helpers import glacier
 from tests.trees import assert_same_tree
 from tests.world import World, make_world
 
@@ -385,12 +385,12 @@ def test_inventory_entries_are_read_strictly(entry: dict[str, Any], reason: str)
         "Size": 12,
         "SHA256TreeHash": "a" * 64,
     }
-    archive = vault._inventory_archive(Object(good, "ArchiveList[3]"))
+    archive = vault.inventory_archive(Object(good, "ArchiveList[3]"))
     assert archive is not None and archive.key == "h/data/b/manifest.json"
     with pytest.raises(Invalid) as caught:
-        vault._inventory_archive(Object({**good, **entry}, "ArchiveList[3]"))
+        vault.inventory_archive(Object({**good, **entry}, "ArchiveList[3]"))
     assert str(caught.value).startswith("ArchiveList[3].")
     assert reason in str(caught.value), str(caught.value)
     # Other programs' archives are theirs: not read, not reported.
     other = {**good, "ArchiveDescription": "photos 2019", "Size": "big"}
-    assert vault._inventory_archive(Object(other, "ArchiveList[4]")) is None
+    assert vault.inventory_archive(Object(other, "ArchiveList[4]")) is None

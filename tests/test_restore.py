@@ -290,6 +290,9 @@ class ColdStorage:
         self.states[key] = "pending"
         self.checks[key] = 0
 
+    def thaw_lifetime(self, days: int) -> timedelta:
+        return timedelta(days=days)  # S3 keeps a thawed copy the days asked for
+
 
 def catalog_with_backup(tmp_path: Path) -> tuple[Catalog, Backup, Volume]:
     row = Backup(

@@ -1,9 +1,13 @@
-"""The one small interface every storage backend implements.
+"""What a storage backend is: the interface every one implements, the capabilities some have,
+and what the registry knows of a backend before it is opened.
 
 Backends know nothing about backups: they store, fetch, list and delete objects by key, and
 for cold classes they thaw objects on request.  Everything about what the keys mean lives in
-``backup.py``, ``manifest.py`` and ``restore.py`` (the restic pattern: a tiny backend
-interface, one module per backend).
+``layout.py``, ``manifest.py`` and the engine (the restic pattern: a small backend interface,
+one package per backend).
+
+What only some backends can do is a Protocol of its own, checked with ``isinstance``, so that
+mypy sees every call and no caller probes for methods by name or branches on a backend's name.
 """
 
 from __future__ import annotations
@@ -11,10 +15,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import BinaryIO, Literal, Protocol
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from btrsendd.config import PipelineConfig, SourceConfig, StorageConfig
+    from btrsendd.findings import Finding
 
 Tier = Literal["Bulk", "Standard", "Expedited"]
 ThawState = Literal["readable", "pending", "archived"]
+#: What finding damage costs nothing on a backend: reading every object again (``rehash``,
+#: a directory), comparing the checksum it reports without a retrieval (``checksum``, S3's
+#: HEAD), or only the sizes a listing gives (``size``, a vault).
+FreeCheck = Literal["rehash", "checksum", "size"]
 
 
 class Readable(Protocol):
@@ -44,18 +58,29 @@ class ObjectInfo:
 
 
 class Storage(Protocol):
-    """Object storage as btrsendd needs it."""
+    """Object storage as btrsendd needs it: what every backend does."""
 
     #: A short description for messages and logs, e.g. ``s3://bucket/prefix``.
     description: str
+
+    @property
+    def storage_class(self) -> str:
+        """The class volumes are recorded in, as restore prices and ``status`` costs know it
+        (``local``, ``GLACIER_VAULT``, or the S3 class volumes are stored in)."""
+        ...
+
+    @property
+    def free_check(self) -> FreeCheck:
+        """How stored volumes can be checked without paying for a retrieval."""
+        ...
 
     def put_stream(self, key: str, stream: Readable) -> Stored:
         """Store everything ``stream`` yields under ``key`` in the configured (cold) class.
 
         Streams of any length with bounded memory; returns the bytes stored and the
-        backend's checksum of them.  On
-        any failure nothing is left under ``key`` (multipart uploads are aborted, temporary
-        files removed) and ``StorageError`` is raised.
+        backend's checksum of them.  On any failure nothing is left under ``key``
+        (multipart uploads are aborted, temporary files removed) and ``StorageError`` is
+        raised.
         """
         ...
 
@@ -72,25 +97,92 @@ class Storage(Protocol):
         ...
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``."""
+        """Every object whose key starts with ``prefix``, in key order."""
         ...
 
     def delete(self, keys: Sequence[str]) -> None:
         """Delete ``keys``; keys that do not exist are not an error (deletion is retried)."""
         ...
 
+    def checksum(self, key: str) -> str | None:
+        """The checksum the backend reports for ``key`` now, without a retrieval, in the form
+        ``put_stream`` returned it; None if the backend keeps none (or the object has none)."""
+        ...
+
+
+# -- capabilities some backends have -------------------------------------------------------
+
+
+@runtime_checkable
+class Thawing(Protocol):
+    """Cold storage: objects that may need a restore request before they can be read."""
+
     def thaw_state(self, key: str) -> ThawState:
         """Whether ``key`` can be read now, is being restored, or needs a restore request."""
         ...
 
     def request_thaw(self, key: str, tier: Tier, days: int) -> None:
-        """Ask for an archived object to be made readable; idempotent."""
+        """Ask for an archived object to be made readable for ``days``; idempotent."""
         ...
 
-    def checksum(self, key: str) -> str | None:
-        """The checksum the backend reports for ``key`` now, without a retrieval, in the form
-        ``put_stream`` returned it; None if the backend keeps none (or the object has none)."""
+    def thaw_lifetime(self, days: int) -> timedelta:
+        """How long a copy requested with ``days`` stays readable: a request older than this
+        has no copy left to wait for, and is made again."""
         ...
+
+
+@runtime_checkable
+class IncompleteUploads(Protocol):
+    """Storage where an interrupted upload leaves something behind (an open multipart upload
+    that is billed, a temporary file that takes space) until it is cleaned up."""
+
+    def incomplete_uploads(self, prefix: str) -> Sequence[str]:
+        """The keys of unfinished uploads under ``prefix`` (one per upload)."""
+        ...
+
+    def abort_incomplete_uploads(self, prefix: str) -> int:
+        """Remove every unfinished upload under ``prefix``; returns how many there were."""
+        ...
+
+
+@runtime_checkable
+class AccessCheck(Protocol):
+    """Remote storage that can say at once whether it exists and lets us in."""
+
+    def check_access(self) -> None:
+        """Raise ``StorageError``, with advice, if the storage is missing or refuses us."""
+        ...
+
+
+@runtime_checkable
+class IndexRebuild(Protocol):
+    """Storage whose keys live in a local index (a vault's archives have none of their own)
+    that can be rebuilt from the storage itself, slowly."""
+
+    def rebuild_index(
+        self, wait: bool, *, poll_seconds: float = ..., timeout: float | None = None
+    ) -> bool:
+        """Rebuild the index; True once done, False while the storage still prepares it
+        (without ``wait``)."""
+        ...
+
+
+class _AlwaysReadable:
+    """``Thawing`` for storage that never archives: every object is readable now, forever."""
+
+    def thaw_state(self, key: str) -> ThawState:
+        return "readable"
+
+    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+        """Never called: nothing is ever archived."""
+
+    def thaw_lifetime(self, days: int) -> timedelta:
+        return timedelta.max
+
+
+def thawing(storage: Storage) -> Thawing:
+    """``storage`` as cold storage: itself if it thaws, else storage where all is readable."""
+    return storage if isinstance(storage, Thawing) else _AlwaysReadable()
 
 
 def same_checksum(recorded: str, reported: str | None) -> bool:
@@ -103,3 +195,51 @@ def same_checksum(recorded: str, reported: str | None) -> bool:
     if reported is None:
         return False
     return recorded.rpartition("-")[0] == reported or recorded == reported
+
+
+# -- what the registry knows of a backend --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MinimumDuration:
+    """A minimum storage duration: deleting sooner is billed as if kept ``days``."""
+
+    days: int
+    #: What has the minimum, for messages: a storage class, or "Glacier vaults".
+    where: str
+    #: What a configuration must change besides ``storage_class`` to escape it, if anything
+    #: (e.g. ``backend = "s3" with ``).
+    switch: str = ""
+
+
+class Backend(Protocol):
+    """A backend as the registry knows it, before (and without) opening it.
+
+    Each backend package provides one (its ``BACKEND``); nothing here opens a connection or
+    imports an AWS library, so the configuration can be checked by every command for free.
+    """
+
+    #: ``storage.backend`` in the configuration file.
+    name: str
+
+    def config_problem(self, cfg: StorageConfig) -> str | None:
+        """What the ``[storage]`` section lacks for this backend, as a config error, or None."""
+        ...
+
+    def open(self, cfg: StorageConfig, pipeline: PipelineConfig, state_dir: Path | None) -> Storage:
+        """The storage ``cfg`` describes (``state_dir`` for what a backend keeps locally);
+        ``UsageError`` for a ``cfg`` that ``config_problem`` would refuse."""
+        ...
+
+    def findings(self, cfg: StorageConfig, sources: Sequence[SourceConfig]) -> list[Finding]:
+        """``check-config``'s findings about this backend's settings on this machine."""
+        ...
+
+    def minimum_duration(self, cfg: StorageConfig) -> MinimumDuration | None:
+        """The minimum storage duration volumes are billed for, if any."""
+        ...
+
+    def archive_directory(self, cfg: StorageConfig) -> Path | None:
+        """The directory on this machine that holds the archive, if there is one: it must
+        stay out of the sources and their snapshots (``placement.py``)."""
+        ...

@@ -1,4 +1,6 @@
-"""The S3 backend against real servers (moto_server and SeaweedFS), plus its pure helpers."""
+"""The S3 backend beyond the contract (``test_contract.py``), against real servers (moto_server
+and SeaweedFS): its part layout and checksums, classes, errors, retries and memory; plus its
+pure helpers."""
 
 from __future__ import annotations
 
@@ -13,28 +15,28 @@ import pytest
 from botocore.exceptions import ClientError, FlexibleChecksumError
 
 from btrsendd.config import PipelineConfig, StorageConfig
-from btrsendd.errors import NotThawedError, StorageError
+from btrsendd.errors import StorageError
 from btrsendd.storage import open_storage
-from btrsendd.storage import s3 as s3mod
-from btrsendd.storage.base import Stored, same_checksum
+from btrsendd.storage.base import Stored
 from btrsendd.storage.retry import retry_call
-from btrsendd.storage.s3 import (
+from btrsendd.storage.s3 import bucket as s3mod
+from btrsendd.storage.s3.bucket import S3Storage, thaw_state_from_head
+from btrsendd.storage.s3.client import sha256_b64
+from btrsendd.storage.s3.download import BodyReader
+from btrsendd.storage.s3.upload import (
     MAX_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
     MiB,
-    S3Storage,
     TiB,
     composite_checksum,
     part_size_for,
-    sha256_b64,
-    thaw_state_from_head,
 )
 from tests.fixtures.s3servers import S3Server, _free_ports
-from tests.test_storage_local import Dribble
+from tests.storage.helpers import Dribble, client_error
 
 if TYPE_CHECKING:
-    from botocore.response import StreamingBody
+    from btrsendd.storage.s3.download import ResumingBody
 
 PART = 5 * MiB
 
@@ -47,15 +49,6 @@ def make_storage(server: S3Server, **kwargs: Any) -> S3Storage:
 def open_uploads(storage: S3Storage) -> list[str]:
     uploads = storage._client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", [])
     return [u["Key"] for u in uploads]
-
-
-def client_error(code: str, status: int, operation: str = "UploadPart") -> ClientError:
-    """What botocore raises for an error answer, without a server having to send one."""
-    response: Any = {
-        "Error": {"Code": code, "Message": f"injected {code}"},
-        "ResponseMetadata": {"HTTPStatusCode": status},
-    }
-    return ClientError(response, operation)
 
 
 # -- pure helpers --------------------------------------------------------------------------
@@ -139,7 +132,7 @@ def test_download_errors_become_storage_errors() -> None:
         def close(self) -> None:
             pass
 
-    body = s3mod._BodyReader(cast("StreamingBody", Broken()), StorageError)
+    body = BodyReader(cast("ResumingBody", Broken()), StorageError)
     with pytest.raises(StorageError, match="did not match"):
         body.read(10)
 
@@ -158,33 +151,27 @@ def test_open_storage_builds_s3_from_config() -> None:
 # -- both servers --------------------------------------------------------------------------
 
 
-def test_multipart_stream_round_trip(s3_server: S3Server) -> None:
+def test_multipart_stream_parts_and_checksum(s3_server: S3Server) -> None:
     storage = make_storage(s3_server, storage_class="STANDARD")
     data = os.urandom(23 * MiB)
     stored = storage.put_stream("h/s/b1/vol-00000", Dribble(data, step=256 * 1024))
     assert stored.size == len(data)
     head = storage._client.head_object(Bucket=storage.bucket, Key="h/s/b1/vol-00000")
     assert head["ETag"].endswith('-5"'), "23 MiB in 5 MiB parts is a 5-part upload"
-    # The checksum recorded at upload is the server's own, reported again for free.
+    # The checksum recorded at upload is the server's own (the contract: reported again).
     parts = [data[n * PART : (n + 1) * PART] for n in range(5)]
     assert stored.checksum == "sha256:" + composite_checksum([sha256_b64(p) for p in parts])
-    assert same_checksum(stored.checksum, storage.checksum("h/s/b1/vol-00000"))
-    with storage.open_read("h/s/b1/vol-00000") as body:
-        assert body.read() == data
     assert open_uploads(storage) == []
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, PART - 1, PART])
-def test_small_and_empty_streams(s3_server: S3Server, size: int) -> None:
+def test_small_and_empty_streams_are_single_puts(s3_server: S3Server, size: int) -> None:
     storage = make_storage(s3_server, storage_class="STANDARD")
     data = os.urandom(size)
     stored = storage.put_stream("k", Dribble(data))
     # One whole part goes up as a multipart upload of one part, with a composite checksum.
     checksum = sha256_b64(data) if size < PART else composite_checksum([sha256_b64(data)])
     assert stored == Stored(size, "sha256:" + checksum)
-    assert same_checksum(stored.checksum, storage.checksum("k"))
-    assert storage.get_bytes("k") == data
-    assert [(o.key, o.size) for o in storage.list("")] == [("k", size)]
 
 
 def test_storage_classes_and_listing(s3_server: S3Server) -> None:
@@ -202,32 +189,6 @@ def test_storage_classes_and_listing(s3_server: S3Server) -> None:
     assert storage.get_bytes("h/s/b1/manifest.json") == b"{}"
 
 
-def test_failing_reader_aborts_the_upload(s3_server: S3Server) -> None:
-    storage = make_storage(s3_server)
-    reader = Dribble(os.urandom(30 * MiB), step=MiB, fail_after=12 * MiB)
-    with pytest.raises(StorageError, match=r"upload of s3://.*/vol failed: simulated pipeline"):
-        storage.put_stream("vol", reader)
-    assert open_uploads(storage) == []
-    assert list(storage.list("")) == []
-
-
-def test_delete_tolerates_missing_keys(s3_server: S3Server) -> None:
-    storage = make_storage(s3_server)
-    for key in ("a/1", "a/2", "b/1"):
-        storage.put_bytes(key, b"x")
-    storage.delete(["a/1", "a/2", "a/never-existed"])
-    assert [o.key for o in storage.list("")] == ["b/1"]
-    storage.delete([])
-
-
-def test_abort_incomplete_uploads(s3_server: S3Server) -> None:
-    storage = make_storage(s3_server)
-    for key in ("a/x", "a/y", "b/z"):
-        storage._client.create_multipart_upload(Bucket=storage.bucket, Key=key)
-    assert storage.abort_incomplete_uploads("a/") == 2
-    assert open_uploads(storage) == ["b/z"]
-
-
 def test_missing_bucket_is_explained(s3_server: S3Server) -> None:
     storage = S3Storage("no-such-bucket-here", endpoint_url=s3_server.endpoint_url)
     for attempt in (storage.check_access, lambda: storage.put_bytes("k", b"x")):
@@ -236,28 +197,7 @@ def test_missing_bucket_is_explained(s3_server: S3Server) -> None:
     make_storage(s3_server).check_access()
 
 
-def test_missing_object_is_a_storage_error(s3_server: S3Server) -> None:
-    storage = make_storage(s3_server)
-    with pytest.raises(StorageError, match="NoSuchKey"):
-        storage.get_bytes("nope")
-
-
 # -- moto: cold storage semantics and injected failures -----------------------------------
-
-
-def test_thaw_deep_archive_on_moto(moto_server: S3Server) -> None:
-    storage = make_storage(moto_server)
-    data = os.urandom(2 * PART + 77)
-    storage.put_stream("vol", Dribble(data, step=MiB))
-    assert storage.thaw_state("vol") == "archived"
-    with pytest.raises(NotThawedError, match="archived"), storage.open_read("vol"):
-        pass
-    storage.request_thaw("vol", "Bulk", 1)
-    # moto restores at once (never reports ongoing-request="true"); AWS takes up to 48 h.
-    assert storage.thaw_state("vol") == "readable"
-    storage.request_thaw("vol", "Bulk", 1)  # idempotent
-    with storage.open_read("vol") as body:
-        assert body.read() == data
 
 
 def test_failing_part_aborts_the_upload(

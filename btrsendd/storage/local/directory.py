@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from btrsendd.errors import StorageError
-from btrsendd.storage.base import ObjectInfo, Readable, Stored, ThawState, Tier
+from btrsendd.storage.base import FreeCheck, ObjectInfo, Readable, Stored
 from btrsendd.storage.common import READ_CHUNK, check_key
+
+#: The class the catalog records for volumes stored here (priced at nothing).
+STORAGE_CLASS = "local"
 
 #: Temporary files start with this; ``list()`` skips them, so a write interrupted by a crash
 #: is invisible (and recognisable for cleanup by hand).
@@ -142,7 +145,15 @@ def _walk(root: Path, top: int, base: str) -> Iterator[tuple[str, os.stat_result
 
 
 class LocalStorage:
-    """The ``Storage`` protocol over a directory tree (files 0600, directories 0700)."""
+    """The ``Storage`` protocol over a directory tree (files 0600, directories 0700).
+
+    Files are always readable, so it has no thaw states (``base.Thawing``); leftovers of
+    interrupted writes are its unfinished uploads (``base.IncompleteUploads``).
+    """
+
+    storage_class = STORAGE_CLASS
+    #: Reading a file again costs nothing but time, so verify re-hashes every volume.
+    free_check: FreeCheck = "rehash"
 
     def __init__(self, path: Path) -> None:
         self.root = path
@@ -331,12 +342,6 @@ class LocalStorage:
                     except OSError:
                         break
 
-    def thaw_state(self, key: str) -> ThawState:
-        return "readable"
-
     def checksum(self, key: str) -> str | None:
         """None: a file keeps no checksum, and re-hashing it (what verify does) is free."""
         return None
-
-    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
-        """Nothing to do: files are always readable."""

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from botocore.utils import calculate_tree_hash
 
-from btrsendd.storage.treehash import CHUNK, TreeHasher, combine, tree_hash
+from btrsendd.storage.vault.treehash import CHUNK, TreeHasher, combine, tree_hash
 
 MiB = 1024**2
 GiB = 1024**3

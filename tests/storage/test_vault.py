@@ -1,6 +1,7 @@
-"""The Glacier vault backend: multipart and ranged downloads against a server that enforces
-the vault protocol (``tests/fixtures/vaultserver.py``), single uploads, jobs and inventories
-against moto, and a real-btrfs round trip through the backup engine and restore.
+"""The Glacier vault backend beyond the contract (``test_contract.py``): multipart and ranged
+downloads against a server that enforces the vault protocol (``tests/fixtures/vaultserver.py``),
+single uploads, jobs and inventories against moto, and a real-btrfs round trip through the
+backup engine and restore.
 
 What moto's glacier service (5.x) lacks, and so is tested only against the test server:
 multipart uploads; ``Range`` on job output (it sends the whole output) and the per-range
@@ -24,46 +25,38 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from btrsendd import preflight, restore
+from btrsendd import restore
 from btrsendd.config import (
     PipelineConfig,
     SourceConfig,
     StorageConfig,
 )
 from btrsendd.errors import NotThawedError, StorageError
-from btrsendd.storage import open_storage, vault
+from btrsendd.storage import backend_of, open_storage
 from btrsendd.storage.base import Stored
-from btrsendd.storage.treehash import tree_hash
-from btrsendd.storage.vault import (
+from btrsendd.storage.vault import archives, upload
+from btrsendd.storage.vault.archives import (
     GiB,
     MiB,
-    VaultStorage,
     archive_description,
     choose_part_size,
     is_part_size,
     key_from_description,
 )
+from btrsendd.storage.vault.storage import VaultStorage
+from btrsendd.storage.vault.treehash import tree_hash
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.fixtures.s3servers import REGION, S3Server
+from tests.fixtures.s3servers import S3Server
 from tests.fixtures.vaultserver import VaultServer
+from tests.storage.helpers import glacier
 from tests.trees import assert_same_tree, mutate, populate
 from tests.world import make_world
 
 KEY = "host1/data/2000-01-01-full-abc123/vol-00000.btrfs.zst.gpg"
-
-
-def glacier(endpoint_url: str) -> Any:
-    """A raw client for talking to a server behind the backend's back."""
-    config = BotoConfig(retries={"mode": "standard", "total_max_attempts": 1})
-    return boto3.session.Session().client(
-        "glacier", region_name=REGION, endpoint_url=endpoint_url, config=config
-    )
 
 
 def storage_on(server: VaultServer, tmp_path: Path, **options: Any) -> VaultStorage:
@@ -119,7 +112,7 @@ def test_part_size_is_a_power_of_two_mib_that_fits_a_volume_in_10000_parts() -> 
     for volume in (MiB, GiB, 37 * GiB, 1024 * GiB, 39_000 * GiB):
         size = choose_part_size(volume)
         assert is_part_size(size)
-        assert size * vault.MAX_PARTS >= volume
+        assert size * archives.MAX_PARTS >= volume
     with pytest.raises(ValueError, match="volume_size"):
         choose_part_size(40_000 * GiB)
     assert not any(is_part_size(n) for n in (0, MiB // 2, 3 * MiB, 8 * GiB, MiB + 1))
@@ -306,7 +299,7 @@ def test_a_stream_beyond_10000_parts_is_refused(
     vault_server: VaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = storage_on(vault_server, tmp_path)  # 1 MiB parts, chosen under the real limit
-    monkeypatch.setattr(vault, "MAX_PARTS", 3)
+    monkeypatch.setattr(upload, "MAX_PARTS", 3)
     storage.put_stream(KEY, io.BytesIO(os.urandom(3 * MiB)))  # exactly at the limit
     with pytest.raises(StorageError, match=r"lower pipeline\.volume_size"):
         storage.put_stream("host1/data/b/vol-00001", io.BytesIO(os.urandom(3 * MiB + 1)))
@@ -406,9 +399,8 @@ def test_the_whole_archive_is_checked_against_its_upload(
 
 def test_unknown_keys_are_reported(vault_server: VaultServer, tmp_path: Path) -> None:
     storage = storage_on(vault_server, tmp_path)
-    for call in (storage.thaw_state, storage.get_bytes):
-        with pytest.raises(StorageError, match="catalog rebuild"):
-            call(KEY)
+    with pytest.raises(StorageError, match="catalog rebuild"):
+        storage.thaw_state(KEY)
 
 
 # -- deletion ------------------------------------------------------------------------------
@@ -510,21 +502,23 @@ def test_open_storage_builds_a_vault_with_its_index_in_the_state_dir(tmp_path: P
     assert storage.index.path == tmp_path / "vault-eu-west-1-Backup.db"
     assert storage.part_size == 8 * MiB
     assert "Backup" in storage.description and "eu-west-1" in storage.description
+    with pytest.raises(ValueError, match="state_dir"):
+        open_storage(cfg, PipelineConfig())
 
 
 def test_check_config_knows_the_vault_rules(tmp_path: Path) -> None:
     src = SourceConfig(name="data", path=tmp_path, snapshot_dir=tmp_path / "s")
     good = StorageConfig(backend="glacier-vault", vault="Backup", region="eu-west-1")
-    assert preflight._glacier_vault(good, [src]) == []
+    assert backend_of(good).findings(good, [src]) == []
     bad = StorageConfig(
         backend="glacier-vault", vault="my vault!", region="mars-1", prefix="p" * 1000
     )
-    findings = {f.key: f.message for f in preflight._glacier_vault(bad, [src])}
+    findings = {f.key: f.message for f in backend_of(bad).findings(bad, [src])}
     assert set(findings) == {"storage.vault", "storage.region", "storage.prefix"}
     assert "list-vaults" in findings["storage.vault"]
     assert "shorten storage.prefix" in findings["storage.prefix"]
     local = StorageConfig(backend="local", path=tmp_path)
-    assert preflight._glacier_vault(local, [src]) == []
+    assert backend_of(local).findings(local, [src]) == []
 
 
 # -- moto ----------------------------------------------------------------------------------
@@ -601,7 +595,7 @@ def test_days_of_backups_restore_through_a_vault_on_a_new_machine(
         (DAYS[3].isoformat(), "full"),
         (DAYS[4].isoformat(), "incremental"),
     ]
-    assert before[0]["volumes"] == 3 and before[0]["storage_class"] == vault.STORAGE_CLASS
+    assert before[0]["volumes"] == 3 and before[0]["storage_class"] == archives.STORAGE_CLASS
     assert len(vault_server.calls_of("upload_part", name)) >= 8  # two 8 MiB parts a volume
 
     shutil.rmtree(w.work / "state")  # the machine is gone: catalog and vault index with it

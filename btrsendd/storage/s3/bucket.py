@@ -1,0 +1,324 @@
+"""S3 and S3-compatible object storage, with cold storage classes and restore requests.
+
+Volumes stream in as multipart uploads (``upload.py``) with memory bounded at
+``concurrency x part_size`` whatever the stream's length, every part checksummed by the
+server.  Objects in GLACIER and DEEP_ARCHIVE need a restore request before they can be read
+(``base.Thawing``); uploads a crash left open are found and aborted
+(``base.IncompleteUploads``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from functools import partial
+from typing import TYPE_CHECKING, BinaryIO
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from btrsendd.errors import NotThawedError, StorageError
+from btrsendd.storage import multipart
+from btrsendd.storage.awserrors import RETRY_BUDGET, RETRY_DELAY, RETRY_MAX_DELAY, error_code
+from btrsendd.storage.base import FreeCheck, ObjectInfo, Readable, Stored, ThawState, Tier
+from btrsendd.storage.common import check_key
+from btrsendd.storage.s3.client import (
+    CHECKSUM_PREFIX,
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    BucketClient,
+)
+from btrsendd.storage.s3.download import BodyReader, ResumingBody
+from btrsendd.storage.s3.upload import MAX_PART_SIZE, MIN_PART_SIZE, MiB, S3Upload
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3.literals import StorageClassType
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef, ObjectIdentifierTypeDef
+
+#: DeleteObjects takes at most this many keys per request.
+DELETE_BATCH = 1000
+
+#: The retry policy (``RETRY_BUDGET``, ``RETRY_MAX_DELAY``, ``ABORT_ATTEMPTS``) is the AWS
+#: backends' shared one (``awserrors``).  Every request is retried this way (``_retrying``),
+#: except ``check_access``, which answers a person running ``check-config`` at once; an abort
+#: that fails anyway is swept up by ``abort_incomplete_uploads`` at the next cycle.  Read at
+#: construction, so that tests can shorten the waits here.
+UPLOAD_RETRY_DELAY = RETRY_DELAY
+
+#: Classes whose objects need a restore request before they can be read.  GLACIER_IR is
+#: archived-priced but instantly readable, so it is not among them.
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+_ONGOING_RE = re.compile(r'ongoing-request\s*=\s*"(true|false)"')
+
+
+def thaw_state_from_head(storage_class: str | None, restore: str | None) -> ThawState:
+    """Interpret HeadObject's ``StorageClass`` and ``Restore`` fields.
+
+    ``Restore`` is absent until a restore is requested, then reads ``ongoing-request="true"``
+    while the restore runs and ``ongoing-request="false", expiry-date="..."`` once the
+    temporary copy is readable; S3 drops it again when that copy expires.
+    """
+    if storage_class not in ARCHIVED_CLASSES:
+        return "readable"
+    match = _ONGOING_RE.search(restore or "")
+    if match is None:
+        return "archived"
+    return "pending" if match.group(1) == "true" else "readable"
+
+
+class S3Storage(BucketClient):
+    """The ``Storage`` protocol on one S3 bucket (AWS or an S3-compatible endpoint).
+
+    Retrying is done here, under ``retry_budget`` seconds per request (see ``RETRY_BUDGET``);
+    ``max_attempts`` is botocore's own total attempts per request, 1 by default so that the two
+    layers do not multiply and every retry is logged (``storage.retrying``).
+    """
+
+    #: HEAD reports the SHA-256 checksum recorded at upload, even for archived objects.
+    free_check: FreeCheck = "checksum"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        storage_class: StorageClassType = "DEEP_ARCHIVE",
+        region: str = "us-east-1",
+        endpoint_url: str | None = None,
+        part_size: int = 16 * MiB,
+        concurrency: int = 4,
+        max_attempts: int = 1,
+        retry_budget: float = RETRY_BUDGET,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
+        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise ValueError(f"part_size must be 5 MiB..5 GiB, not {part_size}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+        super().__init__(
+            bucket,
+            region=region,
+            endpoint_url=endpoint_url,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+            retry_budget=retry_budget,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        #: The class volumes are stored in, and recorded in.
+        self.storage_class: StorageClassType = storage_class
+        self.part_size = part_size
+        self.concurrency = concurrency
+        # Read here, not at import, so that tests can shorten them.
+        self.retry_delay = UPLOAD_RETRY_DELAY
+        self.retry_max_delay = RETRY_MAX_DELAY
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def put_stream(self, key: str, stream: Readable) -> Stored:
+        upload = S3Upload(
+            self,
+            check_key(key),
+            storage_class=self.storage_class,
+            part_size=self.part_size,
+            concurrency=self.concurrency,
+        )
+        stored = multipart.store(stream, upload)
+        if upload.creates > 1:
+            # A create whose answer was lost may have opened an upload nobody knows about.
+            with contextlib.suppress(StorageError):
+                self.abort_incomplete_uploads(key)
+        return stored
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._translate(f"upload of {self._url(check_key(key))}"):
+            self._put_object(key, data, "STANDARD")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as body:
+            return body.read()
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        what = f"download of {self._url(check_key(key))}"
+        try:
+            # ChecksumMode makes botocore check a whole-object SHA-256 at the end of the
+            # body; multipart objects carry a checksum of checksums, which it skips.
+            response = self._retrying(
+                what,
+                lambda: self._client.get_object(
+                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                ),
+            )
+        except ClientError as exc:
+            if error_code(exc) == "InvalidObjectState":
+                raise NotThawedError(
+                    f"{self._url(key)} is archived in cold storage; request a restore and "
+                    "wait for it before reading"
+                ) from None
+            raise self._error(what, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error(what, exc) from exc
+        resuming = ResumingBody(
+            response, partial(self._get_from, key), partial(self._retrying, what)
+        )
+        body = BodyReader(resuming, lambda exc: self._error(what, exc))
+        with io.BufferedReader(body) as reader:
+            yield reader
+
+    def _get_from(self, key: str, etag: str, start: int) -> StreamingBody:
+        """The rest of ``key`` from byte ``start``, if it is still the object with ``etag``."""
+        return self._client.get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes={start}-", IfMatch=etag
+        )["Body"]
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        what = f"listing {self._url(prefix)}"
+        token: str | None = None
+        while True:
+            # Page by page, each retried on its own: a long listing must not start over.
+            with self._translate(what):
+                page = self._retrying(what, partial(self._list_page, prefix, token))
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"], obj["Size"], obj.get("StorageClass", "STANDARD"))
+            if not page.get("IsTruncated"):
+                return
+            token = page["NextContinuationToken"]
+
+    def _list_page(self, prefix: str, token: str | None) -> ListObjectsV2OutputTypeDef:
+        if token is None:
+            return self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return self._client.list_objects_v2(
+            Bucket=self.bucket, Prefix=prefix, ContinuationToken=token
+        )
+
+    def delete(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch: list[ObjectIdentifierTypeDef] = [
+                {"Key": check_key(k)} for k in keys[start : start + DELETE_BATCH]
+            ]
+            what = f"deleting from {self.description}"
+            with self._translate(what):
+                response = self._retrying(
+                    what,
+                    partial(
+                        self._client.delete_objects,
+                        Bucket=self.bucket,
+                        Delete={"Objects": batch, "Quiet": True},
+                    ),
+                )
+            # DeleteObjects answers 200 even when keys fail; the failures are in the body.
+            errors = response.get("Errors", [])
+            if errors:
+                first = errors[0]
+                raise StorageError(
+                    f"deleting from {self.description} failed for {len(errors)} key(s), e.g. "
+                    f"{first.get('Key')}: {first.get('Code')}: {first.get('Message')}"
+                )
+
+    # -- cold storage ----------------------------------------------------------------------
+
+    def thaw_state(self, key: str) -> ThawState:
+        what = f"checking {self._url(check_key(key))}"
+        with self._translate(what):
+            head = self._retrying(
+                what, lambda: self._client.head_object(Bucket=self.bucket, Key=key)
+            )
+        return thaw_state_from_head(head.get("StorageClass"), head.get("Restore"))
+
+    def thaw_lifetime(self, days: int) -> timedelta:
+        """S3 keeps a restored copy for the days the request asked for."""
+        return timedelta(days=days)
+
+    def checksum(self, key: str) -> str | None:
+        """The SHA-256 checksum S3 keeps for ``key`` (HEAD: free, even for archived objects).
+
+        None when the object has none: it was not written by ``put_stream``, or was
+        replaced since.
+        """
+        what = f"checking {self._url(check_key(key))}"
+        with self._translate(what):
+            head = self._retrying(
+                what,
+                lambda: self._client.head_object(
+                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                ),
+            )
+        value = head.get("ChecksumSHA256")
+        return None if value is None else CHECKSUM_PREFIX + value
+
+    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+        what = f"restore request for {self._url(check_key(key))}"
+        try:
+            self._retrying(
+                what,
+                lambda: self._client.restore_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}},
+                ),
+            )
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "RestoreAlreadyInProgress":
+                return
+            if code in ("MethodNotAllowed", "NotImplemented"):
+                raise StorageError(
+                    f"{self.description} does not support restore requests ({code}); "
+                    "S3-compatible servers keep every class readable, so store there with "
+                    'storage.storage_class = "STANDARD"'
+                ) from exc
+            raise self._error(what, exc) from exc
+        except BotoCoreError as exc:
+            raise self._error(what, exc) from exc
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def abort_incomplete_uploads(self, prefix: str) -> int:
+        """Abort every unfinished multipart upload under ``prefix``; returns how many.
+
+        For uploads a crash or an unreachable endpoint left behind: S3 bills their parts
+        until they are aborted (or a lifecycle rule does it).
+        """
+        what = f"cleaning up uploads in {self._url(prefix)}"
+
+        def sweep() -> int:
+            # Retried as a whole: aborting again what is already aborted is harmless.
+            uploads = self._list_uploads(prefix)
+            for key, upload_id in uploads:
+                try:
+                    self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id
+                    )
+                except ClientError as exc:
+                    if error_code(exc) != "NoSuchUpload":  # finished meanwhile
+                        raise
+            return len(uploads)
+
+        with self._translate(what):
+            return self._retrying(what, sweep)
+
+    def incomplete_uploads(self, prefix: str) -> Sequence[str]:
+        """The keys of unfinished multipart uploads under ``prefix`` (one per upload)."""
+        what = f"listing uploads in {self._url(prefix)}"
+        with self._translate(what):
+            uploads = self._retrying(what, partial(self._list_uploads, prefix))
+        return [key for key, _ in uploads]
+
+    def _list_uploads(self, prefix: str) -> Sequence[tuple[str, str]]:
+        """(key, upload id) of every unfinished multipart upload under ``prefix``."""
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+
+    def check_access(self) -> None:
+        """Fail early, with advice, when the bucket is missing or the credentials are wrong."""
+        with self._translate(f"access check on {self.description}"):
+            self._client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
