@@ -1,7 +1,12 @@
-"""What the command-line tests look at: the error line a user sees, the local archive."""
+"""What the command-line tests look at (the error line a user sees, the local archive), and
+catalog rows for the commands that word them."""
 
 from __future__ import annotations
 
+from datetime import date
+
+from btrsendd.layout import Located
+from btrsendd.model import Backup, Volume
 from tests.world import World
 
 
@@ -17,3 +22,37 @@ def one_error_line(stderr: bytes) -> str:
     errors = [line for line in text.splitlines() if line.startswith("btrsendd: error:")]
     assert len(errors) == 1, text
     return errors[0]
+
+
+def backup(n: int, day: date, storage_class: str, volumes: int) -> Backup:
+    """Backup ``n`` of chain ``b0`` (the full one for 0), with sizes that read well."""
+    return Backup(
+        id=f"b{n}",
+        source="data",
+        date=day,
+        kind="incremental" if n else "full",
+        parent_id=f"b{n - 1}" if n else None,
+        parent_date=None,
+        chain="b0",
+        state="complete",
+        snapshot=day.isoformat(),
+        snapshot_uuid=None,
+        parent_uuid=None,
+        compression="zstd",
+        recipients=(),
+        storage_class=storage_class,
+        raw_bytes=10**9 * (n + 1),
+        stored_bytes=7 * 10**8 * (n + 1) + 12345,
+        volume_count=volumes,
+        created_at="2000-01-01T00:00:00+00:00",
+        completed_at=None,
+    )
+
+
+def located(b: Backup) -> list[Located]:
+    """The volumes of ``b``, its stored bytes shared out among them."""
+    size = b.stored_bytes // b.volume_count
+    return [
+        Located(b, Volume(i, f"v{i}", 0, 1, "x", size, "y"), f"data/{b.id}/v{i}")
+        for i in range(b.volume_count)
+    ]
