@@ -1,10 +1,12 @@
-"""Command line: the parser, and the one place where failures become messages and statuses.
+"""Command line: the parser, and the one place where failures become messages and statuses
+(but for ``backup``, which words one source's failure itself while the others go on).
 
 Each command is a module of this package holding its arguments and its ``run``; what it
-prints is either for people (tables, one-line summaries) or, with ``--json``, a stable format
-for scripts (DESIGN.md section 7).  Every ``BtrsenddError`` becomes one line on stderr and its
-exit status (2 usage/config, 1 operational), here in ``main``; a traceback means a bug and is
-shown only with ``BTRSENDD_DEBUG=1``.
+prints is either for people (tables, one-line summaries) or, with ``--json``, a format scripts
+rely on (keys are added, never renamed or removed).  The engine returns data; the words are
+chosen here.  Every ``BtrsenddError`` becomes one line on stderr and its exit status (2
+usage/config, 1 operational), here in ``main``; a traceback means a bug and is shown only with
+``BTRSENDD_DEBUG=1``.
 
 Every command module is imported at start-up to build the parser, so none of them imports the
 engine at module level: each ``run`` imports what it needs when it runs, and so pays only for
@@ -17,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import signal
-import sqlite3
 import sys
-import traceback
 from collections.abc import Sequence
 
 from btrsendd import __version__, interrupt
@@ -93,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _reader_gone() -> bool:
     """Whether standard output is a pipe whose reader has closed it (and not, say, a pipe
     to gpg that broke inside the pipeline, which is an error to report)."""
+    import select
+
     poller = select.poll()
     poller.register(sys.stdout.fileno(), select.POLLOUT)
     return any(events & select.POLLERR for _, events in poller.poll(0))
@@ -118,24 +119,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines() or ["failed"]:
             print(f"btrsendd: error: {line}", file=sys.stderr)
         return exc.exit_status
-    except sqlite3.Error as exc:
-        # Only the catalog speaks sqlite; a failure there is the state directory's disk or file.
-        print(
-            f"btrsendd: error: the catalog failed: {exc}; check free space in state_dir, or "
-            "move catalog.db aside and run `btrsendd catalog rebuild`",
-            file=sys.stderr,
-        )
-        return 1
     except KeyboardInterrupt:
         print("btrsendd: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a bug: say so plainly, keep the traceback for debugging
+    except Exception as exc:
+        # Only the catalog speaks sqlite, and imports it: an error of sqlite3 needs it loaded,
+        # so start-up need not load it just to name the error class.
+        sqlite3 = sys.modules.get("sqlite3")
+        if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+            # A failure there is the state directory's disk or file.
+            print(
+                f"btrsendd: error: the catalog failed: {exc}; check free space in state_dir, or "
+                "move catalog.db aside and run `btrsendd catalog rebuild`",
+                file=sys.stderr,
+            )
+            return 1
         if isinstance(exc, BrokenPipeError) and _reader_gone():
             # `btrsendd list | head`: the reader has all it wanted.  Quiet, like any tool a
             # closed pipe stops, and nothing more to flush at exit.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 128 + signal.SIGPIPE
+        # A bug: say so plainly, keep the traceback for debugging.
         if os.environ.get("BTRSENDD_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         print(
             f"btrsendd: internal error: {type(exc).__name__}: {exc} "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
-from tests.cli.helpers import one_error_line
+from tests.cli.helpers import archive_files, one_error_line
 from tests.world import BTRSENDD, World
 
 
@@ -53,3 +54,22 @@ def test_output_to_a_reader_that_left_is_quiet(world: World) -> None:
         os.close(write_fd)
     assert proc.returncode == 141
     assert proc.stderr == b""
+
+
+def test_a_failing_catalog_is_one_error_line_with_the_way_out(world: World) -> None:
+    world.run("list")  # creates the catalog
+    db = sqlite3.connect(world.work / "state" / "catalog.db")
+    with db:  # as a full disk would fail the first write of a backup
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON backups "
+            "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+    db.close()
+    proc = world.run("backup", "--date", "2000-01-01", check=False)
+    assert proc.returncode == 1
+    assert one_error_line(proc.stderr) == (
+        "btrsendd: error: the catalog failed: database or disk is full; check free space in "
+        "state_dir, or move catalog.db aside and run `btrsendd catalog rebuild`"
+    )
+    assert world.list() == []
+    assert archive_files(world) == []

@@ -1,9 +1,8 @@
 """``btrsendd run`` as a real subprocess on a real btrfs: the main loop's schedule, catch-up,
 reload, and the single instance that ``status`` and ``trigger`` find.
 
-The daemon logs JSON lines to a file, and the tests wait for its events (``cycle.started``,
-``backup.completed``, ...) rather than for fixed times, so they are quick on a fast machine
-and still pass on a slow one.  Cycles seconds apart come from ``BTRSENDD_TEST_CRON_SECONDS``.
+Cycles seconds apart come from ``BTRSENDD_TEST_CRON_SECONDS``; the tests wait for the
+daemon's events (``tests/daemons.py``), not for fixed times.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """``btrsendd run``'s cycle worker, through the real daemon: requests coalesce, a stop abandons
 the upload cleanly, children survive the unit's signals, metrics follow each cycle.
 
-The daemon logs JSON lines to a file, and the tests wait for its events (``cycle.started``,
-``backup.completed``, ...) rather than for fixed times, so they are quick on a fast machine
-and still pass on a slow one.  Cycles seconds apart come from ``BTRSENDD_TEST_CRON_SECONDS``.
+The tests wait for the daemon's events (``tests/daemons.py``), not for fixed times.
 """
 
 from __future__ import annotations
