@@ -341,8 +341,8 @@ class Cleaned:
     deleted: int
     #: Orphans left because btrsendd never writes such keys (someone else put them there).
     left: int
-    #: Unfinished uploads aborted; None where the storage has no such thing.
-    aborted: int | None
+    #: Unfinished uploads aborted.
+    aborted: int
 
 
 def clean(repo: Repository, report: Report) -> Cleaned:
@@ -355,7 +355,7 @@ def clean(repo: Repository, report: Report) -> Cleaned:
     if deletable:
         repo.storage.delete([o.key for o in deletable])
     report.orphans = odd
-    aborted = None
+    aborted = 0
     abort = getattr(repo.storage, "abort_incomplete_uploads", None)
     if abort is not None:
         # All of them, those of interrupted backups too: the lock is held, so none is
