@@ -1,4 +1,4 @@
-"""``btrsendd catalog rebuild``: recreate the catalog from the manifests in storage.
+"""Rebuilding the catalog from the manifests in storage (``btrsendd catalog rebuild``).
 
 This is how a new machine (or one that lost its state directory) gets its backups back: the
 manifests are the truth and stay in STANDARD storage, so reading them costs no retrieval.
@@ -16,18 +16,13 @@ the state directory's lock: an interrupted rebuild leaves the old catalog as it 
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from btrsendd.catalog import Catalog
 from btrsendd.catalog_schema import CATALOG_FILE
-from btrsendd.config import config_path, load_config
 from btrsendd.errors import NotThawedError, UsageError
 from btrsendd.layout import MANIFEST_NAME, Layout
 from btrsendd.manifest import (
@@ -39,9 +34,9 @@ from btrsendd.manifest import (
 )
 from btrsendd.model import Backup
 from btrsendd.names import UnsafeName, check_name
-from btrsendd.repository import open_repository
+from btrsendd.repository import Repository
 from btrsendd.restore import FIRST_POLL_SECONDS, poll_seconds
-from btrsendd.storage.base import IndexRebuild, Storage, thawing
+from btrsendd.storage.base import IndexRebuild, Storage, Tier, thawing
 
 
 @dataclass
@@ -218,17 +213,18 @@ def _replace_catalog(state_dir: Path, manifests: list[Manifest]) -> None:
     temp.replace(final)
 
 
-def _manifests_at_hand(storage: Storage, prefix: str, args: argparse.Namespace) -> bool:
+def _manifests_at_hand(storage: Storage, prefix: str, *, wait: bool, tier: Tier) -> bool:
     """Make the listing and the manifests readable; False if that is still under way.
 
     S3 and local storage have both at hand.  A Glacier vault has neither: its key index comes
     from an inventory job and every manifest from a retrieval job, each hours on AWS, so with
-    ``--no-wait`` the jobs are started (or found running) and the command exits, to be run
-    again; both kinds of job are recorded, so a second run never starts them twice.
+    ``wait`` False (``--no-wait``) the jobs are started (or found running) and the command
+    exits, to be run again; both kinds of job are recorded, so a second run never starts
+    them twice.
     """
     if not isinstance(storage, IndexRebuild):
         return True
-    if not storage.rebuild_index(wait=not args.no_wait, poll_seconds=poll_seconds()):
+    if not storage.rebuild_index(wait=wait, poll_seconds=poll_seconds()):
         return False
     cold = thawing(storage)
     root = Layout(prefix).root()
@@ -244,50 +240,33 @@ def _manifests_at_hand(storage: Storage, prefix: str, args: argparse.Namespace) 
         for key in keys:
             state = cold.thaw_state(key)
             if state == "archived":
-                cold.request_thaw(key, args.tier, 1)
+                cold.request_thaw(key, tier, 1)
             if state != "readable":
                 waiting.append(key)
-        if not waiting or args.no_wait:
+        if not waiting or not wait:
             return not waiting
         keys = waiting
         time.sleep(delay)
         delay = min(max(delay * 2, FIRST_POLL_SECONDS), poll_seconds())
 
 
-def cmd_catalog(args: argparse.Namespace) -> int:
-    """``catalog rebuild [--force]``: the only catalog action so far."""
-    config = load_config(config_path(args.config))
-    with open_repository(config, lock="catalog rebuild") as repo:
-        if not repo.catalog.is_empty() and not args.force:
-            count = len(repo.catalog.backups(states=("uploading", "complete", "expiring")))
-            raise UsageError(
-                f"the catalog in {config.state_dir} is not empty ({count} backup(s)); pass "
-                "--force to replace it with what the manifests in storage say"
-            )
-        if not _manifests_at_hand(repo.storage, config.storage.prefix, args):
-            print(
-                f"retrievals requested from {repo.storage.description} (hours on AWS); run "
-                "the same command again later to finish the rebuild"
-            )
-            return 0
-        found = read_manifests(repo.storage, config.storage.prefix)
-        repo.catalog.close()  # before its file is replaced; open_repository closes it again
-        _replace_catalog(config.state_dir, found.manifests)
-    for line in found.skipped:
-        print(f"btrsendd: warning: skipped {line}", file=sys.stderr)
-    print(
-        f"catalog rebuilt from {repo.storage.description}: {len(found.manifests)} adopted, "
-        f"{len(found.skipped)} skipped{_by_source(found.manifests)}"
-        + ("; see the warnings" if found.skipped else "")
-    )
-    # The catalog holds what could be adopted, but the bucket held more: say so to scripts.
-    return 1 if found.skipped else 0
+def rebuild_catalog(repo: Repository, *, force: bool, wait: bool, tier: Tier) -> Found | None:
+    """Replace the catalog of ``repo`` (opened with the state directory's lock) with what the
+    manifests in its storage say; None if retrievals are still under way (a vault), to be
+    run again.
 
-
-def _by_source(adopted: Iterable[Manifest]) -> str:
-    """`` (data: 2, home: 1)``, or nothing when nothing was adopted."""
-    counts: dict[str, int] = defaultdict(int)
-    for manifest in adopted:
-        counts[manifest.backup.source] += 1
-    listed = ", ".join(f"{source}: {n}" for source, n in sorted(counts.items()))
-    return f" ({listed})" if listed else ""
+    A catalog that is not empty is replaced only with ``force``.
+    """
+    config = repo.config
+    if not repo.catalog.is_empty() and not force:
+        count = len(repo.catalog.backups(states=("uploading", "complete", "expiring")))
+        raise UsageError(
+            f"the catalog in {config.state_dir} is not empty ({count} backup(s)); pass "
+            "--force to replace it with what the manifests in storage say"
+        )
+    if not _manifests_at_hand(repo.storage, config.storage.prefix, wait=wait, tier=tier):
+        return None
+    found = read_manifests(repo.storage, config.storage.prefix)
+    repo.catalog.close()  # before its file is replaced; open_repository closes it again
+    _replace_catalog(config.state_dir, found.manifests)
+    return found

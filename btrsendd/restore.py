@@ -29,10 +29,10 @@ from btrsendd.layout import Located
 from btrsendd.log import get_logger
 from btrsendd.model import Backup, RestoreRequest
 from btrsendd.names import UnsafeName, check_name
-from btrsendd.pricing import Fetch, Prices
-from btrsendd.progress import human_bytes
+from btrsendd.pricing import Prices
 from btrsendd.receive import Writable, receive_chain
 from btrsendd.repository import Repository
+from btrsendd.restore_plan import RestorePlan, plan_restore
 from btrsendd.storage.base import Thawing, Tier, thawing
 from btrsendd.workdir import Target
 
@@ -281,55 +281,9 @@ class RestoreJob:
         check_private_keys(chain, gnupg_home)
         return cls(repo, chain, volumes, survey(thawing(repo.storage), repo.catalog, volumes))
 
-    def fetches(self) -> list[Fetch]:
-        to_request = {v.key for v in self.survey.to_request}
-        return [
-            Fetch(v.backup.storage_class, v.volume.stored_size, v.key in to_request)
-            for v in self.volumes
-        ]
-
-    def plan(self, prices: Prices, tier: str) -> list[str]:
-        """What will be read, requested, paid and waited for: printed before anything is."""
-        s = self.survey
-        stored = sum(v.volume.stored_size for v in self.volumes)
-        lines = [
-            f"  {r.date}  {r.kind:<11}  {human_bytes(r.stored_bytes):>10}  "
-            f"{r.volume_count:>3} volume(s)  {r.storage_class}  {r.id}"
-            for r in self.chain
-        ]
-        state = [f"{len(s.readable)} readable now"]
-        if s.pending:
-            requested = sorted(
-                {f"{r.tier} at {r.requested_at:%Y-%m-%d %H:%M} UTC" for r in s.requests.values()}
-            )
-            state.append(
-                f"{len(s.pending)} being restored"
-                + (f" (requested {', '.join(requested)})" if requested else "")
-            )
-        if s.to_request:
-            state.append(f"{len(s.to_request)} to request")
-        lines.append(
-            f"  {len(self.volumes)} object(s), {human_bytes(stored)} stored: {', '.join(state)}"
-        )
-        fetches = self.fetches()
-        if not s.to_request:
-            cost = prices.estimate(fetches, tier)
-            if cost:
-                lines.append(f"  estimated cost (download): ${cost:.2f}")
-            return lines
-        prices.waits(fetches, tier)  # a --tier the storage class lacks fails here
-        classes = {v.backup.storage_class for v in s.to_request}
-        lines.append(f"  {'tier':<10} {'wait':<18} estimated cost")
-        for option in prices.tiers(classes):
-            mark = "  <- --tier" if option == tier else ""
-            wait = ", ".join(prices.waits(fetches, option))
-            cost = prices.estimate(fetches, option)
-            lines.append(f"  {option:<10} {wait:<18} ${cost:.2f}{mark}")
-        lines.append(
-            f"  Thawed copies stay readable for {RESTORE_DAYS} days.  Estimates from AWS list "
-            "prices (us-east-1) or [restore] in the configuration."
-        )
-        return lines
+    def plan(self, prices: Prices, tier: str) -> RestorePlan:
+        """What will be read, requested, paid and waited for: shown before anything is."""
+        return plan_restore(self.chain, self.volumes, self.survey, prices, tier, RESTORE_DAYS)
 
     def thaw(self, tier: Tier, *, wait: bool) -> bool:
         return thaw(

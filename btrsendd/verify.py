@@ -17,29 +17,27 @@ the private key, the codecs and ``btrfs receive`` all still work.  It pays for r
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import shutil
-import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from btrsendd import snapshots
-from btrsendd.config import SourceConfig, config_path, load_config
+from btrsendd.config import SourceConfig
 from btrsendd.damage import free_damage
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
 from btrsendd.layout import MANIFEST_NAME, Located
-from btrsendd.lock import backup_running
 from btrsendd.loopfs import loop_btrfs
 from btrsendd.manifest import Manifest, read_manifest, shown
 from btrsendd.model import Backup, Volume
 from btrsendd.names import UnsafeName, check_name
 from btrsendd.pricing import Prices
 from btrsendd.progress import human_bytes
-from btrsendd.repository import Repository, open_repository
+from btrsendd.repository import Repository
 from btrsendd.restore import RestoreJob, resolve_chain
+from btrsendd.restore_plan import RestorePlan
 from btrsendd.storage.base import IncompleteUploads, ObjectInfo, Tier
 from btrsendd.storage.common import check_key
 from btrsendd.treediff import diff_trees
@@ -271,10 +269,12 @@ def deep_check(
     prices: Prices,
     report: Report,
     gnupg_home: Path | None,
+    announce: Callable[[RestorePlan], None],
 ) -> None:
     """Restore the newest backup of ``src`` into a scratch btrfs and compare it.
 
     ``gnupg_home`` holds the private key (``--gnupg-home``; gpg's default keyring if None).
+    ``announce`` is shown what the restore costs (at ``DEEP_TIER``) before anything is spent.
     """
     rows = repo.catalog.backups(src.name)
     if not rows:
@@ -287,13 +287,7 @@ def deep_check(
     except BtrsenddError as exc:
         report.problems.append(f"deep check of {newest.id} ({newest.date}): {exc}")
         return
-    print(
-        f"btrsendd: warning: verify --deep restores {src.name} {newest.date}, which can cost "
-        f"money and take hours (tier {DEEP_TIER}):",
-        file=sys.stderr,
-    )
-    for line in job.plan(prices, DEEP_TIER):
-        print(line, file=sys.stderr)
+    announce(job.plan(prices, DEEP_TIER))
     needed = sum(r.raw_bytes for r in chain)
     free = shutil.disk_usage(repo.config.state_dir).free
     if free < needed:
@@ -341,67 +335,32 @@ def _plain_key(key: str) -> bool:
     return key.isprintable()
 
 
-def _clean(repo: Repository, report: Report) -> list[str]:
-    """Delete the orphans and abort unfinished uploads; what was done, as lines."""
-    done = []
+@dataclass(frozen=True)
+class Cleaned:
+    """What ``clean`` did."""
+
+    deleted: int
+    #: Orphans left because btrsendd never writes such keys (someone else put them there).
+    left: int
+    #: Unfinished uploads aborted.
+    aborted: int
+
+
+def clean(repo: Repository, report: Report) -> Cleaned:
+    """Delete the orphans and abort the unfinished uploads ``report`` found (under the state
+    directory's lock, so no backup is writing)."""
     # A key btrsendd would never write (put there by someone else) is not one it hands to the
     # storage either: it stays, reported.
     odd = [o for o in report.orphans if not _plain_key(o.key)]
     deletable = [o for o in report.orphans if _plain_key(o.key)]
     if deletable:
         repo.storage.delete([o.key for o in deletable])
-        done.append(f"deleted {len(deletable)} orphan(s)")
     report.orphans = odd
-    if odd:
-        done.append(
-            f"left {len(odd)} orphan(s) whose keys btrsendd never writes; delete them with "
-            "your storage's own tools"
-        )
+    aborted = 0
     if isinstance(repo.storage, IncompleteUploads):
         # All of them, those of interrupted backups too: the lock is held, so none is
         # running, and the next cycle resumes an interrupted backup with a new upload.
         root = repo.layout.source_root(report.source)
         aborted = repo.storage.abort_incomplete_uploads(root)
-        if aborted:
-            done.append(f"removed {aborted} unfinished upload(s)")
         report.uploads = []
-    return done
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    """Print every problem and orphan, one per line; exit 1 if anything is wrong."""
-    config = load_config(config_path(args.config))
-    sources = config.selected_sources(args.source)
-    # --clean deletes: it holds the state lock, so no backup is writing meanwhile.
-    with open_repository(config, lock="verify --clean" if args.clean else None) as repo:
-        rehash = repo.storage.free_check == "rehash"
-        idle = args.clean or not backup_running(config.state_dir)
-        reports = [check_source(repo, src.name, rehash=rehash, idle=idle) for src in sources]
-        if args.clean:
-            for report in reports:
-                report.notes += _clean(repo, report)
-    if args.deep:
-        # Outside the lock: waiting for thaws can take days, and backups must go on.
-        prices = Prices.from_config(config.restore)
-        with open_repository(config) as repo:
-            for src, report in zip(sources, reports, strict=True):
-                deep_check(repo, src, prices, report, args.gnupg_home)
-    problems = sum(len(r.problems) for r in reports)
-    orphans = sum(r.orphan_count for r in reports)
-    for r in reports:
-        for line in r.notes:
-            print(f"{r.source}: {line}")
-        for line in r.problems:
-            print(f"{r.source}: PROBLEM: {line}")
-        for o in r.orphans:
-            print(f"{r.source}: ORPHAN: {shown(o.key)} ({human_bytes(o.size)})")
-        for key in r.uploads:
-            print(f"{r.source}: ORPHAN: {shown(key)} (unfinished upload)")
-    if not problems and not orphans:
-        print("verify: OK")
-        return 0
-    print(
-        f"verify: {problems} problem(s), {orphans} orphan(s)"
-        + ("; `btrsendd verify --clean` deletes the orphans" if orphans else "")
-    )
-    return 1
+    return Cleaned(len(deletable), len(odd), aborted)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from btrsendd.config import parse_config
-from btrsendd.cron import cron_trigger, parse
+from btrsendd.cron import cron_trigger, parse, weekday_names
 from btrsendd.errors import ConfigError
 from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
@@ -326,3 +326,42 @@ def test_a_reload_to_a_schedule_that_never_fires_keeps_the_old_one(
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+# -- crontab's meaning, as APScheduler runs it ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [
+        ("0", "sun"),
+        ("7", "sun"),
+        ("1-5", "mon,tue,wed,thu,fri"),
+        ("5-7", "sun,fri,sat"),
+        ("0-2", "sun,mon,tue"),
+        ("*/2", "sun,tue,thu,sat"),
+        ("sat,sun", "sun,sat"),
+        ("mon-wed/2", "mon,wed"),
+        ("5/1", "sun,fri,sat"),
+    ],
+)
+def test_crontab_weekdays_become_apscheduler_names(field: str, names: str) -> None:
+    # crontab: 0 and 7 are Sunday; APScheduler 3: 0 is Monday and 7 is an error.
+    assert weekday_names(field) == names
+
+
+def test_cron_follows_crontab_semantics() -> None:
+    after = datetime(2026, 11, 26, 12, 0).astimezone()  # a Thursday
+
+    def fire(expr: str) -> datetime:
+        when: datetime = cron_trigger(expr).get_next_fire_time(None, after)
+        return when
+
+    assert fire("0 0 * * *").replace(tzinfo=None) == datetime(2026, 11, 27, 0, 0)
+    assert fire("30 2 * * 0").replace(tzinfo=None) == datetime(2026, 11, 29, 2, 30)  # Sunday
+    assert fire("0 0 * * 7").replace(tzinfo=None) == datetime(2026, 11, 29, 0, 0)
+    # Both day fields restricted: either one matching is enough (crontab(5)), so the 1st of
+    # December does not wait for a Monday, and Monday the 30th comes first.
+    assert fire("0 0 1 * 1").replace(tzinfo=None) == datetime(2026, 11, 30, 0, 0)
+    assert fire("0 0 1 * 6").replace(tzinfo=None) == datetime(2026, 11, 28, 0, 0)
+    assert fire("0 0 1 12 *").replace(tzinfo=None) == datetime(2026, 12, 1, 0, 0)

@@ -1,0 +1,159 @@
+"""``btrsendd restore``: a backed-up day back into a btrfs directory.
+
+What it will cost and how long it waits is shown first (``plan_lines``, which ``verify
+--deep`` shows too); retrievals are requested only once the user says so (or ``--yes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from btrsendd.cli.common import TIERS, add_command, confirm, load_config, parse_date
+from btrsendd.interrupt import Interrupted
+from btrsendd.progress import human_bytes
+
+if TYPE_CHECKING:
+    from btrsendd.cli.common import Commands
+    from btrsendd.restore_plan import RestorePlan
+
+
+def register(commands: Commands) -> None:
+    p = add_command(
+        commands,
+        "restore",
+        run,
+        "restore the newest backup dated on or before --date into --target (a btrfs directory)",
+    )
+    p.add_argument("--source", metavar="NAME", required=True, help="the source to restore")
+    p.add_argument("--date", type=parse_date, metavar="YYYY-MM-DD", required=True, help="the day")
+    p.add_argument(
+        "--target",
+        type=Path,
+        metavar="DIR",
+        required=True,
+        help="an existing directory on a btrfs filesystem",
+    )
+    p.add_argument(
+        "--tier",
+        choices=TIERS,
+        default="Standard",
+        help="retrieval tier for archived objects (default: Standard)",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask before requesting retrievals")
+    p.add_argument(
+        "--gnupg-home",
+        type=Path,
+        metavar="DIR",
+        help="keyring holding the private key (default: gpg's own default)",
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="request retrievals and exit; run again later to download",
+    )
+    p.add_argument(
+        "--writable",
+        type=Path,
+        metavar="PATH",
+        help="also make a writable snapshot of the restored day at PATH",
+    )
+
+
+def plan_lines(plan: RestorePlan) -> list[str]:
+    """The chain, where its objects stand, and what going on costs at each tier."""
+    lines = [
+        f"  {r.date}  {r.kind:<11}  {human_bytes(r.stored_bytes):>10}  "
+        f"{r.volume_count:>3} volume(s)  {r.storage_class}  {r.id}"
+        for r in plan.chain
+    ]
+    state = [f"{plan.readable} readable now"]
+    if plan.pending:
+        requested = sorted(
+            {f"{r.tier} at {r.requested_at:%Y-%m-%d %H:%M} UTC" for r in plan.requests}
+        )
+        state.append(
+            f"{plan.pending} being restored"
+            + (f" (requested {', '.join(requested)})" if requested else "")
+        )
+    if plan.to_request:
+        state.append(f"{plan.to_request} to request")
+    lines.append(
+        f"  {plan.objects} object(s), {human_bytes(plan.stored_bytes)} stored: {', '.join(state)}"
+    )
+    if not plan.to_request:
+        if plan.download_cost:
+            lines.append(f"  estimated cost (download): ${plan.download_cost:.2f}")
+        return lines
+    lines.append(f"  {'tier':<10} {'wait':<18} estimated cost")
+    for option in plan.options:
+        mark = "  <- --tier" if option.tier == plan.tier else ""
+        lines.append(f"  {option.tier:<10} {', '.join(option.waits):<18} ${option.cost:.2f}{mark}")
+    lines.append(
+        f"  Thawed copies stay readable for {plan.thawed_days} days.  Estimates from AWS list "
+        "prices (us-east-1) or [restore] in the configuration."
+    )
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    from btrsendd import pricing
+    from btrsendd import restore as engine
+    from btrsendd.receive import Writable
+    from btrsendd.repository import open_repository
+    from btrsendd.workdir import Target
+
+    config = load_config(args)
+    config.source(args.source)
+    prices = pricing.Prices.from_config(config.restore)
+    with open_repository(config) as repo, contextlib.ExitStack() as opened:
+        chain = engine.resolve_chain(repo.catalog, args.source, args.date)
+        wanted = chain[-1]
+        # Opened now and kept: the directories checked are the ones written to, hours later.
+        target = opened.enter_context(Target.open(args.target))
+        writable = None
+        if args.writable is not None:
+            parent = Target.open(args.writable.parent, "--writable's directory")
+            writable = Writable(opened.enter_context(parent), args.writable.name)
+        engine.check_target(
+            target, wanted.snapshot, writable, [s.snapshot_dir for s in config.sources]
+        )
+        job = engine.RestoreJob.prepare(repo, chain, args.gnupg_home)
+        print(
+            f"Restore {args.source} as of {wanted.date} (newest backup on or before "
+            f"{args.date}) into {args.target}:"
+        )
+        for line in plan_lines(job.plan(prices, args.tier)):
+            print(line)
+        if not args.yes and not confirm("Proceed?"):
+            print("nothing requested")
+            return 1
+        waiting = job.survey.waiting
+        if waiting and args.no_wait:
+            job.thaw(args.tier, wait=False)
+            print(
+                f"{len(waiting)} object(s) are being restored from cold storage; run the same "
+                "command again later to download them (nothing will be requested twice)"
+            )
+            return 0
+        if waiting:
+            print(
+                f"waiting for {len(waiting)} object(s) to be restored from cold storage; "
+                "interrupting is safe: the same command later keeps waiting, without new requests",
+                flush=True,
+            )
+            try:
+                job.thaw(args.tier, wait=True)
+            except Interrupted as exc:
+                exc.tell(
+                    "the retrievals requested so far go on and are recorded: run the same "
+                    "command again later, nothing is requested twice"
+                )
+                raise
+        path = job.receive(target, args.gnupg_home, writable)
+    print(f"restored {args.source} {wanted.date} to {path}")
+    if args.writable:
+        print(f"writable snapshot at {args.writable}")
+    return 0

@@ -1,0 +1,126 @@
+"""``btrsendd verify``: the checks of ``btrsendd/verify.py``, one line per finding.
+
+Exit 1 if anything is wrong: a problem, or an orphan (which ``--clean`` deletes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from btrsendd.cli.common import add_command, load_config
+from btrsendd.cli.restore import plan_lines
+from btrsendd.progress import human_bytes
+
+if TYPE_CHECKING:
+    from btrsendd.cli.common import Commands
+    from btrsendd.restore_plan import RestorePlan
+    from btrsendd.verify import Cleaned, Report
+
+
+def register(commands: Commands) -> None:
+    p = add_command(
+        commands,
+        "verify",
+        run,
+        "check that every volume and manifest is stored as recorded, without retrieval cost "
+        "(sizes and S3's checksums by HEAD on S3, sizes and SHA-256 on the local backend, "
+        "sizes on vaults), and list orphans",
+    )
+    p.add_argument("--source", metavar="NAME", help="only this source")
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="also restore the newest backup of each source into a scratch btrfs and compare "
+        "(costs retrievals)",
+    )
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="delete orphans (objects no manifest references) and abort unfinished multipart "
+        "uploads",
+    )
+    p.add_argument(
+        "--gnupg-home",
+        type=Path,
+        metavar="DIR",
+        help="--deep: keyring holding the private key (default: gpg's own default)",
+    )
+
+
+def _warn_deep(plan: RestorePlan) -> None:
+    """Before ``--deep`` spends anything: what it restores, and what that costs."""
+    newest = plan.chain[-1]
+    print(
+        f"btrsendd: warning: verify --deep restores {newest.source} {newest.date}, which can "
+        f"cost money and take hours (tier {plan.tier}):",
+        file=sys.stderr,
+    )
+    for line in plan_lines(plan):
+        print(line, file=sys.stderr)
+
+
+def _cleaned(done: Cleaned) -> list[str]:
+    lines = []
+    if done.deleted:
+        lines.append(f"deleted {done.deleted} orphan(s)")
+    if done.left:
+        lines.append(
+            f"left {done.left} orphan(s) whose keys btrsendd never writes; delete them with "
+            "your storage's own tools"
+        )
+    if done.aborted:
+        lines.append(f"removed {done.aborted} unfinished upload(s)")
+    return lines
+
+
+def _print_report(r: Report) -> None:
+    from btrsendd.manifest import shown
+
+    for line in r.notes:
+        print(f"{r.source}: {line}")
+    for line in r.problems:
+        print(f"{r.source}: PROBLEM: {line}")
+    for o in r.orphans:
+        print(f"{r.source}: ORPHAN: {shown(o.key)} ({human_bytes(o.size)})")
+    for key in r.uploads:
+        print(f"{r.source}: ORPHAN: {shown(key)} (unfinished upload)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print every problem and orphan, one per line; exit 1 if anything is wrong."""
+    from btrsendd.lock import backup_running
+    from btrsendd.pricing import Prices
+    from btrsendd.repository import open_repository
+    from btrsendd.verify import check_source, clean, deep_check
+
+    config = load_config(args)
+    sources = config.selected_sources(args.source)
+    # --clean deletes: it holds the state lock, so no backup is writing meanwhile.
+    with open_repository(config, lock="verify --clean" if args.clean else None) as repo:
+        rehash = repo.storage.free_check == "rehash"
+        idle = args.clean or not backup_running(config.state_dir)
+        reports = [check_source(repo, src.name, rehash=rehash, idle=idle) for src in sources]
+        if args.clean:
+            for report in reports:
+                report.notes += _cleaned(clean(repo, report))
+    if args.deep:
+        # Outside the lock: waiting for thaws can take days, and backups must go on.
+        prices = Prices.from_config(config.restore)
+        with open_repository(config) as repo:
+            for src, report in zip(sources, reports, strict=True):
+                deep_check(repo, src, prices, report, args.gnupg_home, _warn_deep)
+    problems = sum(len(r.problems) for r in reports)
+    orphans = sum(r.orphan_count for r in reports)
+    for r in reports:
+        _print_report(r)
+    if not problems and not orphans:
+        print("verify: OK")
+        return 0
+    print(
+        f"verify: {problems} problem(s), {orphans} orphan(s)"
+        + ("; `btrsendd verify --clean` deletes the orphans" if orphans else "")
+    )
+    return 1
