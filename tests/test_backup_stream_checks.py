@@ -27,9 +27,9 @@ from btrsendd.model import StreamIdentity
 from btrsendd.sendstream import COMMAND_HEADER, uuid_text
 from tests import sendstreams as ss
 from tests.backed_up import OnBackend, events, world_storage
+from tests.cli.helpers import one_error_line
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.sabotage import faulty_zstd
-from tests.test_cli import one_error_line
 from tests.trees import assert_same_tree, mutate, populate
 from tests.world import World
 
