@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from btrsendd.readers import CHUNK
-from btrsendd.sendstream import StreamChecker
+from btrsendd.pipeline.readers import CHUNK
+from btrsendd.pipeline.sendstream import StreamChecker
 
 #: How often ``VmHWM`` is read.
 POLL_SECONDS = 0.01

@@ -24,7 +24,7 @@ import random
 import sys
 
 from bench.dataset import MiB, parse_size
-from tests.sendstreams import synthetic
+from tests.support.sendstreams import synthetic
 
 PATTERN = 64 * MiB
 

@@ -14,11 +14,11 @@ from datetime import date
 from pathlib import Path
 
 from btrsendd import placement, planner, snapshots
-from btrsendd.btrfs import run_send, send_command
 from btrsendd.config import SourceConfig
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.log import get_logger
 from btrsendd.model import Backup
+from btrsendd.pipeline.btrfs import run_send, send_command
 from btrsendd.repository import Repository
 from btrsendd.storage.base import Readable
 from btrsendd.upload import OnProgress, Uploader

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from btrsendd.layout import Located
-from btrsendd.readers import sha256_of
+from btrsendd.pipeline.readers import sha256_of
 from btrsendd.storage.base import Storage, same_checksum
 
 

@@ -15,11 +15,11 @@ import re
 from datetime import date, timedelta
 from typing import Any, get_args
 
-from btrsendd.codec import Codec, Compression
 from btrsendd.config import StorageClass
 from btrsendd.layout import volume_name
 from btrsendd.model import Backup, Kind, StreamIdentity, Volume
 from btrsendd.names import NameKind, UnsafeName, check_name, is_safe_component
+from btrsendd.pipeline.codec import Codec, Compression
 from btrsendd.pricing import LOCAL_CLASS, THAW
 from btrsendd.strictjson import (
     Check,

@@ -19,10 +19,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from btrsendd import btrfs
 from btrsendd.config import Config, SourceConfig
 from btrsendd.findings import Finding, error, warning
 from btrsendd.manifest import shown
+from btrsendd.pipeline import btrfs
 from btrsendd.storage import backend_of
 
 #: How many nested subvolumes a check-config line names before it only counts the rest.

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from btrsendd import btrfs, cron, gpg, permissions, placement
+from btrsendd import cron, permissions, placement
 from btrsendd.config import (
     Config,
     PipelineConfig,
@@ -30,6 +30,7 @@ from btrsendd.config import (
 )
 from btrsendd.errors import BtrsenddError, ConfigError
 from btrsendd.findings import Finding, error, private_dir, warning
+from btrsendd.pipeline import btrfs, gpg
 from btrsendd.pricing import MINIMUM_STORAGE_DAYS
 from btrsendd.storage import backend_of
 

@@ -19,9 +19,7 @@ from functools import partial
 from itertools import groupby
 from pathlib import Path
 
-from btrsendd import btrfs
 from btrsendd.catalog import Catalog
-from btrsendd.codec import Codec, Compression, decode_volume
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
 from btrsendd.interrupt import Interrupted
 from btrsendd.layout import Located
@@ -29,8 +27,10 @@ from btrsendd.lock import restore_lock
 from btrsendd.log import get_logger
 from btrsendd.model import Backup, StreamIdentity
 from btrsendd.names import is_safe_component
-from btrsendd.readers import sha256_of
-from btrsendd.sendstream import StreamChecker, StreamError
+from btrsendd.pipeline import btrfs
+from btrsendd.pipeline.codec import Codec, Compression, decode_volume
+from btrsendd.pipeline.readers import sha256_of
+from btrsendd.pipeline.sendstream import StreamChecker, StreamError
 from btrsendd.storage.base import Storage
 from btrsendd.workdir import Target, Workdir, remove_leftovers
 

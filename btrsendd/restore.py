@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from btrsendd import btrfs
 from btrsendd.catalog import Catalog
 from btrsendd.damage import free_damage
 from btrsendd.errors import BtrsenddError, OperationalError, UsageError
-from btrsendd.gpg import check_private_keys
 from btrsendd.layout import Located
 from btrsendd.log import get_logger
 from btrsendd.model import Backup, RestoreRequest
 from btrsendd.names import UnsafeName, check_name
+from btrsendd.pipeline import btrfs
+from btrsendd.pipeline.gpg import check_private_keys
 from btrsendd.pricing import Prices
 from btrsendd.receive import Writable, receive_chain
 from btrsendd.repository import Repository

@@ -20,9 +20,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from btrsendd import btrfs, permissions
+from btrsendd import permissions
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.model import Backup
+from btrsendd.pipeline import btrfs
 
 _NAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.([1-9]\d*))?$")
 

@@ -24,20 +24,20 @@ from datetime import UTC, date, datetime
 from functools import partial
 
 from btrsendd import planner, snapshots
-from btrsendd.btrfs import run_send, send_command
-from btrsendd.codec import Codec, encode_volumes
 from btrsendd.config import SourceConfig
 from btrsendd.errors import BtrsenddError, OperationalError, StorageError
-from btrsendd.expected_stream import expected_stream
 from btrsendd.interrupt import Interrupted
 from btrsendd.layout import new_backup_id, volume_name
 from btrsendd.log import get_logger
 from btrsendd.manifest import Manifest
 from btrsendd.model import Backup, Kind, Volume
+from btrsendd.pipeline.btrfs import run_send, send_command
+from btrsendd.pipeline.codec import Codec, encode_volumes
+from btrsendd.pipeline.expected_stream import expected_stream
+from btrsendd.pipeline.readers import CHUNK
+from btrsendd.pipeline.sendstream import StreamChecker, StreamError, checked
 from btrsendd.progress import Progress
-from btrsendd.readers import CHUNK
 from btrsendd.repository import Repository
-from btrsendd.sendstream import StreamChecker, StreamError, checked
 from btrsendd.storage.base import Readable, Stored
 
 #: Called with every progress update of an upload, from the pipeline's feeder thread.  The

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from btrsendd.btrfs import delete_subvolume, fd_path, filesystem_id, subvolume_id_of
 from btrsendd.catalog import Catalog
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.log import get_logger
+from btrsendd.pipeline.btrfs import delete_subvolume, fd_path, filesystem_id, subvolume_id_of
 
 #: Working directories inside a target start with this.
 PREFIX = ".btrsendd-restore-"

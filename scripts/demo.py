@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.fixtures.btrfs import loop_btrfs
 from tests.fixtures.gpg import generated_key
-from tests.trees import snapshot_of
+from tests.support.trees import snapshot_of
 
 BIN = Path(sys.executable).with_name("btrsendd")
 DAYS = [date(2000, m, d) for m in (1, 2, 3, 4, 5) for d in (1, 7, 14, 21)]

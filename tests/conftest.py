@@ -7,5 +7,5 @@ pytest_plugins = [
     "tests.fixtures.s3servers",
     "tests.fixtures.faultproxy",
     "tests.fixtures.vaultserver",
-    "tests.backed_up",
+    "tests.support.backups",
 ]

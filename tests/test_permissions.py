@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from btrsendd.loopfs import loop_btrfs
-from tests.backed_up import error_lines, events
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import World, local_world, make_world
+from tests.support.backups import error_lines, events
+from tests.support.world import World, local_world, make_world
 
 NOBODY = 65534
 FIRST = "2000-01-01"

@@ -10,11 +10,11 @@ from pathlib import Path
 import btrfsutil
 import pytest
 
-from btrsendd import btrfs
-from tests.backed_up import events
+from btrsendd.pipeline import btrfs
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
-from tests.world import World, local_world
+from tests.support.backups import events
+from tests.support.world import World, local_world
 
 FIRST = "2000-01-01"
 SNAPDIR_KEY = "sources[0].snapshot_dir (name = 'data')"

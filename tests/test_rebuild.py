@@ -21,7 +21,12 @@ from btrsendd.manifest import MAX_MANIFEST_BYTES, shown
 from btrsendd.restore import POLL_SECONDS_ENV
 from btrsendd.storage.vault import archives as vault
 from btrsendd.strictjson import Invalid, Object
-from tests.backed_up import (
+from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.gpg import GpgKey
+from tests.fixtures.s3servers import s3_client
+from tests.fixtures.vaultserver import VaultServer
+from tests.storage.helpers import glacier
+from tests.support.backups import (
     TEN_DAYS,
     OnBackend,
     back_up,
@@ -31,13 +36,8 @@ from tests.backed_up import (
     stored_volumes,
     world_storage,
 )
-from tests.fixtures.btrfs import MakeBtrfs
-from tests.fixtures.gpg import GpgKey
-from tests.fixtures.s3servers import s3_client
-from tests.fixtures.vaultserver import VaultServer
-from tests.storage.helpers import glacier
-from tests.trees import assert_same_tree
-from tests.world import World, make_world
+from tests.support.trees import assert_same_tree
+from tests.support.world import World, make_world
 
 
 @pytest.mark.parametrize("backend", ["local", "moto"])

@@ -33,8 +33,11 @@ from btrsendd.restore import (
     thaw,
 )
 from btrsendd.storage.base import ThawState, Tier
-from tests import sendstreams as ss
-from tests.backed_up import (
+from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.gpg import GpgKey
+from tests.fixtures.s3servers import S3Server
+from tests.support import sendstreams as ss
+from tests.support.backups import (
     TEN_DAYS,
     OnBackend,
     assert_failed_cleanly,
@@ -46,10 +49,7 @@ from tests.backed_up import (
     try_restore,
     world_storage,
 )
-from tests.fixtures.btrfs import MakeBtrfs
-from tests.fixtures.gpg import GpgKey
-from tests.fixtures.s3servers import S3Server
-from tests.trees import assert_same_tree
+from tests.support.trees import assert_same_tree
 
 # -- round trips ---------------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ from btrsendd.daemon.state import STATE_FILE
 from btrsendd.status import build_report
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.sabotage import faulty_zstd
-from tests.trees import populate
-from tests.world import World, local_world
+from tests.support.faults import faulty_zstd
+from tests.support.trees import populate
+from tests.support.world import World, local_world
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ import btrfsutil
 import pytest
 
 from btrsendd.config import load_config
-from tests.backed_up import (
+from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.s3servers import S3Server
+from tests.support.backups import (
     TEN_DAYS,
     OnBackend,
     assert_failed_cleanly,
@@ -23,9 +25,7 @@ from tests.backed_up import (
     stored_volumes,
     try_restore,
 )
-from tests.fixtures.btrfs import MakeBtrfs
-from tests.fixtures.s3servers import S3Server
-from tests.trees import mutate
+from tests.support.trees import mutate
 
 
 def test_orphans_listed_and_cleaned(on_backend: OnBackend) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import World, local_world
+from tests.support.world import World, local_world
 
 
 @pytest.fixture

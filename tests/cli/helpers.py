@@ -7,7 +7,7 @@ from datetime import date
 
 from btrsendd.layout import Located
 from btrsendd.model import Backup, Volume
-from tests.world import World
+from tests.support.world import World
 
 
 def archive_files(world: World) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.cli.helpers import archive_files, one_error_line
 from tests.fixtures.gpg import GpgKey
-from tests.world import World
+from tests.support.world import World
 
 
 def test_source_that_is_not_a_subvolume(world: World) -> None:

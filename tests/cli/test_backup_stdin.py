@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests import sendstreams as ss
-from tests.world import World
+from tests.support import sendstreams as ss
+from tests.support.world import World
 
 
 def test_backup_stdin_speaks_the_seed_protocol(world: World) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.world import World
+from tests.support.world import World
 
 
 def test_check_config_ok(world: World) -> None:

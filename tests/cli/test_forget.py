@@ -12,7 +12,7 @@ from btrsendd.config import SourceConfig
 from btrsendd.forget import assess
 from btrsendd.progress import human_bytes
 from tests.cli.helpers import backup
-from tests.world import World
+from tests.support.world import World
 
 NOW = datetime(2000, 3, 1, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.world import World
+from tests.support.world import World
 
 
 def test_list_json_contract(world: World) -> None:

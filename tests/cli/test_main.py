@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from tests.cli.helpers import archive_files, one_error_line
-from tests.world import BTRSENDD, World
+from tests.support.world import BTRSENDD, World
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

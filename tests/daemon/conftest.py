@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import World, local_world
+from tests.support.daemons import Daemon
+from tests.support.world import World, local_world
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.world import World
+from tests.support.world import World
 
 
 def state_file(world: World) -> dict[str, Any]:

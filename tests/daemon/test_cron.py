@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from btrsendd.config import parse_config
 from btrsendd.cron import cron_trigger, parse, weekday_names
 from btrsendd.errors import ConfigError
-from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import BTRSENDD, make_world
+from tests.support.daemons import Daemon
+from tests.support.world import BTRSENDD, make_world
 
 FILE = Path("/etc/btrsendd/test.toml")
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from tests.daemon.helpers import state_file, wait_state
-from tests.daemons import Daemon
-from tests.world import World
+from tests.support.daemons import Daemon
+from tests.support.world import World
 
 # -- the schedule ----------------------------------------------------------------------------
 

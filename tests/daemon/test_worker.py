@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 from tests.daemon.helpers import descendants, state_file, wait_state, write_random
-from tests.daemons import Daemon
-from tests.world import World
+from tests.support.daemons import Daemon
+from tests.support.world import World
 
 
 def test_a_storm_of_sigusr1_makes_exactly_one_backup(

@@ -10,8 +10,8 @@ import random
 import sys
 from pathlib import Path
 
-from btrsendd.codec import Codec, Compression, DecodedVolume, decode_volume
 from btrsendd.model import Volume
+from btrsendd.pipeline.codec import Codec, Compression, DecodedVolume, decode_volume
 from btrsendd.storage.base import Readable, Stored
 from tests.fixtures.gpg import GpgKey
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from btrsendd import btrfs
-from btrsendd.btrfs import is_subvolume, run_send, same_filesystem, send_command
-from btrsendd.codec import decode_volume, encode_stream
 from btrsendd.errors import OperationalError, PipelineError
+from btrsendd.pipeline import btrfs
+from btrsendd.pipeline.btrfs import is_subvolume, run_send, same_filesystem, send_command
+from btrsendd.pipeline.codec import decode_volume, encode_stream
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 from tests.pipeline.support import (

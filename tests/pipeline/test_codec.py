@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from btrsendd.codec import Codec, Compression, decode_volume, encode_stream
 from btrsendd.config import EncryptionConfig, PipelineConfig
 from btrsendd.errors import PipelineError, StorageError
+from btrsendd.pipeline.codec import Codec, Compression, decode_volume, encode_stream
 from btrsendd.storage.base import Readable, Stored
 from tests.fixtures.gpg import GpgKey
 from tests.pipeline.support import (
@@ -284,7 +284,7 @@ def test_flipped_byte_is_detected(
 
 MEMORY_PROBE = """
 import resource
-from btrsendd.codec import Codec, encode_stream
+from btrsendd.pipeline.codec import Codec, encode_stream
 from btrsendd.storage.base import Stored
 
 class Zeros:

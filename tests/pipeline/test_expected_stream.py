@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from btrsendd.expected_stream import ExpectedStream
 from btrsendd.model import StreamIdentity
-from btrsendd.sendstream import StreamError
+from btrsendd.pipeline.expected_stream import ExpectedStream
+from btrsendd.pipeline.sendstream import StreamError
 
 
 def test_expected_kind_parent_and_snapshot() -> None:

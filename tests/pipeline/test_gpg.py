@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from btrsendd import gpg
-from btrsendd.codec import Codec, decode_volume, encode_stream
 from btrsendd.errors import PipelineError, UsageError
 from btrsendd.model import Backup
+from btrsendd.pipeline import gpg
+from btrsendd.pipeline.codec import Codec, decode_volume, encode_stream
 from tests.fixtures.gpg import BadKeys, GpgKey
 from tests.pipeline.support import DATA, MemoryStore, MiB, child_processes, codec_for
 

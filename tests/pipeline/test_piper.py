@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from btrsendd.btrfs import run_send
-from btrsendd.codec import encode_stream
 from btrsendd.errors import PipelineError
-from btrsendd.piper import Flow, Sink, Stage, enlarge, find_tool, output_of
-from btrsendd.readers import CHUNK
+from btrsendd.pipeline.btrfs import run_send
+from btrsendd.pipeline.codec import encode_stream
+from btrsendd.pipeline.piper import Flow, Sink, Stage, enlarge, find_tool, output_of
+from btrsendd.pipeline.readers import CHUNK
 from btrsendd.storage.base import Readable, Stored
 from tests.fixtures.gpg import GpgKey
 from tests.pipeline.support import (

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from btrsendd.readers import PipeReader, Tap, readinto_of, sha256_of
+from btrsendd.pipeline.readers import PipeReader, Tap, readinto_of, sha256_of
 from tests.pipeline.support import MiB, random_data
 
 

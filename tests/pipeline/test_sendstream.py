@@ -26,9 +26,9 @@ import btrfsutil
 import crc32c
 import pytest
 
-from btrsendd.expected_stream import ExpectedStream
 from btrsendd.model import StreamIdentity
-from btrsendd.sendstream import (
+from btrsendd.pipeline.expected_stream import ExpectedStream
+from btrsendd.pipeline.sendstream import (
     COMMAND_HEADER,
     MAGIC,
     STREAM_HEADER,
@@ -37,9 +37,9 @@ from btrsendd.sendstream import (
     StreamError,
     checked,
 )
-from tests import sendstreams as ss
 from tests.fixtures.btrfs import loop_btrfs, make_subvolume
-from tests.trees import mutate, populate
+from tests.support import sendstreams as ss
+from tests.support.trees import mutate, populate
 
 MiB = 1 << 20
 

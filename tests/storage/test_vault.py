@@ -53,8 +53,8 @@ from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
 from tests.fixtures.vaultserver import VaultServer
 from tests.storage.helpers import glacier
-from tests.trees import assert_same_tree, mutate, populate
-from tests.world import make_world
+from tests.support.trees import assert_same_tree, mutate, populate
+from tests.support.world import make_world
 
 KEY = "host1/data/2000-01-01-full-abc123/vol-00000.btrfs.zst.gpg"
 

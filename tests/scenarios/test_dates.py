@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.backed_up import OnBackend, error_lines, events, stored_volumes, world_storage
-from tests.daemons import Daemon
-from tests.trees import assert_same_tree, mutate, populate
-from tests.world import World
+from tests.support.backups import OnBackend, error_lines, events, stored_volumes, world_storage
+from tests.support.daemons import Daemon
+from tests.support.trees import assert_same_tree, mutate, populate
+from tests.support.world import World
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7), date(2000, 1, 14), date(2000, 1, 21)]
 AHEAD = date.today() + timedelta(days=365)

@@ -16,12 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from btrsendd import btrfs, snapshots
+from btrsendd import snapshots
 from btrsendd.catalog import Catalog
 from btrsendd.log import get_logger
 from btrsendd.model import Kind, StreamIdentity
 from btrsendd.names import is_safe_component
-from btrsendd.sendstream import StreamError, uuid_text
+from btrsendd.pipeline import btrfs
+from btrsendd.pipeline.sendstream import StreamError, uuid_text
 
 
 @dataclass(frozen=True)

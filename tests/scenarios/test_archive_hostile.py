@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import back_up, error_lines, events, world_storage
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.sabotage import faulty_zstd, kill_all, start
-from tests.trees import mutate, populate
-from tests.world import BTRSENDD, World, local_world, make_world, storage_section
+from tests.support.backups import back_up, error_lines, events, world_storage
+from tests.support.faults import faulty_zstd, kill_all, start
+from tests.support.trees import mutate, populate
+from tests.support.world import BTRSENDD, World, local_world, make_world, storage_section
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7)]  # backup days of the default schedule
 NOBODY = 65534

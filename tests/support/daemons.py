@@ -14,7 +14,7 @@ import subprocess
 import time
 from typing import Any
 
-from tests.world import BTRSENDD, World
+from tests.support.world import BTRSENDD, World
 
 Event = dict[str, Any]
 

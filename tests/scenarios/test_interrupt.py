@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from btrsendd.config import load_config
-from tests.backed_up import OnBackend, error_lines
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.sabotage import faulty_zstd, kill_all, start
-from tests.trees import assert_same_tree, populate
-from tests.world import World, local_world
+from tests.support.backups import OnBackend, error_lines
+from tests.support.faults import faulty_zstd, kill_all, start
+from tests.support.trees import assert_same_tree, populate
+from tests.support.world import World, local_world
 
 DAY = date(2000, 1, 1)
 

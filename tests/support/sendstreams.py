@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import crc32c
 
-from btrsendd.sendstream import COMMAND_HEADER, END, MAGIC, SNAPSHOT, STREAM_HEADER, SUBVOL
+from btrsendd.pipeline.sendstream import COMMAND_HEADER, END, MAGIC, SNAPSHOT, STREAM_HEADER, SUBVOL
 
 # Command and attribute numbers (``BTRFS_SEND_C_*``, ``BTRFS_SEND_A_*``).
 MKFILE, WRITE, FALLOCATE = 3, 15, 23

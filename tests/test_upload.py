@@ -24,14 +24,14 @@ import pytest
 from btrsendd.catalog import Catalog
 from btrsendd.manifest import Manifest
 from btrsendd.model import StreamIdentity
-from btrsendd.sendstream import COMMAND_HEADER, uuid_text
-from tests import sendstreams as ss
-from tests.backed_up import OnBackend, events, world_storage
+from btrsendd.pipeline.sendstream import COMMAND_HEADER, uuid_text
 from tests.cli.helpers import one_error_line
 from tests.fixtures.btrfs import MakeBtrfs
-from tests.sabotage import faulty_zstd
-from tests.trees import assert_same_tree, mutate, populate
-from tests.world import World
+from tests.support import sendstreams as ss
+from tests.support.backups import OnBackend, events, world_storage
+from tests.support.faults import faulty_zstd
+from tests.support.trees import assert_same_tree, mutate, populate
+from tests.support.world import World
 
 MiB = 1 << 20
 DAY1, DAY2, DAY3, DAY4 = date(2000, 1, 1), date(2000, 1, 7), date(2000, 1, 14), date(2000, 1, 21)

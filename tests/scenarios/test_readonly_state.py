@@ -12,7 +12,7 @@ import pytest
 
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.world import BTRSENDD, World, local_world
+from tests.support.world import BTRSENDD, World, local_world
 
 FIRST = date(2000, 1, 1)
 

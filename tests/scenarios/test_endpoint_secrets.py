@@ -11,7 +11,7 @@ import pytest
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.world import World, make_world
+from tests.support.world import World, make_world
 
 SECRETS = ("AKIAEXAMPLESECRETID", "wJalrXUtnFEMIexampleSECRETKEY")
 COMMANDS = [["check-config"], ["status"], ["backup", "--date", "2000-01-01"], ["list"]]

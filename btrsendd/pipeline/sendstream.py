@@ -44,7 +44,7 @@ import crc32c
 
 from btrsendd.errors import OperationalError
 from btrsendd.model import StreamIdentity
-from btrsendd.readers import Tap
+from btrsendd.pipeline.readers import Tap
 from btrsendd.storage.base import Readable
 
 MAGIC = b"btrfs-stream\0"

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from btrsendd import piper
 from btrsendd.errors import OperationalError, UsageError
-from btrsendd.readers import PipeReader
+from btrsendd.pipeline import piper
+from btrsendd.pipeline.readers import PipeReader
 
 # BTRFS_IOC_FS_INFO = _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args): the struct is 1024
 # bytes and the filesystem UUID (fsid) sits at offset 16 (after max_id and num_devices).

@@ -21,8 +21,8 @@ import pytest
 from btrsendd.catalog_schema import SCHEMA_VERSION
 from tests.fixtures.btrfs import MakeBtrfs, mounted_tmpfs
 from tests.fixtures.gpg import BadKeys, GpgKey
-from tests.trees import assert_same_tree
-from tests.world import World, local_world, make_world
+from tests.support.trees import assert_same_tree
+from tests.support.world import World, local_world, make_world
 
 FIRST = "2000-01-01"
 

@@ -15,8 +15,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.trees import assert_same_tree
-from tests.world import World
+from tests.support.trees import assert_same_tree
+from tests.support.world import World
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -30,7 +30,7 @@ from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.nspawn import Machine, booted
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "btrsendd.service"
 VENV = Path(sys.prefix)
 

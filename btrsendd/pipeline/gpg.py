@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from btrsendd import permissions
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.findings import Finding, error, private_dir, warning
-from btrsendd.piper import Stage, find_tool
+from btrsendd.pipeline.piper import Stage, find_tool
 
 if TYPE_CHECKING:
     from btrsendd.config import EncryptionConfig

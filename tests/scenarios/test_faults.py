@@ -26,16 +26,20 @@ from btrsendd.storage.retry import equal_jitter, retry_call
 from btrsendd.storage.s3 import bucket as s3mod
 from btrsendd.storage.s3.bucket import S3Storage
 from btrsendd.storage.s3.upload import MiB
-from tests.backed_up import events
-from tests.consistency import assert_catalog_matches_bucket, open_uploads, restore_and_compare
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.faultproxy import ALL_FAULTS, Fault, FaultProxy, Request, impatient_s3
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.sabotage import change_source
 from tests.storage.helpers import Dribble, client_error
-from tests.trees import populate
-from tests.world import World, make_world
+from tests.support.backups import events
+from tests.support.consistency import (
+    assert_catalog_matches_bucket,
+    open_uploads,
+    restore_and_compare,
+)
+from tests.support.faults import change_source
+from tests.support.trees import populate
+from tests.support.world import World, make_world
 
 PART = 5 * MiB
 #: The impatient client's connect and read timeout; stalls last longer than this.

@@ -37,7 +37,7 @@ from functools import partial
 from typing import IO, TYPE_CHECKING
 
 from btrsendd.errors import PipelineError
-from btrsendd.readers import CHUNK, PipeReader
+from btrsendd.pipeline.readers import CHUNK, PipeReader
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import events
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.sabotage import faulty_zstd, kill_all, start
-from tests.trees import assert_same_tree, populate
-from tests.world import World, local_world
+from tests.support.backups import events
+from tests.support.faults import faulty_zstd, kill_all, start
+from tests.support.trees import assert_same_tree, populate
+from tests.support.world import World, local_world
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from btrsendd.storage import open_storage
 from btrsendd.storage.base import Storage
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.trees import mutate, populate
-from tests.world import World, make_world, storage_section
+from tests.support.trees import mutate, populate
+from tests.support.world import World, make_world, storage_section
 
 #: Ten backup days: with max_incrementals = 3, chains of 4, 4 and 2 backups.
 TEN_DAYS = [date(2000, m, d) for m in (1, 2, 3) for d in (1, 7, 14, 21)][:10]

@@ -17,8 +17,8 @@ import subprocess
 from pathlib import Path
 from typing import IO
 
-from tests.trees import mutate
-from tests.world import BTRSENDD, World
+from tests.support.trees import mutate
+from tests.support.world import BTRSENDD, World
 
 FAULTY_ZSTD = """#!/bin/sh
 # A zstd that misbehaves on its Nth start (one start per volume): exits, hangs, stops early.
@@ -75,7 +75,7 @@ def kill_all(proc: subprocess.Popen[bytes]) -> None:
 
 
 def change_source(world: World, day: int, new_bytes: int) -> None:
-    """Day ``day``'s changes (``tests.trees.mutate``) plus ``new_bytes`` of fresh random data
+    """Day ``day``'s changes (``trees.mutate``) plus ``new_bytes`` of fresh random data
     replacing the previous day's, so that every incremental spans volumes."""
     mutate(world.source, day)
     (world.source / f"new-{day - 1}.dat").unlink(missing_ok=True)

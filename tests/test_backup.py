@@ -16,8 +16,8 @@ import pytest
 
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.trees import ODD_NAME, assert_same_tree, is_sparse, mutate, populate
-from tests.world import World, make_world, storage_section
+from tests.support.trees import ODD_NAME, assert_same_tree, is_sparse, mutate, populate
+from tests.support.world import World, make_world, storage_section
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7), date(2000, 1, 14), date(2000, 1, 21), date(2000, 2, 1)]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import back_up, error_lines
-from tests.daemons import Daemon
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.trees import populate
-from tests.world import World, local_world, make_world
+from tests.support.backups import back_up, error_lines
+from tests.support.daemons import Daemon
+from tests.support.trees import populate
+from tests.support.world import World, local_world, make_world
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7)]
 NOBODY = 65534

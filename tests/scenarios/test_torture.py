@@ -31,19 +31,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import events
-from tests.consistency import (
-    assert_catalog_matches_bucket,
-    assert_complete_backups_are_stored,
-    restore_and_compare,
-)
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.faultproxy import FaultProxy, Request, Stage
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
-from tests.sabotage import PASS_THEN_HANG, change_source, faulty_zstd, kill_all, start
-from tests.trees import populate
-from tests.world import World, make_world
+from tests.support.backups import events
+from tests.support.consistency import (
+    assert_catalog_matches_bucket,
+    assert_complete_backups_are_stored,
+    restore_and_compare,
+)
+from tests.support.faults import PASS_THEN_HANG, change_source, faulty_zstd, kill_all, start
+from tests.support.trees import populate
+from tests.support.world import World, make_world
 
 MiB = 1024**2
 VOLUME = 6 * MiB  # two parts of 5 MiB and 1 MiB: every volume but the last is a multipart upload

@@ -14,12 +14,12 @@ from pathlib import Path
 import btrfsutil
 import pytest
 
-from btrsendd.btrfs import fd_path
-from tests.backed_up import events
+from btrsendd.pipeline.btrfs import fd_path
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.trees import populate
-from tests.world import World, local_world
+from tests.support.backups import events
+from tests.support.trees import populate
+from tests.support.world import World, local_world
 
 
 @pytest.fixture

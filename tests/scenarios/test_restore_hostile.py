@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.backed_up import error_lines, try_restore
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
-from tests.trees import assert_same_tree, populate
-from tests.world import BTRSENDD, World, local_world
+from tests.support.backups import error_lines, try_restore
+from tests.support.trees import assert_same_tree, populate
+from tests.support.world import BTRSENDD, World, local_world
 
 DAY = date(2000, 1, 1)
 NOBODY = 65534

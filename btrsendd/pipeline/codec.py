@@ -18,12 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
-from btrsendd import gpg
 from btrsendd.errors import StorageError
 from btrsendd.layout import volume_name
 from btrsendd.model import Volume
-from btrsendd.piper import Flow, Stage, enlarge, find_tool, write_all
-from btrsendd.readers import CHUNK, readinto_of
+from btrsendd.pipeline import gpg
+from btrsendd.pipeline.piper import Flow, Stage, enlarge, find_tool, write_all
+from btrsendd.pipeline.readers import CHUNK, readinto_of
 from btrsendd.storage.base import Readable, Stored
 
 if TYPE_CHECKING:
