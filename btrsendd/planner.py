@@ -1,8 +1,9 @@
 """The planner: which backup (if any) a source is due today, and which chain may go.
 
 Pure functions over the catalog's complete backups of ONE source and a date passed in, so
-every rule of DESIGN.md section 2 can be tested exhaustively without a clock, a disk or a
-bucket.  The caller performs the decision (upload, then delete what ``Plan.expire`` lists).
+every scheduling and expiry rule (README, "Configuration") can be tested exhaustively without
+a clock, a disk or a bucket.  The caller performs the decision (upload, then delete what
+``Plan.expire`` lists).
 
 Chains: a full backup followed by incrementals, each sent relative to the previous backup of
 its chain.  Two holes of btrsend are closed here: a chain is only expired when a newer chain

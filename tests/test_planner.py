@@ -1,4 +1,4 @@
-"""Planner tests: the seed's scenario table, each hole DESIGN.md section 2 closes, and
+"""Planner tests: btrsend's scenario table, each hole of btrsend the planner closes, and
 property tests that walk random calendars through the planner the way the daemon would."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def walk(schedule: Schedule, days: Sequence[str]) -> list[Backup]:
     return state
 
 
-# --- the seed's scenario (DESIGN.md section 2), row by row --------------------------------
+# --- btrsend's scenario, row by row -------------------------------------------------------
 
 # fmt: off
 CHAIN_1 = [
@@ -86,7 +86,7 @@ SEED_TABLE: list[tuple[str, str, str | None, tuple[str, ...]]] = [
 ]
 
 
-def test_seed_scenario_table() -> None:
+def test_btrsend_scenario_table() -> None:
     state: list[Backup] = []
     decisions = []
     for row in SEED_TABLE:
@@ -99,7 +99,7 @@ def test_seed_scenario_table() -> None:
     assert len(SEED_TABLE) == 28  # the table's rows, with the two ellipses written out
 
 
-def test_seed_scenario_reasons() -> None:
+def test_btrsend_scenario_reasons() -> None:
     assert plan(DEFAULT, [], d("2000-01-01")).reason == "no backups yet"
     one = chain_of("2000-01-01")
     assert plan(DEFAULT, one, d("2000-01-02")).reason == "not a backup day"
