@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from btrsendd.config import Config
-from btrsendd.preflight import Finding, check
+from btrsendd.findings import Finding
+from btrsendd.preflight import check
 
 
 @dataclass

@@ -11,7 +11,8 @@ from typing import Literal
 
 import pytest
 
-from btrsendd.preflight import Finding, format_findings
+from btrsendd.findings import Finding
+from btrsendd.preflight import format_findings
 from tests.fixtures.btrfs import MakeBtrfs, make_subvolume
 from tests.fixtures.gpg import GpgKey
 from tests.preflight.helpers import Setup, only

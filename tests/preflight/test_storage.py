@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from btrsendd.errors import StorageError
-from btrsendd.preflight import Finding, average_backup_gap, check, format_findings
+from btrsendd.findings import Finding
+from btrsendd.preflight import average_backup_gap, check, format_findings
 from tests.preflight.helpers import Setup, only
 
 
