@@ -272,6 +272,25 @@ BAD_CASES = [
         id="endpoint-not-a-url",
     ),
     pytest.param(
+        with_section("storage", 'backend = "local"\npath = "/srv/a"\nobject_lock = "compliance"'),
+        "storage",
+        'object_lock = "compliance" needs backend = "s3" (a bucket with S3 Object Lock); backend '
+        '"local" cannot lock: set object_lock = "off"',
+        id="object-lock-on-local",
+    ),
+    pytest.param(
+        with_section("storage", 'object_lock = "WORM"'),
+        "storage.object_lock",
+        "'off', 'governance' or 'compliance'",
+        id="object-lock-mode",
+    ),
+    pytest.param(
+        with_section("storage", "object_lock_margin_days = 0"),
+        "storage.object_lock_margin_days",
+        "greater than or equal to 1",
+        id="object-lock-margin",
+    ),
+    pytest.param(
         with_section("restore", "transfer_out_per_gb = -1"),
         "restore.transfer_out_per_gb",
         "greater than or equal to 0",
