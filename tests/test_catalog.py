@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from btrsendd.catalog import Catalog
 from btrsendd.catalog_schema import SCHEMA_VERSION
 from btrsendd.errors import OperationalError
-from btrsendd.model import StreamIdentity, Volume
+from btrsendd.model import DeferredDeletion, StreamIdentity, Volume
 
 
 def begin(cat: Catalog, bid: str, day: str, parent: str | None = None) -> None:
@@ -155,6 +156,32 @@ def test_catalog_of_version_3_reads_its_backups_as_unversioned_and_unlocked(
         [old] = cat.backups("home")
         assert (old.manifest_version, old.locked_until) == (None, None)
         assert cat.volumes("c1") == [vol(0)]
+        assert cat.deferred_deletions() == []
+
+
+def test_locked_backups_leave_the_catalog_with_their_versions_deferred(tmp_path: Path) -> None:
+    until = datetime(2027, 1, 1, tzinfo=UTC)
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+        cat.add_volume("c1", replace(vol(0), version="v0"))
+        cat.complete_backup("c1", "2000-01-01T00:10:00+00:00", "m0")
+        cat.set_locked_until(["c1"], until)
+        [row] = cat.backups("home")
+        assert (row.manifest_version, row.locked_until) == ("m0", until)
+        assert cat.volumes("c1")[0].version == "v0"
+        deferred = [
+            DeferredDeletion("c1", "home", "home/c1/manifest.json", "m0", 9, until),
+            DeferredDeletion("c1", "home", "home/c1/vol-00000", "v0", 7, until),
+            DeferredDeletion("c1", "home", "home/c1/vol-00000", "x", 0, until, True),
+        ]
+        cat.defer_deletion(["c1"], deferred)
+        assert cat.backups("home", states=("complete", "expiring", "uploading")) == []
+        assert cat.deferred_deletions("home") == deferred
+        assert cat.deferred_deletions("other") == []
+        later = datetime(2027, 2, 1, tzinfo=UTC)
+        cat.set_deferred_until("c1", later)
+        assert {d.until for d in cat.deferred_deletions()} == {later}
+        cat.drop_deferred("c1")
         assert cat.deferred_deletions() == []
 
 
