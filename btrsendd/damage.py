@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from btrsendd.layout import Located
 from btrsendd.pipeline.readers import sha256_of
-from btrsendd.storage.base import Storage, same_checksum
+from btrsendd.storage.base import Storage, Versioned, same_checksum
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,31 @@ class Damage:
 
 
 def listed_sizes(storage: Storage, volumes: Sequence[Located]) -> dict[str, int]:
-    """The stored size of every object in the volumes' backup directories.
+    """The stored size of every volume, by key: of the version recorded, where one was.
 
-    One listing per backup directory: as cheap on S3 as on a disk, and no retrieval.
+    One listing per backup directory: as cheap on S3 as on a disk, and no retrieval.  A
+    newer version or a delete marker over a recorded version changes nothing a restore
+    reads, so it changes nothing here either.
     """
     sizes: dict[str, int] = {}
-    for directory in dict.fromkeys(v.key.rpartition("/")[0] for v in volumes):
-        sizes.update((o.key, o.size) for o in storage.list(directory + "/"))
+    by_directory: dict[str, list[Located]] = {}
+    for vol in volumes:
+        by_directory.setdefault(vol.key.rpartition("/")[0] + "/", []).append(vol)
+    for directory, here in by_directory.items():
+        if not (isinstance(storage, Versioned) and any(v.version for v in here)):
+            sizes.update((o.key, o.size) for o in storage.list(directory))
+            continue
+        listing = [o for o in storage.versions(directory) if not o.delete_marker]
+        by_version = {(o.key, o.version): o.size for o in listing}
+        current = {o.key: o.size for o in listing if o.latest}
+        for vol in here:
+            size = (
+                current.get(vol.key)
+                if vol.version is None
+                else by_version.get((vol.key, vol.version))
+            )
+            if size is not None:
+                sizes[vol.key] = size
     return sizes
 
 

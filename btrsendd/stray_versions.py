@@ -66,8 +66,8 @@ def stray_versions(
     one, for objects stored before versions were recorded), everything under a backup in
     flight (``in_flight`` directories), every version of a key only an unknown backup
     refers to (``referenced`` minus the catalog's keys: a rebuild may adopt it), and the
-    versions a locked deletion deferred.  The current version of an unreferenced key is an
-    orphan, reported as one, not here.
+    versions a locked deletion deferred (the caller passes their directories in
+    ``in_flight`` too).  In such storage, orphans are reported here, as versions.
     """
     owned = _owned(repo, complete, volumes)
     owned |= {(d.key, d.version) for d in repo.catalog.deferred_deletions()}
@@ -78,9 +78,8 @@ def stray_versions(
             continue
         if v.key in referenced and v.key not in cataloged:
             continue  # an unknown backup's
-        current = v.latest and not v.delete_marker
-        if current and (v.key not in referenced or (v.key, None) in owned):
-            continue
+        if v.latest and not v.delete_marker and (v.key, None) in owned:
+            continue  # recorded before versions were
         stray.append(v)
     return stray
 

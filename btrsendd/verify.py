@@ -227,17 +227,24 @@ def check_source(repo: Repository, source: str, *, rehash: bool, idle: bool) -> 
     damage = free_damage(repo.storage, volumes, rehash=rehash, sizes=sizes)
     report.problems += [str(d) for d in damage]
     archived = _check_manifests(repo, complete, volumes, sizes, report)
+    # Deleted backups whose objects wait for their lock to end are no strangers either.
+    waiting = {d.key.rpartition("/")[0] + "/" for d in repo.catalog.deferred_deletions(source)}
+    known = {r.id for r in rows} | {d[len(root) : -1] for d in waiting}
     referenced = {v.key for v in volumes} | {repo.layout.manifest_key(r) for r in complete}
-    referenced |= _unknown_backups(repo, root, sizes, {r.id for r in rows}, report)
+    referenced |= _unknown_backups(repo, root, sizes, known, report)
     # Backups in flight (or interrupted) own their whole directory: the repo cleans them.
     in_flight = [repo.layout.backup_dir_of(r) for r in rows if r.state != "complete"]
-    report.orphans = [
-        o
-        for key, o in objects.items()
-        if key not in referenced and not any(key.startswith(d) for d in in_flight)
-    ]
     if listing is not None:
-        report.versions = stray_versions(repo, listing, complete, volumes, referenced, in_flight)
+        # Every version, current or not, of what no backup owns: deleted by version id.
+        report.versions = stray_versions(
+            repo, listing, complete, volumes, referenced, [*in_flight, *waiting]
+        )
+    else:
+        report.orphans = [
+            o
+            for key, o in objects.items()
+            if key not in referenced and not any(key.startswith(d) for d in in_flight)
+        ]
     if isinstance(repo.storage, IncompleteUploads):
         running = [] if idle else in_flight
         report.uploads = [
