@@ -18,6 +18,7 @@ from btrsendd.config import SourceConfig
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.log import get_logger
 from btrsendd.model import Backup
+from btrsendd.object_lock import ObjectLock
 from btrsendd.pipeline.btrfs import run_send, send_command
 from btrsendd.repository import Repository
 from btrsendd.storage.base import Readable
@@ -145,11 +146,16 @@ class BackupCycle:
             )
 
     def expire(self, source: str, decision: planner.Plan) -> None:
-        """Delete the whole chain the planner let go, if any, and say so."""
+        """Delete the whole chain the planner let go, if any, and say so; then keep every
+        chain still kept locked (``object_lock.py``)."""
         rows = [r for r in (self.repo.catalog.backup(b.id) for b in decision.expire) if r]
-        if not rows:
-            return
-        self.repo.delete_backups(rows)
+        if rows:
+            self._delete_chain(source, rows)
+        ObjectLock(self.repo).refresh(source, dt.date.today())
+
+    def _delete_chain(self, source: str, rows: list[Backup]) -> None:
+        if self.repo.delete_backups(rows) is not None:
+            return  # still locked: `expiry.locked` said until when
         get_logger(source=source).info(
             "chain.expired",
             chain=rows[0].chain,

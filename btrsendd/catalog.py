@@ -33,12 +33,24 @@ from btrsendd.catalog_schema import (
     volume_values,
 )
 from btrsendd.errors import OperationalError
-from btrsendd.model import Backup, Kind, RestoreRequest, State, StreamIdentity, Volume
+from btrsendd.model import (
+    Backup,
+    DeferredDeletion,
+    Kind,
+    RestoreRequest,
+    State,
+    StreamIdentity,
+    Volume,
+)
 from btrsendd.permissions import open_state_dir, require_writable
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds")
 
 
 class Catalog:
@@ -127,13 +139,15 @@ class Catalog:
         compression: str,
         recipients: Sequence[str],
         storage_class: str,
+        locked_until: datetime | None = None,
     ) -> None:
         """Record a backup as ``uploading`` before its first byte is sent."""
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO backups (id, source, date, kind, parent_id, chain, state, snapshot,"
                 " snapshot_uuid, parent_uuid, compression, recipients, storage_class,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'uploading', ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, locked_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'uploading', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     id,
                     source,
@@ -148,6 +162,7 @@ class Catalog:
                     ",".join(recipients),
                     storage_class,
                     _now(),
+                    _iso(locked_until),
                 ),
             )
 
@@ -171,12 +186,23 @@ class Catalog:
                 (*stream_values(stream), backup_id),
             )
 
-    def complete_backup(self, backup_id: str, completed_at: str) -> None:
+    def complete_backup(
+        self, backup_id: str, completed_at: str, manifest_version: str | None = None
+    ) -> None:
         """Mark a backup complete: called only after its manifest is stored."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE backups SET state = 'complete', completed_at = ? WHERE id = ?",
-                (completed_at, backup_id),
+                "UPDATE backups SET state = 'complete', completed_at = ?, manifest_version = ?"
+                " WHERE id = ?",
+                (completed_at, manifest_version, backup_id),
+            )
+
+    def set_locked_until(self, backup_ids: Iterable[str], until: datetime) -> None:
+        """Record that every object of these backups is now locked until ``until``."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE backups SET locked_until = ? WHERE id = ?",
+                [(_iso(until), i) for i in backup_ids],
             )
 
     def mark_expiring(self, backup_ids: Iterable[str]) -> None:
@@ -194,6 +220,49 @@ class Catalog:
             db.execute("PRAGMA defer_foreign_keys = ON")
             db.executemany("DELETE FROM backups WHERE id = ?", [(i,) for i in ids])
 
+    def defer_deletion(
+        self, backup_ids: Iterable[str], deferred: Sequence[DeferredDeletion]
+    ) -> None:
+        """Forget backups whose objects are still locked, keeping their versions to delete
+        later (``deferred``), in one transaction: nothing is forgotten without a trace."""
+        ids = list(backup_ids)
+        with self.transaction() as db:
+            db.execute("PRAGMA defer_foreign_keys = ON")
+            db.executemany(
+                "INSERT OR REPLACE INTO deferred_deletions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (d.batch, d.source, d.key, d.version, d.size, _iso(d.until), d.delete_marker)
+                    for d in deferred
+                ],
+            )
+            db.executemany("DELETE FROM backups WHERE id = ?", [(i,) for i in ids])
+
+    def deferred_deletions(self, source: str | None = None) -> list[DeferredDeletion]:
+        """Deferred versions (of ``source``, or all), by batch and key."""
+        query = (
+            "SELECT batch, source, key, version, size, until, delete_marker FROM deferred_deletions"
+        )
+        args: tuple[str, ...] = ()
+        if source is not None:
+            query += " WHERE source = ?"
+            args = (source,)
+        rows = self._db.execute(query + " ORDER BY batch, key", args)
+        return [
+            DeferredDeletion(b, s, k, v, int(n), datetime.fromisoformat(u), bool(m))
+            for b, s, k, v, n, u, m in rows
+        ]
+
+    def set_deferred_until(self, batch: str, until: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deferred_deletions SET until = ? WHERE batch = ?", (_iso(until), batch)
+            )
+
+    def drop_deferred(self, batch: str) -> None:
+        """Forget a batch whose versions are deleted."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM deferred_deletions WHERE batch = ?", (batch,))
+
     def insert_complete(self, row: Backup, volumes: Sequence[Volume]) -> None:
         """Insert a backup known to be complete (catalog rebuild from a manifest)."""
         with self.transaction() as db:
@@ -201,9 +270,10 @@ class Catalog:
             db.execute(
                 "INSERT INTO backups (id, source, date, kind, parent_id, chain, state, snapshot,"
                 " snapshot_uuid, parent_uuid, compression, recipients, storage_class,"
-                f" raw_bytes, stored_bytes, created_at, completed_at, {STREAM_COLUMNS})"
+                f" raw_bytes, stored_bytes, created_at, completed_at, {STREAM_COLUMNS},"
+                " manifest_version, locked_until)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?, ?, ?, ?, ?)",
+                " ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.id,
                     row.source,
@@ -222,6 +292,8 @@ class Catalog:
                     row.created_at,
                     row.completed_at,
                     *stream_values(row.stream),
+                    row.manifest_version,
+                    _iso(row.locked_until),
                 ),
             )
             db.executemany(INSERT_VOLUME, [volume_values(row.id, v) for v in volumes])
@@ -246,7 +318,7 @@ class Catalog:
     def volumes(self, backup_id: str) -> list[Volume]:
         rows = self._db.execute(
             "SELECT idx, name, raw_offset, raw_length, raw_sha256, stored_size, stored_sha256,"
-            " stored_checksum FROM volumes WHERE backup_id = ? ORDER BY idx",
+            " stored_checksum, version FROM volumes WHERE backup_id = ? ORDER BY idx",
             (backup_id,),
         )
         return [Volume(*r) for r in rows]

@@ -7,11 +7,11 @@ btrsendd refuses a newer catalog), and what changes it has to change in one plac
 from __future__ import annotations
 
 import sqlite3
-from datetime import date
+from datetime import date, datetime
 
 from btrsendd.model import Backup, State, StreamIdentity, Volume
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CATALOG_FILE = "catalog.db"
 
 SCHEMA = """
@@ -38,7 +38,9 @@ CREATE TABLE backups (
     stream_uuid            TEXT,
     stream_ctransid        INTEGER,
     stream_parent_uuid     TEXT,
-    stream_parent_ctransid INTEGER
+    stream_parent_ctransid INTEGER,
+    manifest_version       TEXT,
+    locked_until           TEXT
 );
 CREATE INDEX backups_by_source ON backups(source, date);
 -- At most one live backup per source and day: dates name backups in btrsend's protocol,
@@ -54,6 +56,7 @@ CREATE TABLE volumes (
     stored_size   INTEGER NOT NULL,
     stored_sha256 TEXT NOT NULL,
     stored_checksum TEXT,
+    version       TEXT,
     PRIMARY KEY (backup_id, idx)
 );
 -- Restore requests this host has made: a restore restarted after an interruption (or run
@@ -73,6 +76,19 @@ CREATE TABLE restore_workdirs (
     subvolume     INTEGER NOT NULL,
     inode         INTEGER NOT NULL,
     created_at    TEXT NOT NULL
+);
+-- Object versions whose backups are gone from the catalog but which were still locked
+-- (Object Lock) when they were to be deleted: the next cycles delete each batch once none of
+-- its versions is locked, manifests first.  ``until`` is the latest lock seen.
+CREATE TABLE deferred_deletions (
+    batch         TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    version       TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    until         TEXT NOT NULL,
+    delete_marker INTEGER NOT NULL,
+    PRIMARY KEY (key, version)
 );
 -- Chains are derived, never stored twice: a view keeps "how long is this chain" in one place.
 CREATE VIEW chains AS
@@ -98,11 +114,21 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE restore_workdirs (path TEXT PRIMARY KEY, subvolume INTEGER NOT NULL,"
         " inode INTEGER NOT NULL, created_at TEXT NOT NULL)",
     ),
+    # 4: object versions and Object Lock.  Older backups keep NULLs: written unversioned
+    # and unlocked, they are read and deleted by key as before.
+    3: (
+        "ALTER TABLE volumes ADD COLUMN version TEXT",
+        "ALTER TABLE backups ADD COLUMN manifest_version TEXT",
+        "ALTER TABLE backups ADD COLUMN locked_until TEXT",
+        "CREATE TABLE deferred_deletions (batch TEXT NOT NULL, source TEXT NOT NULL,"
+        " key TEXT NOT NULL, version TEXT NOT NULL, size INTEGER NOT NULL,"
+        " until TEXT NOT NULL, delete_marker INTEGER NOT NULL, PRIMARY KEY (key, version))",
+    ),
 }
 
 INSERT_VOLUME = (
     "INSERT INTO volumes (backup_id, idx, name, raw_offset, raw_length, raw_sha256,"
-    " stored_size, stored_sha256, stored_checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " stored_size, stored_sha256, stored_checksum, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -118,6 +144,7 @@ def volume_values(backup_id: str, volume: Volume) -> tuple[str | int | None, ...
         volume.stored_size,
         volume.stored_sha256,
         volume.stored_checksum,
+        volume.version,
     )
 
 
@@ -127,7 +154,8 @@ SELECT_BACKUPS = """
            b.raw_bytes, b.stored_bytes,
            (SELECT COUNT(*) FROM volumes v WHERE v.backup_id = b.id),
            b.created_at, b.completed_at, b.stream_version, b.stream_name, b.stream_uuid,
-           b.stream_ctransid, b.stream_parent_uuid, b.stream_parent_ctransid
+           b.stream_ctransid, b.stream_parent_uuid, b.stream_parent_ctransid,
+           b.manifest_version, b.locked_until
     FROM backups b LEFT JOIN backups p ON p.id = b.parent_id
 """
 
@@ -207,7 +235,9 @@ def backup_from_row(row: sqlite3.Row | tuple[object, ...]) -> Backup:
         volume_count=int(str(nvol)),
         created_at=str(created),
         completed_at=None if completed is None else str(completed),
-        stream=_stream_from(values[19:]),
+        stream=_stream_from(values[19:25]),
+        manifest_version=None if values[25] is None else str(values[25]),
+        locked_until=None if values[26] is None else datetime.fromisoformat(str(values[26])),
     )
 
 

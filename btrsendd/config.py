@@ -188,6 +188,10 @@ class StorageConfig(_Section):
     # How long one request keeps retrying (throttling, 5xx, resets, timeouts) before the
     # cycle fails; the next cycle resumes from the last stored volume.
     retry_budget: float = Field(default=300.0, gt=0)
+    # Object Lock (WORM): every object is locked until its chain could expire, plus a margin,
+    # so that the host's own credentials cannot delete or rewrite what it backed up.
+    object_lock: Literal["off", "governance", "compliance"] = "off"
+    object_lock_margin_days: int = Field(default=7, ge=1, le=3650)
 
     @field_validator("prefix")
     @classmethod
@@ -197,9 +201,15 @@ class StorageConfig(_Section):
     @model_validator(mode="after")
     def _backend_needs(self) -> StorageConfig:
         # Each backend knows its keys (``storage/<backend>/``); the keys themselves stay flat.
-        problem = backend_of(self).config_problem(self)
+        backend = backend_of(self)
+        problem = backend.config_problem(self)
         if problem is not None:
             raise ValueError(problem)
+        if self.object_lock != "off" and not backend.locks:
+            raise ValueError(
+                f'object_lock = "{self.object_lock}" needs backend = "s3" (a bucket with S3 '
+                f'Object Lock); backend "{self.backend}" cannot lock: set object_lock = "off"'
+            )
         return self
 
 

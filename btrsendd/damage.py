@@ -65,7 +65,7 @@ def content_damage(storage: Storage, volumes: Sequence[Located], *, rehash: bool
 
 
 def _rehashed(storage: Storage, vol: Located) -> str | None:
-    with storage.open_read(vol.key) as body:
+    with storage.open_read(vol.key, vol.version) as body:
         if sha256_of(body) == vol.volume.stored_sha256:
             return None
     return "its SHA-256 differs from the one recorded when it was backed up"
@@ -75,7 +75,7 @@ def _checksummed(storage: Storage, vol: Located) -> str | None:
     recorded = vol.volume.stored_checksum
     if recorded is None:
         return None
-    reported = storage.checksum(vol.key)
+    reported = storage.checksum(vol.key, vol.version)
     if same_checksum(recorded, reported):
         return None
     now = "no SHA-256 checksum" if reported is None else f"checksum {reported}"

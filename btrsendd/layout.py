@@ -121,6 +121,11 @@ class Located:
     def index(self) -> int:
         return self.volume.index
 
+    @property
+    def version(self) -> str | None:
+        """The version stored, which reads ask for by id: not whatever is there now."""
+        return self.volume.version
+
     def describe(self) -> str:
         """How errors name it: by backup and volume, the way ``list`` and the bucket do."""
         return f"backup {self.backup.id} ({self.backup.date}), volume {self.index} ({self.key})"

@@ -33,6 +33,9 @@ class Volume:
     #: retrieval; None where the backend keeps none, or for volumes stored before btrsendd
     #: recorded it.
     stored_checksum: str | None = None
+    #: The object's version (``Stored.version``) in a bucket that keeps versions: what
+    #: restore reads, whatever was written under the key since.
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,24 @@ class RestoreRequest:
     backup_id: str
     tier: str
     requested_at: datetime
+
+
+@dataclass(frozen=True)
+class DeferredDeletion:
+    """An object version of a deleted backup that was still locked when it was to go.
+
+    The versions one deletion deferred form a ``batch``, deleted together (manifests first)
+    once none of them is locked: until then the manifests left describe whole backups.
+    """
+
+    batch: str
+    source: str
+    key: str
+    version: str
+    size: int
+    #: The latest lock seen on the batch; the storage's word decides when it is over.
+    until: datetime
+    delete_marker: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +113,11 @@ class Backup:
     completed_at: str | None
     #: None for backups stored before btrsendd checked streams (catalog schema 2).
     stream: StreamIdentity | None = None
+    #: The manifest's version in a bucket that keeps versions.
+    manifest_version: str | None = None
+    #: Until when every object of the backup is locked (Object Lock), as far as btrsendd
+    #: locked or extended it; None when it locked nothing.
+    locked_until: datetime | None = None
 
 
 #: One chain's backups, the full one first: what restoring its newest member receives.

@@ -50,7 +50,7 @@ def _compression(name: str) -> Compression:
     raise OperationalError(f"unknown compression {name!r} in the catalog; upgrade btrsendd")
 
 
-def _stored_sha256(storage: Storage, key: str) -> str | None:
+def _stored_sha256(storage: Storage, vol: Located) -> str | None:
     """The SHA-256 of a stored object, read afresh; ``None`` if it cannot be read again.
 
     Only a failed decode needs it, to tell damage of the stored bytes from trouble with the
@@ -58,7 +58,7 @@ def _stored_sha256(storage: Storage, key: str) -> str | None:
     hashes every stored byte once.
     """
     try:
-        with storage.open_read(key) as body:
+        with storage.open_read(vol.key, vol.version) as body:
             return sha256_of(body)
     except (BtrsenddError, OSError):
         return None
@@ -71,14 +71,14 @@ def _receive_volume(
     both its hashes."""
     expected = vol.volume
     try:
-        with storage.open_read(vol.key) as body:
+        with storage.open_read(vol.key, vol.version) as body:
             got = decode_volume(
                 body, _codec(vol.backup), out, gnupg_home=gnupg_home, inspect=checker.feed
             )
     except PipelineError as exc:
         # gpg and zstd fail on damaged input before its end, so the decode's own hash of
         # the stored bytes is incomplete: read the object again to know which it was.
-        if _stored_sha256(storage, vol.key) not in (expected.stored_sha256, None):
+        if _stored_sha256(storage, vol) not in (expected.stored_sha256, None):
             raise OperationalError(
                 "the stored object is damaged: its SHA-256 differs from the one recorded "
                 f"when it was backed up ({exc})"

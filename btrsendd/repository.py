@@ -11,19 +11,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from itertools import groupby
 
 from btrsendd import placement, planner
 from btrsendd.catalog import Catalog
 from btrsendd.config import Config
 from btrsendd.errors import BtrsenddError, ConfigError
 from btrsendd.interrupt import Interrupted
-from btrsendd.layout import Layout, Located
+from btrsendd.layout import MANIFEST_NAME, Layout, Located
 from btrsendd.lock import state_lock
 from btrsendd.log import get_logger
-from btrsendd.model import Backup
+from btrsendd.model import Backup, DeferredDeletion
 from btrsendd.storage import open_storage
-from btrsendd.storage.base import IncompleteUploads, Storage
+from btrsendd.storage.base import IncompleteUploads, Locking, Storage, Version, Versioned
 
 
 @dataclass
@@ -54,41 +55,130 @@ class Repository:
             for v in self.catalog.volumes(row.id)
         ]
 
-    def delete_backups(self, rows: Sequence[Backup]) -> None:
+    def delete_backups(self, rows: Sequence[Backup]) -> datetime | None:
         """Delete backups: remote objects first, then their rows.
 
         The rows turn ``expiring`` first, so an interruption is finished by the next cycle's
         recovery.  Manifests go before volumes, newest first: at every moment the manifests
         left in storage describe backups that can be restored, which is what ``catalog
-        rebuild`` adopts.
+        rebuild`` adopts.  Objects still locked (Object Lock) are not touched: the rows go,
+        their versions wait in the catalog for a later cycle (``finish_deferred``); returns
+        until when, or None when all is deleted.
         """
-        newest_first = sorted(rows, key=lambda r: r.date, reverse=True)
         self.catalog.mark_expiring([r.id for r in rows])
         try:
-            for r in newest_first:
-                self.storage.delete([self.layout.manifest_key(r)])
-            for r in newest_first:
-                self.abort_leftover_uploads(r)
-                self.storage.delete(self._keys_of(r))
+            return self._remove(rows)
         except Interrupted as exc:
             exc.tell(
-                f"deleting {len(rows)} backup(s) ({', '.join(r.id for r in newest_first)}) "
+                f"deleting {len(rows)} backup(s) ({', '.join(r.id for r in rows)}) "
                 "was cut short; they stay 'expiring' and the next backup finishes the deletion"
             )
             raise
-        self.catalog.delete_backups([r.id for r in rows])
 
     def discard(self, row: Backup) -> None:
         """Remove a partial backup's objects, then its row; the next cycle retries if the
         storage refuses now."""
         try:
-            self.storage.delete(self._keys_of(row))
+            self._remove([row])
         except BtrsenddError as exc:
             get_logger(source=row.source, backup_id=row.id).warning(
                 "backup.cleanup_deferred", error=str(exc)
             )
+
+    def _remove(self, rows: Sequence[Backup]) -> datetime | None:
+        newest_first = sorted(rows, key=lambda r: r.date, reverse=True)
+        versions = self._versions(newest_first)
+        if versions is not None and (until := self._defer_if_locked(rows, versions)):
+            return until
+        for r in newest_first:
+            self._delete(r, versions, manifest_only=True)
+        for r in newest_first:
+            self.abort_leftover_uploads(r)
+            self._delete(r, versions)
+        self.catalog.delete_backups([r.id for r in rows])
+        return None
+
+    def _delete(
+        self, row: Backup, versions: dict[str, list[Version]] | None, manifest_only: bool = False
+    ) -> None:
+        """Delete ``row``'s manifest (or all its objects): every version of them where the
+        storage keeps versions, since a plain delete there only hides them."""
+        manifest = self.layout.manifest_key(row)
+        if versions is None or not isinstance(self.storage, Versioned):
+            self.storage.delete([manifest] if manifest_only else self._keys_of(row))
             return
-        self.catalog.delete_backups([row.id])
+        wanted = [v for v in versions[row.id] if not manifest_only or v.key == manifest]
+        self.storage.delete_versions(wanted)
+
+    def _versions(self, rows: Sequence[Backup]) -> dict[str, list[Version]] | None:
+        """Every version under each backup's directory, by backup id; None if the storage
+        keeps no versions."""
+        if not (isinstance(self.storage, Versioned) and self.storage.keeps_versions()):
+            return None
+        return {r.id: list(self.storage.versions(self.layout.backup_dir_of(r))) for r in rows}
+
+    def _defer_if_locked(
+        self, rows: Sequence[Backup], versions: dict[str, list[Version]]
+    ) -> datetime | None:
+        """If any version of ``rows`` is still locked, forget the rows and keep their versions
+        to delete later, as one batch; returns until when the latest lock holds."""
+        flat = [v for r in rows for v in versions[r.id]]
+        until = self.locked_until(flat)
+        if until is None:
+            return None
+        batch = min(r.id for r in rows)
+        self.catalog.defer_deletion(
+            [r.id for r in rows],
+            [
+                DeferredDeletion(
+                    batch, rows[0].source, v.key, v.version, v.size, until, v.delete_marker
+                )
+                for v in flat
+            ],
+        )
+        get_logger(source=rows[0].source).warning(
+            "expiry.locked",
+            backups=[r.id for r in rows],
+            until=until.isoformat(),
+            detail="their objects are locked (Object Lock); a cycle after that date deletes them",
+        )
+        return until
+
+    def locked_until(self, versions: Sequence[Version]) -> datetime | None:
+        """The latest moment any of ``versions`` is locked until, if one is locked now.
+
+        Asked of the storage, not the catalog: an admin may have lifted a governance lock.
+        Without ``object_lock`` configured nothing is asked (nor locked by btrsendd).
+        """
+        if self.config.storage.object_lock == "off" or not isinstance(self.storage, Locking):
+            return None
+        now = datetime.now(UTC)
+        latest: datetime | None = None
+        for v in versions:
+            lock = None if v.delete_marker else self.storage.lock_of(v.key, v.version)
+            if lock is not None and lock.until > now and (latest is None or lock.until > latest):
+                latest = lock.until
+        return latest
+
+    def finish_deferred(self, source: str) -> None:
+        """Delete every deferred batch of ``source`` none of whose versions is locked now,
+        manifests first; report the batches still waiting."""
+        if not isinstance(self.storage, Versioned):
+            return
+        entries = self.catalog.deferred_deletions(source)
+        for batch, members in groupby(entries, key=lambda d: d.batch):
+            deferred = [Version(d.key, d.version, d.size, False, d.delete_marker) for d in members]
+            until = self.locked_until(deferred)
+            log = get_logger(source=source)
+            if until is not None:
+                self.catalog.set_deferred_until(batch, until)
+                log.info("expiry.waiting", batch=batch, until=until.isoformat())
+                continue
+            manifests = [v for v in deferred if v.key.endswith("/" + MANIFEST_NAME)]
+            self.storage.delete_versions(manifests)
+            self.storage.delete_versions([v for v in deferred if v not in manifests])
+            self.catalog.drop_deferred(batch)
+            log.info("expiry.finished", batch=batch, versions=len(deferred))
 
     def abort_leftover_uploads(self, row: Backup) -> None:
         """Abort what an interrupted volume left unfinished (open multipart uploads cost

@@ -183,7 +183,7 @@ def survey(
     result = Survey([], [], [], {})
     for vol in volumes:
         try:
-            state = storage.thaw_state(vol.key)
+            state = storage.thaw_state(vol.key, vol.version)
         except BtrsenddError as exc:
             raise OperationalError(f"{vol.describe()}: {exc}") from None
         request = recorded.get(vol.key)
@@ -216,7 +216,7 @@ def poll_seconds() -> float:
 
 def _request(storage: Thawing, catalog: Catalog, volumes: Sequence[Located], tier: Tier) -> None:
     for vol in volumes:
-        storage.request_thaw(vol.key, tier, RESTORE_DAYS)
+        storage.request_thaw(vol.key, tier, RESTORE_DAYS, vol.version)
         # Recorded only once the storage has accepted it; a crash in between is harmless,
         # since the storage itself then reports the object as pending.
         catalog.record_restore_request(vol.key, vol.backup.id, tier)

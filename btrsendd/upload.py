@@ -31,6 +31,7 @@ from btrsendd.layout import new_backup_id, volume_name
 from btrsendd.log import get_logger
 from btrsendd.manifest import Manifest
 from btrsendd.model import Backup, Kind, Volume
+from btrsendd.object_lock import ObjectLock
 from btrsendd.pipeline.btrfs import run_send, send_command
 from btrsendd.pipeline.codec import Codec, encode_volumes
 from btrsendd.pipeline.expected_stream import expected_stream
@@ -38,7 +39,7 @@ from btrsendd.pipeline.readers import CHUNK
 from btrsendd.pipeline.sendstream import StreamChecker, StreamError, checked
 from btrsendd.progress import Progress
 from btrsendd.repository import Repository
-from btrsendd.storage.base import Readable, Stored
+from btrsendd.storage.base import Lock, Readable, Stored
 
 #: Called with every progress update of an upload, from the pipeline's feeder thread.  The
 #: daemon publishes bytes and rate from it, and aborts the upload on SIGTERM by raising from
@@ -85,6 +86,13 @@ class Uploader:
         checker = StreamChecker(
             expected_stream(catalog, kind, None if parent is None else parent.id, snap, parent_snap)
         )
+        locks = ObjectLock(self.repo)
+        locks.require()
+        lock = locks.for_chain(day)
+        if lock is not None and parent is not None:
+            # Before anything new depends on them: a chain whose older members could be
+            # deleted before its newest would be a chain that cannot be restored.
+            locks.extend([r for r in catalog.backups(source) if r.chain == parent.chain], lock)
         catalog.begin_backup(
             id=backup_id,
             source=source,
@@ -98,6 +106,7 @@ class Uploader:
             compression=codec.compression,
             recipients=codec.recipients,
             storage_class=self.repo.storage.storage_class,
+            locked_until=None if lock is None else lock.until,
         )
         get_logger(source=source, backup_id=backup_id).info(
             "backup.started", kind=kind, date=day.isoformat()
@@ -119,10 +128,11 @@ class Uploader:
         codec = self.codec
         skipped_bytes = sum(v.raw_length for v in skipped)
         progress = Progress(f"{row.source} {row.kind} {row.date}", log)
+        lock = self._lock(row)
 
         def store(index: int, data: Readable) -> Stored:
             return repo.storage.put_stream(
-                repo.layout.key(row, volume_name(index, codec.suffix)), data
+                repo.layout.key(row, volume_name(index, codec.suffix)), data, lock
             )
 
         started = time.monotonic()
@@ -139,7 +149,7 @@ class Uploader:
                 catalog.add_volume(backup_id, vol)
             catalog.set_stream(backup_id, checker.finish())
             self._check_stored(row)
-            catalog.complete_backup(backup_id, self._write_manifest(backup_id))
+            catalog.complete_backup(backup_id, *self._write_manifest(backup_id, lock))
         except BaseException as exc:
             progress.done()
             stored = len(catalog.volumes(backup_id))
@@ -212,16 +222,28 @@ class Uploader:
         if self.on_progress is not None:
             self.on_progress(source, progress)
 
-    def _write_manifest(self, backup_id: str) -> str:
-        """Store the manifest, the completion marker; returns the completion time it records."""
+    def _lock(self, row: Backup) -> Lock | None:
+        """The lock for ``row``'s objects: the one it began with (a resumed upload keeps it),
+        or its chain's now if it began before ``object_lock`` was turned on."""
+        locks = ObjectLock(self.repo)
+        lock = locks.for_chain(row.date)
+        if lock is None or row.locked_until is None:
+            return lock
+        return Lock(lock.mode, row.locked_until)
+
+    def _write_manifest(self, backup_id: str, lock: Lock | None) -> tuple[str, str | None]:
+        """Store the manifest, the completion marker; returns the completion time it records
+        and the manifest's version."""
         catalog = self.repo.catalog
         row = catalog.backup(backup_id)
         assert row is not None
         completed_at = datetime.now(UTC).isoformat(timespec="seconds")
         row = replace(row, state="complete", completed_at=completed_at)
         manifest = Manifest(row, tuple(catalog.volumes(backup_id)))
-        self.repo.storage.put_bytes(self.repo.layout.manifest_key(row), manifest.to_json())
-        return completed_at
+        stored = self.repo.storage.put_bytes(
+            self.repo.layout.manifest_key(row), manifest.to_json(), lock
+        )
+        return completed_at, stored.version
 
     # -- what an interruption left -----------------------------------------------------
 
@@ -254,12 +276,14 @@ class Uploader:
                 log.warning("backup.discarded", reason=str(exc), date=row.date.isoformat())
                 repo.discard(row)
         expiring = repo.catalog.backups(source, states=("expiring",))
-        if expiring:
-            # An expiry or a `forget` was interrupted: finish what it decided.
-            repo.delete_backups(expiring)
+        # An expiry or a `forget` was interrupted: finish what it decided (or defer it, if
+        # the objects turn out locked).
+        if expiring and repo.delete_backups(expiring) is None:
             get_logger(source=source).info(
                 "backup.deletion_finished", backups=[r.id for r in expiring]
             )
+        # Deletions an Object Lock deferred, whose lock may have ended since.
+        repo.finish_deferred(source)
 
     def _resume_plan(
         self, src: SourceConfig, row: Backup
@@ -295,7 +319,10 @@ class Uploader:
         done = repo.catalog.volumes(row.id)
         keep = {repo.layout.key(row, v.name) for v in done} | {repo.layout.manifest_key(row)}
         listed = self._listed(row)
-        repo.storage.delete([k for k in listed if k not in keep])
+        if ObjectLock(repo).mode is None:
+            # Locked, a volume stored unrecorded cannot go: the resumed upload writes a newer
+            # version over it, and `verify --clean` removes the old one once its lock ends.
+            repo.storage.delete([k for k in listed if k not in keep])
         gone = self._gone(row, listed)
         if gone:
             # Skipping it would complete a backup that cannot be restored.

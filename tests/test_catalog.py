@@ -87,8 +87,13 @@ _VOLUMES_V1 = """CREATE TABLE volumes (
     raw_length INTEGER NOT NULL, raw_sha256 TEXT NOT NULL, stored_size INTEGER NOT NULL,
     stored_sha256 TEXT NOT NULL, PRIMARY KEY (backup_id, idx))"""
 
+#: What schema 4 added: object versions, locks and deferred deletions.
+_DOWN_TO_V3 = """DROP TABLE deferred_deletions; ALTER TABLE volumes DROP COLUMN version;
+    ALTER TABLE backups DROP COLUMN manifest_version;
+    ALTER TABLE backups DROP COLUMN locked_until;"""
+
 #: What schema 3 added: each backup's stream identity, and restore's working directories.
-_DOWN_TO_V2 = """DROP TABLE restore_workdirs;
+_DOWN_TO_V2 = _DOWN_TO_V3 + """DROP TABLE restore_workdirs;
     ALTER TABLE backups DROP COLUMN stream_version; ALTER TABLE backups DROP COLUMN stream_name;
     ALTER TABLE backups DROP COLUMN stream_uuid; ALTER TABLE backups DROP COLUMN stream_ctransid;
     ALTER TABLE backups DROP COLUMN stream_parent_uuid;
@@ -131,6 +136,23 @@ def test_catalog_of_version_2_keeps_its_backups_unchecked(tmp_path: Path) -> Non
         assert cat.backups("home")[1].stream == stream
         cat.record_workdir("/t/.btrsendd-restore-x", 5, 7)
         assert cat.workdir("/t/.btrsendd-restore-x") == (5, 7)
+
+
+def test_catalog_of_version_3_reads_its_backups_as_unversioned_and_unlocked(
+    tmp_path: Path,
+) -> None:
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+        cat.add_volume("c1", vol(0))
+        cat.complete_backup("c1", "2000-01-01T00:10:00+00:00")
+    db = sqlite3.connect(tmp_path / "catalog.db")
+    db.executescript(f"{_DOWN_TO_V3} PRAGMA user_version = 3;")
+    db.close()
+    with Catalog.open(tmp_path) as cat:
+        [old] = cat.backups("home")
+        assert (old.manifest_version, old.locked_until) == (None, None)
+        assert cat.volumes("c1") == [vol(0)]
+        assert cat.deferred_deletions() == []
 
 
 def test_corrupt_catalog_gives_a_clear_error(tmp_path: Path) -> None:

@@ -278,13 +278,13 @@ class ColdStorage:
         self.checks: dict[str, int] = {}
         self.requests: list[tuple[str, Tier]] = []
 
-    def thaw_state(self, key: str) -> ThawState:
+    def thaw_state(self, key: str, version: str | None = None) -> ThawState:
         self.checks[key] = self.checks.get(key, 0) + 1
         if self.states[key] == "pending" and self.checks[key] > self.polls:
             self.states[key] = "readable"
         return self.states[key]
 
-    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+    def request_thaw(self, key: str, tier: Tier, days: int, version: str | None = None) -> None:
         assert days == RESTORE_DAYS
         self.requests.append((key, tier))
         self.states[key] = "pending"

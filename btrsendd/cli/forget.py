@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.yes and not confirm("Delete them from storage and the catalog?"):
             print("nothing was deleted")
             return 1
-        repo.delete_backups(rows)
+        locked = repo.delete_backups(rows)
         left = repo.catalog.backups(src.name)
     get_logger(source=src.name).info(
         "backup.forgotten", backups=[r.id for r in rows], dates=[str(r.date) for r in rows]
@@ -91,4 +91,9 @@ def run(args: argparse.Namespace) -> int:
         else "no backup is left; the next one is a full backup"
     )
     print(f"forgot {len(rows)} backup(s) of {src.name}; {after}")
+    if locked is not None:
+        print(
+            f"their objects are locked (Object Lock) until {locked:%Y-%m-%d %H:%M} UTC: the "
+            "first backup cycle after that deletes them from storage"
+        )
     return 0

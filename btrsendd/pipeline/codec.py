@@ -224,6 +224,7 @@ def encode_volumes(
             stored_size=stored.size,
             stored_sha256=stored.sha256,
             stored_checksum=result.checksum,
+            version=result.version,
         )
         index += 1
         offset += flow.input_size

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, runtime_checkable
 
@@ -29,6 +29,9 @@ ThawState = Literal["readable", "pending", "archived"]
 #: a directory), comparing the checksum it reports without a retrieval (``checksum``, S3's
 #: HEAD), or only the sizes a listing gives (``size``, a vault).
 FreeCheck = Literal["rehash", "checksum", "size"]
+#: S3 Object Lock's modes: GOVERNANCE can be lifted by someone allowed to bypass it,
+#: COMPLIANCE by nobody, not even the account's root user, until it ends.
+LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
 
 
 class Readable(Protocol):
@@ -48,6 +51,17 @@ class Stored:
 
     size: int
     checksum: str | None = None
+    #: The version the backend gave the object, on a bucket that keeps versions: what restore
+    #: reads and expiry deletes, so that a later write under the same key changes neither.
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Lock:
+    """An object's retention: it cannot be deleted or overwritten in place before ``until``."""
+
+    mode: LockMode
+    until: datetime
 
 
 @dataclass(frozen=True)
@@ -74,25 +88,28 @@ class Storage(Protocol):
         """How stored volumes can be checked without paying for a retrieval."""
         ...
 
-    def put_stream(self, key: str, stream: Readable) -> Stored:
+    def put_stream(self, key: str, stream: Readable, lock: Lock | None = None) -> Stored:
         """Store everything ``stream`` yields under ``key`` in the configured (cold) class.
 
         Streams of any length with bounded memory; returns the bytes stored and the
         backend's checksum of them.  On any failure nothing is left under ``key``
         (multipart uploads are aborted, temporary files removed) and ``StorageError`` is
-        raised.
+        raised.  ``lock`` is only ever given to storage that is ``Locking``.
         """
         ...
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes, lock: Lock | None = None) -> Stored:
         """Store a small object (a manifest) in an immediately readable class, atomically."""
         ...
 
-    def get_bytes(self, key: str) -> bytes:
+    # ``version``: the one ``Stored.version`` named, or None for the current object; only
+    # storage that is ``Versioned`` ever names one.
+
+    def get_bytes(self, key: str, version: str | None = None) -> bytes:
         """Read a small, immediately readable object (a manifest)."""
         ...
 
-    def open_read(self, key: str) -> AbstractContextManager[BinaryIO]:
+    def open_read(self, key: str, version: str | None = None) -> AbstractContextManager[BinaryIO]:
         """Open a stored object for streaming reads; ``NotThawedError`` if still archived."""
         ...
 
@@ -104,7 +121,7 @@ class Storage(Protocol):
         """Delete ``keys``; keys that do not exist are not an error (deletion is retried)."""
         ...
 
-    def checksum(self, key: str) -> str | None:
+    def checksum(self, key: str, version: str | None = None) -> str | None:
         """The checksum the backend reports for ``key`` now, without a retrieval, in the form
         ``put_stream`` returned it; None if the backend keeps none (or the object has none)."""
         ...
@@ -117,11 +134,11 @@ class Storage(Protocol):
 class Thawing(Protocol):
     """Cold storage: objects that may need a restore request before they can be read."""
 
-    def thaw_state(self, key: str) -> ThawState:
+    def thaw_state(self, key: str, version: str | None = None) -> ThawState:
         """Whether ``key`` can be read now, is being restored, or needs a restore request."""
         ...
 
-    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+    def request_thaw(self, key: str, tier: Tier, days: int, version: str | None = None) -> None:
         """Ask for an archived object to be made readable for ``days``; idempotent."""
         ...
 
@@ -167,13 +184,66 @@ class IndexRebuild(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Version:
+    """One version of an object in a bucket that keeps versions, or a delete marker."""
+
+    key: str
+    version: str
+    size: int
+    latest: bool
+    delete_marker: bool = False
+    storage_class: str = "STANDARD"
+
+
+@runtime_checkable
+class Versioned(Protocol):
+    """Storage that can keep every version of an object (an S3 bucket with versioning on).
+
+    There a delete without a version only hides the object behind a delete marker (still
+    billed), and anyone with write access can add a newer version under a backup's key: so
+    btrsendd reads and deletes the versions it wrote, by their ids.
+    """
+
+    def keeps_versions(self) -> bool:
+        """Whether versioning is on (or was: a suspended bucket keeps what it has)."""
+        ...
+
+    def versions(self, prefix: str) -> Iterator[Version]:
+        """Every version and delete marker of every key under ``prefix``, in key order."""
+        ...
+
+    def delete_versions(self, versions: Sequence[Version]) -> None:
+        """Delete exactly these versions (and markers); ones already gone are no error."""
+        ...
+
+
+@runtime_checkable
+class Locking(Protocol):
+    """Storage that can lock object versions against deletion until a date (Object Lock)."""
+
+    def lock_problem(self) -> str | None:
+        """What keeps the storage from locking objects (no Object Lock on the bucket, no
+        versioning), with how to fix it; None if it can."""
+        ...
+
+    def lock_of(self, key: str, version: str) -> Lock | None:
+        """The retention ``version`` of ``key`` carries now, if any."""
+        ...
+
+    def extend_lock(self, key: str, version: str | None, lock: Lock) -> None:
+        """Set the retention of ``version`` (None: the current one) of ``key`` to ``lock``,
+        which must not shorten it."""
+        ...
+
+
 class _AlwaysReadable:
     """``Thawing`` for storage that never archives: every object is readable now, forever."""
 
-    def thaw_state(self, key: str) -> ThawState:
+    def thaw_state(self, key: str, version: str | None = None) -> ThawState:
         return "readable"
 
-    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+    def request_thaw(self, key: str, tier: Tier, days: int, version: str | None = None) -> None:
         """Never called: nothing is ever archived."""
 
     def thaw_lifetime(self, days: int) -> timedelta:
@@ -221,6 +291,8 @@ class Backend(Protocol):
 
     #: ``storage.backend`` in the configuration file.
     name: str
+    #: Whether ``storage.object_lock`` can be on: the storage it opens is ``Locking``.
+    locks: bool
 
     def config_problem(self, cfg: StorageConfig) -> str | None:
         """What the ``[storage]`` section lacks for this backend, as a config error, or None."""

@@ -7,12 +7,23 @@ the stream is in memory" has one answer.
 
 from __future__ import annotations
 
-from btrsendd.storage.base import Readable
+from btrsendd.errors import StorageError
+from btrsendd.storage.base import Lock, Readable
 
 #: How much one ``read()`` call asks for.  Reading a large block in small calls keeps the
 #: transient copy a single call makes (a pipe's ``read(n)`` allocates ``n`` bytes) small next
 #: to the block being filled.
 READ_CHUNK = 1024 * 1024
+
+
+def refuse_lock(lock: Lock | None, description: str) -> None:
+    """Fail a write asked to lock what this storage cannot lock, rather than store it unlocked.
+
+    The configuration refuses ``object_lock`` for such backends, so this is a last guard: an
+    unlocked copy where a locked one was asked for would look protected and not be.
+    """
+    if lock is not None:
+        raise StorageError(f"{description} cannot lock objects; object_lock needs backend s3")
 
 
 def check_key(key: str) -> str:

@@ -20,6 +20,7 @@ from btrsendd.storage import open_storage
 from btrsendd.storage.base import Stored
 from btrsendd.storage.retry import retry_call
 from btrsendd.storage.s3 import bucket as s3mod
+from btrsendd.storage.s3 import versions as s3versions
 from btrsendd.storage.s3.bucket import S3Storage, thaw_state_from_head
 from btrsendd.storage.s3.client import sha256_b64
 from btrsendd.storage.s3.download import BodyReader
@@ -274,7 +275,7 @@ def test_memory_stays_within_concurrency_parts(
 
 
 def test_delete_batches(moto_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(s3mod, "DELETE_BATCH", 2)
+    monkeypatch.setattr(s3versions, "DELETE_BATCH", 2)
     storage = make_storage(moto_server)
     keys = [f"k{i}" for i in range(5)]
     for key in keys:

@@ -25,6 +25,7 @@ class Local:
     """The local backend as the registry knows it (``base.Backend``)."""
 
     name = "local"
+    locks = False
 
     def config_problem(self, cfg: StorageConfig) -> str | None:
         return _NEEDS_PATH if cfg.path is None else None

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from btrsendd.errors import StorageError
-from btrsendd.storage.base import FreeCheck, ObjectInfo, Readable, Stored
-from btrsendd.storage.common import READ_CHUNK, check_key
+from btrsendd.storage.base import FreeCheck, Lock, ObjectInfo, Readable, Stored
+from btrsendd.storage.common import READ_CHUNK, check_key, refuse_lock
 
 #: The class the catalog records for volumes stored here (priced at nothing).
 STORAGE_CLASS = "local"
@@ -211,7 +211,8 @@ class LocalStorage:
             for fd in fds:
                 os.close(fd)
 
-    def put_stream(self, key: str, stream: Readable) -> Stored:
+    def put_stream(self, key: str, stream: Readable, lock: Lock | None = None) -> Stored:
+        refuse_lock(lock, self.description)
         target = self._path(key)
         parts, name = _split(key)
         try:
@@ -250,10 +251,10 @@ class LocalStorage:
         # No checksum of its own: verify re-hashes files, which costs nothing but time.
         return Stored(written)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.put_stream(key, io.BytesIO(data))
+    def put_bytes(self, key: str, data: bytes, lock: Lock | None = None) -> Stored:
+        return self.put_stream(key, io.BytesIO(data), lock)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, version: str | None = None) -> bytes:
         with self.open_read(key) as f:
             try:
                 return f.read()
@@ -261,7 +262,7 @@ class LocalStorage:
                 raise _os_error("read", self._path(key), exc) from exc
 
     @contextlib.contextmanager
-    def open_read(self, key: str) -> Iterator[BinaryIO]:
+    def open_read(self, key: str, version: str | None = None) -> Iterator[BinaryIO]:
         path = self._path(key)
         parts, name = _split(key)
         with self._directories(parts) as fds:
@@ -342,6 +343,6 @@ class LocalStorage:
                     except OSError:
                         break
 
-    def checksum(self, key: str) -> str | None:
+    def checksum(self, key: str, version: str | None = None) -> str | None:
         """None: a file keeps no checksum, and re-hashing it (what verify does) is free."""
         return None

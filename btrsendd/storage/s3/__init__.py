@@ -27,6 +27,7 @@ class S3:
     """The S3 backend as the registry knows it (``base.Backend``)."""
 
     name = "s3"
+    locks = True
 
     def config_problem(self, cfg: StorageConfig) -> str | None:
         return None if cfg.bucket else _NEEDS_BUCKET
@@ -44,6 +45,7 @@ class S3:
             part_size=pipeline.part_size,
             concurrency=pipeline.concurrency,
             retry_budget=cfg.retry_budget,
+            object_lock=cfg.object_lock != "off",
         )
 
     def findings(self, cfg: StorageConfig, sources: Sequence[SourceConfig]) -> list[Finding]:

@@ -4,7 +4,7 @@ Volumes stream in as multipart uploads (``upload.py``) with memory bounded at
 ``concurrency x part_size`` whatever the stream's length, every part checksummed by the
 server.  Objects in GLACIER and DEEP_ARCHIVE need a restore request before they can be read
 (``base.Thawing``); uploads a crash left open are found and aborted
-(``base.IncompleteUploads``).
+(``base.IncompleteUploads``).  Versions and Object Lock are in ``versions.py``.
 """
 
 from __future__ import annotations
@@ -22,24 +22,30 @@ from botocore.exceptions import BotoCoreError, ClientError
 from btrsendd.errors import NotThawedError, StorageError
 from btrsendd.storage import multipart
 from btrsendd.storage.awserrors import RETRY_BUDGET, RETRY_DELAY, RETRY_MAX_DELAY, error_code
-from btrsendd.storage.base import FreeCheck, ObjectInfo, Readable, Stored, ThawState, Tier
+from btrsendd.storage.base import (
+    FreeCheck,
+    Lock,
+    ObjectInfo,
+    Readable,
+    Stored,
+    ThawState,
+    Tier,
+)
 from btrsendd.storage.common import check_key
 from btrsendd.storage.s3.client import (
     CHECKSUM_PREFIX,
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
-    BucketClient,
+    version_argument,
 )
 from btrsendd.storage.s3.download import BodyReader, ResumingBody
 from btrsendd.storage.s3.upload import MAX_PART_SIZE, MIN_PART_SIZE, MiB, S3Upload
+from btrsendd.storage.s3.versions import BucketVersions
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
     from mypy_boto3_s3.literals import StorageClassType
-    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef, ObjectIdentifierTypeDef
-
-#: DeleteObjects takes at most this many keys per request.
-DELETE_BATCH = 1000
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
 #: The retry policy (``RETRY_BUDGET``, ``RETRY_MAX_DELAY``, ``ABORT_ATTEMPTS``) is the AWS
 #: backends' shared one (``awserrors``).  Every request is retried this way (``_retrying``),
@@ -70,7 +76,7 @@ def thaw_state_from_head(storage_class: str | None, restore: str | None) -> Thaw
     return "pending" if match.group(1) == "true" else "readable"
 
 
-class S3Storage(BucketClient):
+class S3Storage(BucketVersions):
     """The ``Storage`` protocol on one S3 bucket (AWS or an S3-compatible endpoint).
 
     Retrying is done here, under ``retry_budget`` seconds per request (see ``RETRY_BUDGET``);
@@ -94,6 +100,7 @@ class S3Storage(BucketClient):
         retry_budget: float = RETRY_BUDGET,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        object_lock: bool = False,
     ) -> None:
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be 5 MiB..5 GiB, not {part_size}")
@@ -113,19 +120,22 @@ class S3Storage(BucketClient):
         self.storage_class: StorageClassType = storage_class
         self.part_size = part_size
         self.concurrency = concurrency
+        #: Whether the configuration locks objects: then the bucket must be able to.
+        self.object_lock = object_lock
         # Read here, not at import, so that tests can shorten them.
         self.retry_delay = UPLOAD_RETRY_DELAY
         self.retry_max_delay = RETRY_MAX_DELAY
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put_stream(self, key: str, stream: Readable) -> Stored:
+    def put_stream(self, key: str, stream: Readable, lock: Lock | None = None) -> Stored:
         upload = S3Upload(
             self,
             check_key(key),
             storage_class=self.storage_class,
             part_size=self.part_size,
             concurrency=self.concurrency,
+            lock=lock,
         )
         stored = multipart.store(stream, upload)
         if upload.creates > 1:
@@ -134,18 +144,18 @@ class S3Storage(BucketClient):
                 self.abort_incomplete_uploads(key)
         return stored
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes, lock: Lock | None = None) -> Stored:
         with self._translate(f"upload of {self._url(check_key(key))}"):
-            self._put_object(key, data, "STANDARD")
+            return self._put_object(key, data, "STANDARD", lock)
 
     # -- reading ---------------------------------------------------------------------------
 
-    def get_bytes(self, key: str) -> bytes:
-        with self.open_read(key) as body:
+    def get_bytes(self, key: str, version: str | None = None) -> bytes:
+        with self.open_read(key, version) as body:
             return body.read()
 
     @contextlib.contextmanager
-    def open_read(self, key: str) -> Iterator[BinaryIO]:
+    def open_read(self, key: str, version: str | None = None) -> Iterator[BinaryIO]:
         what = f"download of {self._url(check_key(key))}"
         try:
             # ChecksumMode makes botocore check a whole-object SHA-256 at the end of the
@@ -153,7 +163,7 @@ class S3Storage(BucketClient):
             response = self._retrying(
                 what,
                 lambda: self._client.get_object(
-                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **version_argument(version)
                 ),
             )
         except ClientError as exc:
@@ -166,16 +176,20 @@ class S3Storage(BucketClient):
         except BotoCoreError as exc:
             raise self._error(what, exc) from exc
         resuming = ResumingBody(
-            response, partial(self._get_from, key), partial(self._retrying, what)
+            response, partial(self._get_from, key, version), partial(self._retrying, what)
         )
         body = BodyReader(resuming, lambda exc: self._error(what, exc))
         with io.BufferedReader(body) as reader:
             yield reader
 
-    def _get_from(self, key: str, etag: str, start: int) -> StreamingBody:
+    def _get_from(self, key: str, version: str | None, etag: str, start: int) -> StreamingBody:
         """The rest of ``key`` from byte ``start``, if it is still the object with ``etag``."""
         return self._client.get_object(
-            Bucket=self.bucket, Key=key, Range=f"bytes={start}-", IfMatch=etag
+            Bucket=self.bucket,
+            Key=key,
+            Range=f"bytes={start}-",
+            IfMatch=etag,
+            **version_argument(version),
         )["Body"]
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -199,36 +213,18 @@ class S3Storage(BucketClient):
         )
 
     def delete(self, keys: Sequence[str]) -> None:
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch: list[ObjectIdentifierTypeDef] = [
-                {"Key": check_key(k)} for k in keys[start : start + DELETE_BATCH]
-            ]
-            what = f"deleting from {self.description}"
-            with self._translate(what):
-                response = self._retrying(
-                    what,
-                    partial(
-                        self._client.delete_objects,
-                        Bucket=self.bucket,
-                        Delete={"Objects": batch, "Quiet": True},
-                    ),
-                )
-            # DeleteObjects answers 200 even when keys fail; the failures are in the body.
-            errors = response.get("Errors", [])
-            if errors:
-                first = errors[0]
-                raise StorageError(
-                    f"deleting from {self.description} failed for {len(errors)} key(s), e.g. "
-                    f"{first.get('Key')}: {first.get('Code')}: {first.get('Message')}"
-                )
+        self._delete_objects([{"Key": check_key(k)} for k in keys])
 
     # -- cold storage ----------------------------------------------------------------------
 
-    def thaw_state(self, key: str) -> ThawState:
+    def thaw_state(self, key: str, version: str | None = None) -> ThawState:
         what = f"checking {self._url(check_key(key))}"
         with self._translate(what):
             head = self._retrying(
-                what, lambda: self._client.head_object(Bucket=self.bucket, Key=key)
+                what,
+                lambda: self._client.head_object(
+                    Bucket=self.bucket, Key=key, **version_argument(version)
+                ),
             )
         return thaw_state_from_head(head.get("StorageClass"), head.get("Restore"))
 
@@ -236,7 +232,7 @@ class S3Storage(BucketClient):
         """S3 keeps a restored copy for the days the request asked for."""
         return timedelta(days=days)
 
-    def checksum(self, key: str) -> str | None:
+    def checksum(self, key: str, version: str | None = None) -> str | None:
         """The SHA-256 checksum S3 keeps for ``key`` (HEAD: free, even for archived objects).
 
         None when the object has none: it was not written by ``put_stream``, or was
@@ -247,13 +243,13 @@ class S3Storage(BucketClient):
             head = self._retrying(
                 what,
                 lambda: self._client.head_object(
-                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED"
+                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **version_argument(version)
                 ),
             )
         value = head.get("ChecksumSHA256")
         return None if value is None else CHECKSUM_PREFIX + value
 
-    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+    def request_thaw(self, key: str, tier: Tier, days: int, version: str | None = None) -> None:
         what = f"restore request for {self._url(check_key(key))}"
         try:
             self._retrying(
@@ -262,6 +258,7 @@ class S3Storage(BucketClient):
                     Bucket=self.bucket,
                     Key=key,
                     RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}},
+                    **version_argument(version),
                 ),
             )
         except ClientError as exc:
@@ -322,3 +319,5 @@ class S3Storage(BucketClient):
         """Fail early, with advice, when the bucket is missing or the credentials are wrong."""
         with self._translate(f"access check on {self.description}"):
             self._client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        if self.object_lock and (problem := self.lock_problem()) is not None:
+            raise StorageError(problem)

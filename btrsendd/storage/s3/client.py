@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
@@ -33,6 +33,7 @@ from btrsendd.storage.awserrors import (
     error_code,
     is_transient,
 )
+from btrsendd.storage.base import Lock, Stored
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -161,11 +162,15 @@ class BucketClient(AwsRequests):
     # -- requests both the storage and its uploads make ------------------------------------
 
     def _put_object(
-        self, key: str, data: bytearray | bytes, storage_class: StorageClassType
-    ) -> str:
-        """PUT ``data`` whole; returns its checksum in ``Stored.checksum`` form."""
+        self,
+        key: str,
+        data: bytearray | bytes,
+        storage_class: StorageClassType,
+        lock: Lock | None,
+    ) -> Stored:
+        """PUT ``data`` whole, locked if asked; returns its size, checksum and version."""
         checksum = sha256_b64(data)
-        self._retrying(
+        answer = self._retrying(
             f"upload of {self._url(key)}",
             lambda: self._client.put_object(
                 Bucket=self.bucket,
@@ -175,18 +180,32 @@ class BucketClient(AwsRequests):
                 StorageClass=storage_class,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
+                **lock_arguments(lock),
             ),
         )
-        return CHECKSUM_PREFIX + checksum
+        return Stored(len(data), CHECKSUM_PREFIX + checksum, answer.get("VersionId"))
 
-    def _has(self, key: str, size: int) -> bool:
-        """Whether ``key`` is stored with ``size`` bytes."""
+    def _stored_version(self, key: str, size: int) -> tuple[bool, str | None]:
+        """Whether ``key`` is stored with ``size`` bytes, and the version that is."""
         try:
-            return self._client.head_object(Bucket=self.bucket, Key=key)["ContentLength"] == size
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                return False
+                return False, None
             raise
+        return head["ContentLength"] == size, head.get("VersionId")
+
+
+def version_argument(version: str | None) -> dict[str, Any]:
+    """A request's ``VersionId`` argument: none asks for the current version."""
+    return {} if version is None else {"VersionId": version}
+
+
+def lock_arguments(lock: Lock | None) -> dict[str, Any]:
+    """The arguments that create an object (PUT or multipart) with ``lock``'s retention."""
+    if lock is None:
+        return {}
+    return {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.until}
 
 
 def sha256_b64(data: bytes | bytearray) -> str:

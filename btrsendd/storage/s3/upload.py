@@ -16,9 +16,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from btrsendd.errors import StorageError
 from btrsendd.storage.awserrors import ABORT_ATTEMPTS, error_code
-from btrsendd.storage.base import Stored
+from btrsendd.storage.base import Lock, Stored
 from btrsendd.storage.multipart import MultipartUpload
-from btrsendd.storage.s3.client import CHECKSUM_PREFIX, BucketClient, sha256_b64
+from btrsendd.storage.s3.client import CHECKSUM_PREFIX, BucketClient, lock_arguments, sha256_b64
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.literals import StorageClassType
@@ -62,7 +62,8 @@ def composite_checksum(part_checksums: Sequence[str]) -> str:
 
 
 class S3Upload(MultipartUpload["CompletedPartTypeDef", Stored]):
-    """One object's upload into ``client``'s bucket, in ``storage_class``."""
+    """One object's upload into ``client``'s bucket, in ``storage_class``, locked if asked
+    (S3 locks a multipart object from its creation request)."""
 
     thread_name = "s3-part"
 
@@ -74,8 +75,10 @@ class S3Upload(MultipartUpload["CompletedPartTypeDef", Stored]):
         storage_class: StorageClassType,
         part_size: int,
         concurrency: int,
+        lock: Lock | None = None,
     ) -> None:
         self.client = client
+        self.lock = lock
         self.key = key
         self.storage_class: StorageClassType = storage_class
         self.base_part_size = part_size
@@ -103,7 +106,7 @@ class S3Upload(MultipartUpload["CompletedPartTypeDef", Stored]):
 
     def single(self, data: bytearray) -> Stored:
         # Shorter than one part: a plain PUT costs one request instead of three.
-        return Stored(len(data), self.client._put_object(self.key, data, self.storage_class))
+        return self.client._put_object(self.key, data, self.storage_class, self.lock)
 
     def begin(self) -> None:
         def create() -> str:
@@ -113,6 +116,7 @@ class S3Upload(MultipartUpload["CompletedPartTypeDef", Stored]):
                 Key=self.key,
                 StorageClass=self.storage_class,
                 ChecksumAlgorithm="SHA256",
+                **lock_arguments(self.lock),
             )["UploadId"]
 
         self.upload_id = self.client._retrying(self.what, create)
@@ -137,28 +141,29 @@ class S3Upload(MultipartUpload["CompletedPartTypeDef", Stored]):
         """Complete the upload; a retry whose first attempt succeeded unseen counts as done."""
         attempts = 0
 
-        def complete() -> None:
+        def complete() -> str | None:
             nonlocal attempts
             attempts += 1
             try:
-                self.client._client.complete_multipart_upload(
+                return self.client._client.complete_multipart_upload(
                     Bucket=self.client.bucket,
                     Key=self.key,
                     UploadId=self.upload_id,
                     MultipartUpload={"Parts": parts},
-                )
+                ).get("VersionId")
             except ClientError as exc:
-                # Once completed, the upload is gone and the object is there, whole.
-                if (
-                    attempts == 1
-                    or error_code(exc) != "NoSuchUpload"
-                    or not self.client._has(self.key, total)
-                ):
+                # Once completed, the upload is gone and the object is there, whole: the
+                # newest version, since each backup writes its keys once.
+                if attempts == 1 or error_code(exc) != "NoSuchUpload":
                     raise
+                there, version = self.client._stored_version(self.key, total)
+                if not there:
+                    raise
+                return version
 
-        self.client._retrying(self.what, complete)
+        version = self.client._retrying(self.what, complete)
         checksum = composite_checksum([p["ChecksumSHA256"] for p in parts])
-        return Stored(total, CHECKSUM_PREFIX + checksum)
+        return Stored(total, CHECKSUM_PREFIX + checksum, version)
 
     def abort(self) -> None:
         """Abort the upload, best effort.

@@ -27,6 +27,7 @@ class GlacierVault:
     """The glacier-vault backend as the registry knows it (``base.Backend``)."""
 
     name = "glacier-vault"
+    locks = False
 
     def config_problem(self, cfg: StorageConfig) -> str | None:
         return None if cfg.vault else _NEEDS_VAULT

@@ -25,8 +25,16 @@ from typing import BinaryIO
 from btrsendd.errors import NotThawedError, StorageError
 from btrsendd.storage import multipart
 from btrsendd.storage.awserrors import RETRY_BUDGET, RETRY_DELAY
-from btrsendd.storage.base import FreeCheck, ObjectInfo, Readable, Stored, ThawState, Tier
-from btrsendd.storage.common import check_key
+from btrsendd.storage.base import (
+    FreeCheck,
+    Lock,
+    ObjectInfo,
+    Readable,
+    Stored,
+    ThawState,
+    Tier,
+)
+from btrsendd.storage.common import check_key, refuse_lock
 from btrsendd.storage.vault import inventory
 from btrsendd.storage.vault.archives import (
     STORAGE_CLASS,
@@ -105,7 +113,8 @@ class VaultStorage(VaultClient):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put_stream(self, key: str, stream: Readable) -> Stored:
+    def put_stream(self, key: str, stream: Readable, lock: Lock | None = None) -> Stored:
+        refuse_lock(lock, self.description)
         what = f"upload of {self._name(check_key(key))}"
         try:
             description = archive_description(key)
@@ -118,8 +127,8 @@ class VaultStorage(VaultClient):
         self._record(archive)
         return Stored(archive.size)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self.put_stream(key, io.BytesIO(data))
+    def put_bytes(self, key: str, data: bytes, lock: Lock | None = None) -> Stored:
+        return self.put_stream(key, io.BytesIO(data), lock)
 
     def _record(self, archive: Archive) -> None:
         """Point the key at its new archive, then delete the archive it replaces, if any.
@@ -142,12 +151,12 @@ class VaultStorage(VaultClient):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, version: str | None = None) -> bytes:
         with self.open_read(key) as body:
             return body.read()
 
     @contextlib.contextmanager
-    def open_read(self, key: str) -> Iterator[BinaryIO]:
+    def open_read(self, key: str, version: str | None = None) -> Iterator[BinaryIO]:
         archive = self._archive(key)
         job_id = self.index.retrieval(archive.archive_id)
         state = "archived" if job_id is None else self._job_state(archive, job_id)
@@ -171,7 +180,7 @@ class VaultStorage(VaultClient):
             self._delete_archive(archive.archive_id)
             self.index.forget(archive)
 
-    def checksum(self, key: str) -> str | None:
+    def checksum(self, key: str, version: str | None = None) -> str | None:
         """None: Glacier reports an archive's tree hash only in an inventory, a paid job."""
         return None
 
@@ -192,12 +201,12 @@ class VaultStorage(VaultClient):
             )
         return "archived"  # the job's output expired: a new request is needed
 
-    def thaw_state(self, key: str) -> ThawState:
+    def thaw_state(self, key: str, version: str | None = None) -> ThawState:
         archive = self._archive(key)
         job_id = self.index.retrieval(archive.archive_id)
         return "archived" if job_id is None else self._job_state(archive, job_id)
 
-    def request_thaw(self, key: str, tier: Tier, days: int) -> None:
+    def request_thaw(self, key: str, tier: Tier, days: int, version: str | None = None) -> None:
         """Start an archive-retrieval job unless one is running or done; ``days`` has no
         meaning for vaults, whose job output stays downloadable for 24 hours."""
         if self.thaw_state(key) != "archived":
