@@ -133,14 +133,6 @@ def back_up_checking_locks(lw: LockWorld, mode: str) -> list[dict[str, Any]]:
     return kept
 
 
-@pytest.mark.parametrize("mode", ["governance", "compliance"])
-def test_every_object_is_locked_until_its_chain_can_expire(
-    lock_world: LockWorlds, mode: str
-) -> None:
-    kept = back_up_checking_locks(lock_world(mode, lifetime=30), mode)
-    assert [b["kind"] for b in kept] == ["full", "incremental", "full", "incremental"]
-
-
 def strings(value: Any) -> list[str]:
     """Every string in a JSON document, for loose checks of a report whose shape may grow."""
     if isinstance(value, dict):
@@ -148,6 +140,23 @@ def strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in strings(v)]
     return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.parametrize("mode", ["governance", "compliance"])
+def test_every_object_is_locked_until_its_chain_can_expire(
+    lock_world: LockWorlds, mode: str
+) -> None:
+    lw = lock_world(mode, lifetime=30)
+    kept = back_up_checking_locks(lw, mode)
+    assert [b["kind"] for b in kept] == ["full", "incremental", "full", "incremental"]
+
+    # status names the mode and, for the source, until when its oldest backup is locked
+    # (loosely: where the report says it is not settled yet).
+    report = json.loads(lw.world.run("status", "--json").stdout)
+    assert mode in [s.lower() for s in strings(report)]
+    oldest_lock = min(until for _, until in lw.locks(kept[0]).values())
+    [source] = report["sources"]
+    assert any(s.startswith(oldest_lock.date().isoformat()) for s in strings(source)), source
 
 
 def overwrite(bucket: VersionedBucket, key: str, size: int) -> tuple[bytes, str]:
@@ -265,14 +274,6 @@ def test_intruder_with_the_hosts_credentials_destroys_and_plants_nothing(
     lw = lock_world("compliance", lifetime=30)
     kept = back_up_checking_locks(lw, "compliance")
     before = summary(lw.world)
-
-    # status names the mode and, for the source, until when its oldest backup is locked.
-    report = json.loads(lw.world.run("status", "--json").stdout)
-    assert "compliance" in [s.lower() for s in strings(report)]
-    oldest_lock = min(until for _, until in lw.locks(kept[0]).values())
-    [source] = report["sources"]
-    assert any(s.startswith(oldest_lock.date().isoformat()) for s in strings(source)), source
-
     planted = intrude(lw.bucket, kept)
 
     # This machine's catalog names the versions it wrote: the newest day (a whole chain)
@@ -343,7 +344,7 @@ def test_expiry_and_forget_of_locked_backups_wait_for_the_lock_to_end(
         "forget", "--source", "data", "--date", newest["date"], "--yes", check=False
     )
     said = forgot.stdout.decode() + forgot.stderr.decode()
-    assert forgot.returncode in (0, 1) and "Traceback" not in said, said
+    assert forgot.returncode == 0, said
     assert any(until.date().isoformat() in said for until in newest_locks.values()), said
     assert [b["date"] for b in lw.world.list()] == [ago(38).isoformat()]
     assert set(lw.bucket.everything(backup_dir(newest))) == set(newest_locks)
