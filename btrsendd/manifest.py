@@ -118,7 +118,7 @@ class Manifest:
             raise ManifestError(where, str(exc)) from None
 
 
-def read_manifest(storage: Storage, key: str, size: int) -> Manifest:
+def read_manifest(storage: Storage, key: str, size: int, version: str | None = None) -> Manifest:
     """Read and check the manifest at ``key``, whose listed size is ``size``.
 
     An oversized object is refused before a byte is read, and the read itself stops past
@@ -127,7 +127,7 @@ def read_manifest(storage: Storage, key: str, size: int) -> Manifest:
     """
     if (too_large := oversized(size)) is not None:
         raise ManifestError(key, too_large)
-    with storage.open_read(key) as body:
+    with storage.open_read(key, version) as body:
         try:
             data = body.read(MAX_MANIFEST_BYTES + 1)
         except OSError as exc:

@@ -17,7 +17,7 @@ the state directory's lock: an interrupted rebuild leaves the old catalog as it 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -34,9 +34,10 @@ from btrsendd.manifest import (
 )
 from btrsendd.model import Backup
 from btrsendd.names import UnsafeName, check_name
+from btrsendd.rebuild_objects import Candidate, inventory, stored_version
 from btrsendd.repository import Repository
 from btrsendd.restore import FIRST_POLL_SECONDS, poll_seconds
-from btrsendd.storage.base import IndexRebuild, Storage, Tier, thawing
+from btrsendd.storage.base import IndexRebuild, Locking, Storage, Tier, thawing
 
 
 @dataclass
@@ -72,52 +73,78 @@ def _why_not_read(key: str, size: int, root: str) -> str | None:
     return oversized(size)
 
 
-def _missing_volumes(manifest: Manifest, layout: Layout, sizes: dict[str, int]) -> list[str]:
-    """What is wrong with the stored volumes of ``manifest``, one phrase per volume."""
-    found = []
+def _with_versions(
+    storage: Storage, manifest: Manifest, layout: Layout, objects: dict[str, list[Candidate]]
+) -> Manifest | str:
+    """``manifest`` with the stored version of each volume, or what is wrong with them."""
+    volumes, problems = [], []
     for v in manifest.volumes:
-        size = sizes.get(layout.key(manifest.backup, v.name))
-        if size is None:
-            found.append(f"volume {v.index} missing")
-        elif size != v.stored_size:
-            found.append(f"volume {v.index} is {size} bytes, {v.stored_size} recorded")
-    return found
+        key = layout.key(manifest.backup, v.name)
+        found = stored_version(storage, key, v, objects.get(key, []))
+        if isinstance(found, str):
+            problems.append(found)
+        else:
+            volumes.append(replace(v, version=found.version))
+    if problems:
+        return (
+            f"backup {manifest.backup.id} ({manifest.backup.source} {manifest.backup.date}): "
+            + ", ".join(problems)
+        )
+    return Manifest(manifest.backup, tuple(volumes))
+
+
+def _adoptable(
+    storage: Storage,
+    layout: Layout,
+    key: str,
+    candidate: Candidate,
+    objects: dict[str, list[Candidate]],
+) -> Manifest | str:
+    """The backup one version of the manifest at ``key`` describes, with its volumes'
+    versions, if it can be restored; else why not."""
+    why = _why_not_read(key, candidate.size, layout.root())
+    if why is not None:
+        return why
+    try:
+        manifest = read_manifest(storage, key, candidate.size, candidate.version)
+    except (ManifestError, NotThawedError) as exc:
+        # Anything else from storage (an endpoint down) stops the rebuild: the old
+        # catalog stays, and running the command again reads the manifest.
+        return exc.detail if isinstance(exc, ManifestError) else str(exc)
+    b = manifest.backup
+    if key != layout.manifest_key(b):
+        return (
+            f"it describes backup {b.id} of {b.source}, which belongs under "
+            f"{layout.backup_dir_of(b)}"
+        )
+    found = _with_versions(storage, manifest, layout, objects)
+    if isinstance(found, str):
+        return found
+    return Manifest(replace(b, manifest_version=candidate.version), found.volumes)
 
 
 def _stored_backups(storage: Storage, prefix: str, found: Found) -> list[tuple[str, Manifest]]:
     """Manifests (with their keys) that are valid, in their backup's place, with every
-    volume stored; everything else is skipped in ``found``."""
+    volume stored; everything else is skipped in ``found``.  Of a manifest's versions the
+    oldest that passes is taken (``rebuild_objects``)."""
     layout = Layout(prefix)
-    root = layout.root()  # "<prefix>/", or "" for the whole bucket
-    sizes = {obj.key: obj.size for obj in storage.list(root)}
+    objects = inventory(storage, layout.root())  # under "<prefix>/", or the whole bucket
     complete = []
-    for key, size in sizes.items():
+    for key, candidates in objects.items():
         if not _is_manifest(key):
             continue
-        why = _why_not_read(key, size, root)
-        if why is not None:
-            found.skip(key, why)
-            continue
-        try:
-            manifest = read_manifest(storage, key, size)
-        except (ManifestError, NotThawedError) as exc:
-            # Anything else from storage (an endpoint down) stops the rebuild: the old
-            # catalog stays, and running the command again reads the manifest.
-            found.skip(key, exc.detail if isinstance(exc, ManifestError) else str(exc))
-            continue
-        b = manifest.backup
-        if key != layout.manifest_key(b):
-            found.skip(
-                key,
-                f"it describes backup {b.id} of {b.source}, which belongs under "
-                f"{layout.backup_dir_of(b)}",
+        reasons = []
+        for candidate in candidates:
+            adopted = _adoptable(storage, layout, key, candidate, objects)
+            if isinstance(adopted, Manifest):
+                complete.append((key, adopted))
+                break
+            reasons.append(adopted)
+        else:
+            more = (
+                f" (and {len(reasons) - 1} newer version(s) no better)" if len(reasons) > 1 else ""
             )
-            continue
-        damaged = _missing_volumes(manifest, layout, sizes)
-        if damaged:
-            found.skip(key, f"backup {b.id} ({b.source} {b.date}): {', '.join(damaged)}")
-            continue
-        complete.append((key, manifest))
+            found.skip(key, reasons[0] + more)
     return complete
 
 
@@ -250,6 +277,16 @@ def _manifests_at_hand(storage: Storage, prefix: str, *, wait: bool, tier: Tier)
         delay = min(max(delay * 2, FIRST_POLL_SECONDS), poll_seconds())
 
 
+def _with_lock(storage: Locking, layout: Layout, manifest: Manifest) -> Manifest:
+    """``manifest`` with the lock its manifest carries, which btrsendd set for the whole
+    backup: what later cycles extend from."""
+    b = manifest.backup
+    if b.manifest_version is None:
+        return manifest
+    lock = storage.lock_of(layout.manifest_key(b), b.manifest_version)
+    return Manifest(replace(b, locked_until=None if lock is None else lock.until), manifest.volumes)
+
+
 def rebuild_catalog(repo: Repository, *, force: bool, wait: bool, tier: Tier) -> Found | None:
     """Replace the catalog of ``repo`` (opened with the state directory's lock) with what the
     manifests in its storage say; None if retrievals are still under way (a vault), to be
@@ -267,6 +304,8 @@ def rebuild_catalog(repo: Repository, *, force: bool, wait: bool, tier: Tier) ->
     if not _manifests_at_hand(repo.storage, config.storage.prefix, wait=wait, tier=tier):
         return None
     found = read_manifests(repo.storage, config.storage.prefix)
+    if config.storage.object_lock != "off" and isinstance(repo.storage, Locking):
+        found.manifests = [_with_lock(repo.storage, repo.layout, m) for m in found.manifests]
     repo.catalog.close()  # before its file is replaced; open_repository closes it again
     _replace_catalog(config.state_dir, found.manifests)
     return found

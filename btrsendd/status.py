@@ -69,6 +69,8 @@ def _source_report(
     # While the daemon works on this source, its `uploading` row is that work, not a leftover.
     interrupted = [] if running_here else repo.catalog.backups(src.name, states=("uploading",))
     seen = None if published is None else published.sources.get(src.name)
+    locks = [r.locked_until for r in rows if r.locked_until is not None]
+    deferred = repo.catalog.deferred_deletions(src.name)
     return {
         "name": src.name,
         "path": str(src.path),
@@ -103,6 +105,15 @@ def _source_report(
             "result": None if seen is None else seen.last_result,
         },
         "problem": _date_problem(src.name, last, now),
+        # The oldest kept backup's lock: until then, nothing kept can be deleted.
+        "locked_until": min(locks).isoformat() if locks else None,
+        "deferred_deletion": None
+        if not deferred
+        else {
+            "versions": len(deferred),
+            "bytes": sum(d.size for d in deferred),
+            "until": max(d.until for d in deferred).isoformat(),
+        },
         "last_error": None
         if seen is None or not seen.last_error
         else {"at": seen.last_error_at, "message": seen.last_error},
@@ -159,6 +170,11 @@ def build_report(config: Config, now: datetime) -> dict[str, Any]:
         classes: dict[str, int] = {}
         for row in repo.catalog.backups(None):
             classes[row.storage_class] = classes.get(row.storage_class, 0) + row.stored_bytes
+        # Versions of deleted backups that a lock keeps: billed until their deletion.
+        noncurrent = sum(d.size for d in repo.catalog.deferred_deletions())
+        if noncurrent:
+            cls = repo.storage.storage_class
+            classes[cls] = classes.get(cls, 0) + noncurrent
         description = repo.storage.description
     costs = {c: monthly_cost(c, b) for c, b in classes.items()}
     known = [c for c in costs.values() if c is not None]
@@ -172,6 +188,8 @@ def build_report(config: Config, now: datetime) -> dict[str, Any]:
                 for c, b in sorted(classes.items())
             ],
             "stored_bytes": sum(classes.values()),
+            "noncurrent_bytes": noncurrent,
             "monthly_usd": round(sum(known), 4) if known else None,
+            "object_lock": config.storage.object_lock,
         },
     }

@@ -21,7 +21,7 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from btrsendd import snapshots
@@ -38,8 +38,14 @@ from btrsendd.progress import human_bytes
 from btrsendd.repository import Repository
 from btrsendd.restore import RestoreJob, resolve_chain
 from btrsendd.restore_plan import RestorePlan
-from btrsendd.storage.base import IncompleteUploads, ObjectInfo, Tier
+from btrsendd.storage.base import IncompleteUploads, ObjectInfo, Tier, Version
 from btrsendd.storage.common import check_key
+from btrsendd.stray_versions import (
+    delete_unlocked,
+    listed_versions,
+    recorded_sizes,
+    stray_versions,
+)
 from btrsendd.treediff import diff_trees
 from btrsendd.workdir import Target
 
@@ -74,23 +80,28 @@ class Report:
     orphans: list[ObjectInfo] = field(default_factory=list)
     #: Keys of unfinished multipart uploads: invisible in listings, billed until aborted.
     uploads: list[str] = field(default_factory=list)
+    #: Versions and delete markers no backup owns, in a bucket that keeps versions.
+    versions: list[Version] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def orphan_count(self) -> int:
-        return len(self.orphans) + len(self.uploads)
+        return len(self.orphans) + len(self.uploads) + len(self.versions)
 
 
 def _manifest_differences(manifest: Manifest, row: Backup, volumes: list[Volume]) -> list[str]:
     differing = [
         name for name in _MANIFEST_FIELDS if getattr(manifest.backup, name) != getattr(row, name)
     ]
-    if manifest.volumes != tuple(volumes):
+    # Versions are the storage's names for what was written, which the manifest predates.
+    if manifest.volumes != tuple(replace(v, version=None) for v in volumes):
         differing.append("volumes")
     return differing
 
 
-def _read_manifest(repo: Repository, key: str, size: int) -> Manifest | str | None:
+def _read_manifest(
+    repo: Repository, key: str, size: int, version: str | None = None
+) -> Manifest | str | None:
     """The manifest at ``key`` (``size`` bytes listed); a problem's text if it is unreadable
     or not one btrsendd can trust (``manifest.py``); None if archived.
 
@@ -98,7 +109,7 @@ def _read_manifest(repo: Repository, key: str, size: int) -> Manifest | str | No
     one there is a paid retrieval that a shallow check does not make.
     """
     try:
-        return read_manifest(repo.storage, key, size)
+        return read_manifest(repo.storage, key, size, version)
     except NotThawedError:
         return None
     except BtrsenddError as exc:
@@ -127,7 +138,7 @@ def _check_manifests(
                 "rebuild would lose this backup"
             )
             continue
-        manifest = _read_manifest(repo, key, sizes[key])
+        manifest = _read_manifest(repo, key, sizes[key], row.manifest_version)
         if isinstance(manifest, str):
             report.problems.append(f"backup {row.id} ({row.date}): {manifest}")
         elif manifest is None:
@@ -210,6 +221,9 @@ def check_source(repo: Repository, source: str, *, rehash: bool, idle: bool) -> 
     complete = [r for r in rows if r.state == "complete"]
     volumes = repo.volumes(complete)
     sizes = {key: o.size for key, o in objects.items()}
+    listing = listed_versions(repo, root)
+    if listing is not None:
+        sizes = recorded_sizes(repo, sizes, listing, complete, volumes)
     damage = free_damage(repo.storage, volumes, rehash=rehash, sizes=sizes)
     report.problems += [str(d) for d in damage]
     archived = _check_manifests(repo, complete, volumes, sizes, report)
@@ -222,6 +236,8 @@ def check_source(repo: Repository, source: str, *, rehash: bool, idle: bool) -> 
         for key, o in objects.items()
         if key not in referenced and not any(key.startswith(d) for d in in_flight)
     ]
+    if listing is not None:
+        report.versions = stray_versions(repo, listing, complete, volumes, referenced, in_flight)
     if isinstance(repo.storage, IncompleteUploads):
         running = [] if idle else in_flight
         report.uploads = [
@@ -344,6 +360,9 @@ class Cleaned:
     left: int
     #: Unfinished uploads aborted.
     aborted: int
+    #: Stray versions deleted, and those left because a lock still holds them.
+    versions_deleted: int = 0
+    versions_locked: int = 0
 
 
 def clean(repo: Repository, report: Report) -> Cleaned:
@@ -363,4 +382,7 @@ def clean(repo: Repository, report: Report) -> Cleaned:
         root = repo.layout.source_root(report.source)
         aborted = repo.storage.abort_incomplete_uploads(root)
         report.uploads = []
-    return Cleaned(len(deletable), len(odd), aborted)
+    plain = [v for v in report.versions if _plain_key(v.key)]
+    locked = delete_unlocked(repo, plain)
+    report.versions = [v for v in report.versions if v not in plain or v in locked]
+    return Cleaned(len(deletable), len(odd), aborted, len(plain) - len(locked), len(locked))

@@ -93,11 +93,14 @@ _DOWN_TO_V3 = """DROP TABLE deferred_deletions; ALTER TABLE volumes DROP COLUMN 
     ALTER TABLE backups DROP COLUMN locked_until;"""
 
 #: What schema 3 added: each backup's stream identity, and restore's working directories.
-_DOWN_TO_V2 = _DOWN_TO_V3 + """DROP TABLE restore_workdirs;
+_DOWN_TO_V2 = (
+    _DOWN_TO_V3
+    + """DROP TABLE restore_workdirs;
     ALTER TABLE backups DROP COLUMN stream_version; ALTER TABLE backups DROP COLUMN stream_name;
     ALTER TABLE backups DROP COLUMN stream_uuid; ALTER TABLE backups DROP COLUMN stream_ctransid;
     ALTER TABLE backups DROP COLUMN stream_parent_uuid;
     ALTER TABLE backups DROP COLUMN stream_parent_ctransid;"""
+)
 
 
 def test_catalog_of_version_1_is_upgraded_in_place(tmp_path: Path) -> None:

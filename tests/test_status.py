@@ -63,6 +63,7 @@ def test_backups_chain_and_next_backup_from_the_catalog(world: World) -> None:
     }
     assert (data["local_snapshots"], data["local_snapshots_error"]) == (2, None)
     assert (data["uploading"], data["interrupted"], data["problem"]) == (None, [], None)
+    assert (data["locked_until"], data["deferred_deletion"]) == (None, None)
     assert data["last_run"] == {"at": None, "result": None}
     assert data["last_error"] is None
     stored = full["stored_bytes"] + inc["stored_bytes"]
@@ -70,7 +71,9 @@ def test_backups_chain_and_next_backup_from_the_catalog(world: World) -> None:
         "description": f"local directory {world.work / 'archive'}",
         "classes": [{"storage_class": "local", "stored_bytes": stored, "monthly_usd": 0.0}],
         "stored_bytes": stored,
+        "noncurrent_bytes": 0,
         "monthly_usd": 0.0,
+        "object_lock": "off",
     }
 
     # Seen from before the newest backup's date: no backup until then, and how to undo it.

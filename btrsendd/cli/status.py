@@ -89,6 +89,15 @@ def _source_lines(s: Mapping[str, Any]) -> list[str]:
     if last_run["at"]:
         add("last run", f"{_when(last_run['at'])}: {last_run['result']}")
     error = s["last_error"]
+    if s["locked_until"]:
+        add("locked", f"until {_when(s['locked_until'])} (the oldest kept backup)")
+    waiting = s["deferred_deletion"]
+    if waiting:
+        add(
+            "deleting",
+            f"{waiting['versions']} object version(s), {human_bytes(waiting['bytes'])}, of "
+            f"deleted backups: locked until {_when(waiting['until'])}, then deleted",
+        )
     if s["problem"]:
         add("problem", s["problem"])
     add("last error", "none" if error is None else f"{_when(error['at'])}: {error['message']}")
@@ -98,7 +107,11 @@ def _source_lines(s: Mapping[str, Any]) -> list[str]:
 def render(report: Mapping[str, Any]) -> str:
     """The report of ``status.build_report`` for people: the daemon, each source, storage."""
     storage = report["storage"]
-    lines = [f"daemon    {_daemon_line(report['daemon'])}", f"storage   {storage['description']}"]
+    lock = "" if storage["object_lock"] == "off" else f" (Object Lock: {storage['object_lock']})"
+    lines = [
+        f"daemon    {_daemon_line(report['daemon'])}",
+        f"storage   {storage['description']}{lock}",
+    ]
     for s in report["sources"]:
         lines += ["", *_source_lines(s)]
     lines.append("")

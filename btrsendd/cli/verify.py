@@ -73,6 +73,13 @@ def _cleaned(done: Cleaned) -> list[str]:
         )
     if done.aborted:
         lines.append(f"removed {done.aborted} unfinished upload(s)")
+    if done.versions_deleted:
+        lines.append(f"deleted {done.versions_deleted} version(s) no backup owns")
+    if done.versions_locked:
+        lines.append(
+            f"left {done.versions_locked} version(s) no backup owns that are still locked "
+            "(Object Lock); `verify --clean` deletes them once their retention ends"
+        )
     return lines
 
 
@@ -87,6 +94,9 @@ def _print_report(r: Report) -> None:
         print(f"{r.source}: ORPHAN: {shown(o.key)} ({human_bytes(o.size)})")
     for key in r.uploads:
         print(f"{r.source}: ORPHAN: {shown(key)} (unfinished upload)")
+    for v in r.versions:
+        what = "delete marker" if v.delete_marker else human_bytes(v.size)
+        print(f"{r.source}: ORPHAN: {shown(v.key)} version {shown(v.version)} ({what})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -194,6 +194,7 @@ class Version:
     latest: bool
     delete_marker: bool = False
     storage_class: str = "STANDARD"
+    modified: datetime | None = None
 
 
 @runtime_checkable

@@ -29,6 +29,8 @@ BACKED_UP: dict[str, Any] = {
     "interrupted": [],
     "last_run": {"at": "2000-01-07T00:00:05", "result": "backed up"},
     "problem": None,
+    "locked_until": None,
+    "deferred_deletion": None,
     "last_error": None,
 }
 
@@ -43,7 +45,9 @@ LOCAL_STORAGE = {
     "description": "local directory /a",
     "classes": [{"storage_class": "local", "stored_bytes": 1000, "monthly_usd": 0.0}],
     "stored_bytes": 1000,
+    "noncurrent_bytes": 0,
     "monthly_usd": 0.0,
+    "object_lock": "off",
 }
 
 
@@ -60,6 +64,8 @@ def test_a_running_daemon_and_sources_in_every_state() -> None:
         "interrupted": [{"id": "b9", "volumes_stored": 3}],
         "last_run": {"at": None, "result": None},
         "problem": "the newest backup is ahead",
+        "locked_until": "2000-04-14T00:00:00",
+        "deferred_deletion": {"versions": 4, "bytes": 3 * 2**20, "until": "2000-01-20T00:00:00"},
         "last_error": {"at": "2000-01-07T00:00:05", "message": "boom"},
     }
     uploading = {**BACKED_UP, "name": "srv", "uploading": {"bytes": 5 * 2**20, "rate": 2.5 * 2**20}}
@@ -81,12 +87,14 @@ def test_a_running_daemon_and_sources_in_every_state() -> None:
                 {"storage_class": "WEIRD", "stored_bytes": 10, "monthly_usd": None},
             ],
             "stored_bytes": 5 * 10**12 + 10,
+            "noncurrent_bytes": 3 * 2**20,
             "monthly_usd": 4.95,
+            "object_lock": "compliance",
         },
     }
     assert render(report).splitlines() == [
         "daemon    running (pid 42) since 2000-01-07 00:00: idle, next run x",
-        "storage   s3 bucket b",
+        "storage   s3 bucket b (Object Lock: compliance)",
         "",
         "data",
         *BACKED_UP_LINES,
@@ -99,6 +107,9 @@ def test_a_running_daemon_and_sources_in_every_state() -> None:
         "  snapshots     unknown: cannot list /x: denied",
         "  running       being backed up now (snapshot, plan, expiry)",
         "  interrupted   b9: 3 volume(s) stored; the next cycle resumes it",
+        "  locked        until 2000-04-14 00:00 (the oldest kept backup)",
+        "  deleting      4 object version(s), 3.0 MiB, of deleted backups: locked until "
+        "2000-01-20 00:00, then deleted",
         "  problem       the newest backup is ahead",
         "  last error    2000-01-07 00:00:05: boom",
         "",
@@ -133,7 +144,12 @@ def test_a_daemon_last_seen_and_one_never_seen() -> None:
     never = {
         "daemon": {"running": False, "last_seen": None, "next_run": "2000-01-08T00:00:00"},
         "sources": [],
-        "storage": {"description": "s3 bucket c", "classes": [], "stored_bytes": 0},
+        "storage": {
+            **LOCAL_STORAGE,
+            "description": "s3 bucket c",
+            "classes": [],
+            "stored_bytes": 0,
+        },
     }
     assert render(never).splitlines() == [
         "daemon    not running; the schedule's next run would be 2000-01-08 00:00",

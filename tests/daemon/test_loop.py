@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from tests.daemon.helpers import state_file, wait_state
+from tests.daemon.helpers import wait_state
 from tests.support.daemons import Daemon
 from tests.support.world import World
 
@@ -100,7 +100,8 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_old_one(
     world.config.write_text(good.replace("[schedule]", '[schedule]\ncron = "5 4 * * *"'))
     daemon.signal(signal.SIGHUP)
     assert daemon.wait_for("config.reloaded")["cron"] == "5 4 * * *"
-    assert datetime.fromisoformat(state_file(world)["next_run"]).strftime("%H:%M") == "04:05"
+    # daemon.json is written just after the event: wait for it rather than race it.
+    wait_state(world, lambda s: datetime.fromisoformat(s["next_run"]).strftime("%H:%M") == "04:05")
     assert daemon.stop() == 0
 
 

@@ -27,9 +27,10 @@ from btrsendd.storage.s3 import bucket as s3mod
 from btrsendd.storage.s3.bucket import S3Storage
 from btrsendd.storage.s3.upload import MiB
 from tests.fixtures.btrfs import MakeBtrfs
-from tests.fixtures.faultproxy import ALL_FAULTS, Fault, FaultProxy, Request, impatient_s3
+from tests.fixtures.faultproxy import ALL_FAULTS, Fault, FaultProxy
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
+from tests.fixtures.s3wire import Request
 from tests.storage.helpers import Dribble, client_error
 from tests.support.backups import events
 from tests.support.consistency import (
@@ -38,6 +39,7 @@ from tests.support.consistency import (
     restore_and_compare,
 )
 from tests.support.faults import change_source
+from tests.support.impatient import impatient_s3
 from tests.support.trees import populate
 from tests.support.world import World, make_world
 

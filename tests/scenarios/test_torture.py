@@ -32,9 +32,10 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.btrfs import MakeBtrfs
-from tests.fixtures.faultproxy import FaultProxy, Request, Stage
+from tests.fixtures.faultproxy import FaultProxy, Stage
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
+from tests.fixtures.s3wire import Request
 from tests.support.backups import events
 from tests.support.consistency import (
     assert_catalog_matches_bucket,

@@ -80,10 +80,18 @@ class BucketVersions(BucketClient):
                     v["Size"],
                     v["IsLatest"],
                     storage_class=v.get("StorageClass", "STANDARD"),
+                    modified=v.get("LastModified"),
                 )
                 for v in page.get("Versions", [])
             ] + [
-                Version(m["Key"], m["VersionId"], 0, m["IsLatest"], delete_marker=True)
+                Version(
+                    m["Key"],
+                    m["VersionId"],
+                    0,
+                    m["IsLatest"],
+                    delete_marker=True,
+                    modified=m.get("LastModified"),
+                )
                 for m in page.get("DeleteMarkers", [])
             ]
             yield from sorted(found, key=lambda v: v.key)

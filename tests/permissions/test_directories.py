@@ -1,87 +1,32 @@
-"""The host cannot be turned against its backups: gpg options, private directories, the
-configuration file.
+"""The directories btrsendd trusts cannot be turned against the backups.
 
-Attacks are made for real: the local user is ``nobody`` (``setpriv --reuid=65534``), the
-keys are real gpg keys, and what is checked is the outcome (who can decrypt a stored volume,
-who can read a snapshot), not the calls made.  ``tmp_path`` lies under a root-only directory,
-which would hide everything from ``nobody`` whatever btrsendd did, so the attacks happen in
-``open_place``: a directory under /tmp that everyone can enter.
+The gpg keyring: a gpg.conf planted in it adds no recipient, one a local user could plant is
+refused, a keyring open to others is tightened and one someone else owns is refused.  The
+state_dir and snapshot_dir: open ones are tightened (old snapshots included), ones someone
+else owns or inside a directory others can write to are refused, and a snapshot planted in an
+open snapshot_dir is never backed up.  check-config reports each of them and changes nothing.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import pytest
-
-from btrsendd.loopfs import loop_btrfs
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
-from tests.support.backups import error_lines, events
-from tests.support.world import World, local_world, make_world
-
-NOBODY = 65534
-FIRST = "2000-01-01"
-
-
-def as_nobody(*argv: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run ``argv`` as the unprivileged local user ``nobody``."""
-    return subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
-        input=stdin,
-        capture_output=True,
-        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"},
-    )
-
-
-def one_error(proc: subprocess.CompletedProcess[bytes], status: int) -> str:
-    """The single error line of a command that had to fail with ``status``."""
-    text = proc.stderr.decode()
-    assert proc.returncode == status, text
-    assert "Traceback" not in text and "internal error" not in text, text
-    [line] = [line for line in error_lines(proc) if line.startswith("btrsendd: error:")]
-    return line
-
-
-def mode(path: Path) -> int:
-    return path.stat().st_mode & 0o7777
-
-
-@pytest.fixture
-def open_place() -> Iterator[Path]:
-    """A directory under /tmp that every user can enter (mode 0755, owned by root)."""
-    place = Path(tempfile.mkdtemp(prefix="btrsendd-open-", dir="/tmp"))
-    place.chmod(0o755)
-    try:
-        yield place
-    finally:
-        shutil.rmtree(place, ignore_errors=True)
-
-
-@pytest.fixture
-def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
-    w = local_world(make_btrfs("src", size="300M"), tmp_path, gpg_key)
-    (w.source / "file.txt").write_text("data\n")
-    return w
-
-
-def keyring_copy(key: GpgKey, where: Path) -> Path:
-    """A copy of the backup host's keyring (public keys only) at ``where``."""
-    shutil.copytree(key.public_home, where, ignore=shutil.ignore_patterns("S.*", "*.lock"))
-    return where
-
-
-def use_keyring(world: World, home: Path) -> None:
-    world.encryption = (
-        f'mode = "gpg"\nrecipients = ["{world.key.fingerprint}"]\ngnupg_home = "{home}"'
-    )
-    world.write_config()
+from tests.permissions.helpers import (
+    FIRST,
+    NOBODY,
+    as_nobody,
+    keyring_copy,
+    mode,
+    one_error,
+    use_keyring,
+)
+from tests.support.backups import events
+from tests.support.world import World
 
 
 def stored_volume(world: World) -> Path:
@@ -259,16 +204,6 @@ def test_a_state_dir_in_a_directory_others_can_write_to_is_refused(world: World)
 # -- snapshot_dir ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def open_world(open_place: Path, gpg_key: GpgKey, tmp_path: Path) -> Iterator[World]:
-    """A world whose btrfs is mounted where every user can reach it."""
-    with loop_btrfs(tmp_path / "open.img", open_place / "fs", 300 * 1024**2) as root:
-        root.chmod(0o755)
-        yield make_world(
-            root, tmp_path, gpg_key, f'backend = "local"\npath = "{tmp_path / "archive"}"'
-        )
-
-
 def test_old_snapshots_in_an_open_snapshot_dir_are_closed(open_world: World) -> None:
     world = open_world
     secret = world.source / "secret.txt"
@@ -319,6 +254,31 @@ def test_a_new_snapshot_dir_is_private(world: World) -> None:
     assert mode(world.snapshots) == 0o700
 
 
+def test_a_snapshot_planted_in_an_open_snapshot_dir_is_not_backed_up(
+    open_world: World, make_btrfs: MakeBtrfs
+) -> None:
+    """While the directory was open, a local user made a read-only subvolume named for the
+    next backup day, holding what they want backed up (or restored) in place of the source."""
+    world = open_world
+    (world.source / "file.txt").write_text("the real data\n")
+    world.snapshots.mkdir()
+    world.snapshots.chmod(0o777)
+    planted = world.snapshots / "2000-01-07"
+    made = as_nobody("btrfs", "subvolume", "create", str(planted))
+    assert made.returncode == 0, made.stderr
+    assert as_nobody("sh", "-c", f"echo planted > {planted}/file.txt").returncode == 0
+    assert as_nobody("btrfs", "property", "set", str(planted), "ro", "true").returncode == 0
+
+    world.run("backup", "--date", "2000-01-07")
+
+    [backup] = world.list()
+    assert backup["snapshot"] == "2000-01-07.1"
+    assert mode(world.snapshots) == 0o700
+    target = make_btrfs("restore")
+    world.run(*world.restore_args(date(2000, 1, 7), target))
+    assert (target / "2000-01-07.1" / "file.txt").read_text() == "the real data\n"
+
+
 # -- check-config ----------------------------------------------------------------------------
 
 
@@ -349,79 +309,3 @@ def test_check_config_reports_each_directory(world: World, tmp_path: Path) -> No
     ), lines
     # check-config only reports; the commands tighten.
     assert (mode(home), mode(world.snapshots)) == (0o755, 0o755)
-
-
-# -- the configuration file ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("file_mode", "text"),
-    [(0o644, "readable by every user (mode 0644)"), (0o640, "readable by its group (mode 0640)")],
-)
-def test_every_command_warns_about_a_config_file_others_can_read(
-    world: World, file_mode: int, text: str
-) -> None:
-    world.run("backup", "--date", FIRST)
-    world.config.chmod(file_mode)
-    expected = f"btrsendd: warning: {world.config}: {text}; chmod 600 {world.config}"
-
-    for command in (["list"], ["status"], ["plan"], ["backup", "--date", "2000-01-07"]):
-        proc = world.run(*command)
-        warnings = [line for line in error_lines(proc) if "warning" in line]
-        assert warnings == [expected], proc.stderr.decode()
-
-    proc = world.run("check-config", check=False)
-    assert not [line for line in error_lines(proc) if "warning" in line]
-    assert f"{world.config}: {text}" in proc.stderr.decode()
-
-
-def test_no_warning_for_a_private_config_file(world: World) -> None:
-    proc = world.run("list")
-
-    assert error_lines(proc) == []
-
-
-@pytest.mark.parametrize("how", ["owner", "group-writable", "open-parent"])
-def test_a_config_file_others_can_change_is_refused(world: World, how: str) -> None:
-    """Whoever can change the file can have root back up any subvolume, unencrypted, to
-    where they can read it: every command refuses it (exit 2), nothing runs."""
-    world.write_config()
-    if how == "owner":
-        os.chown(world.config, NOBODY, NOBODY)
-        expected = "belongs to user nobody, who can change what btrsendd does as root"
-    elif how == "group-writable":
-        world.config.chmod(0o620)
-        expected = "writable by its group (mode 0620), who can change what btrsendd does as root"
-    else:
-        world.work.chmod(0o777)
-        expected = f"lies inside {world.work}, which others can write to (mode 0777)"
-
-    for command in (["list"], ["backup", "--date", FIRST]):
-        line = one_error(world.run(*command, check=False), 2)
-        assert line.startswith(f"btrsendd: error: {world.config}: {expected}"), line
-    assert not world.snapshots.exists()
-
-
-def test_a_snapshot_planted_in_an_open_snapshot_dir_is_not_backed_up(
-    open_world: World, make_btrfs: MakeBtrfs
-) -> None:
-    """While the directory was open, a local user made a read-only subvolume named for the
-    next backup day, holding what they want backed up (or restored) in place of the source."""
-    world = open_world
-    (world.source / "file.txt").write_text("the real data\n")
-    world.snapshots.mkdir()
-    world.snapshots.chmod(0o777)
-    planted = world.snapshots / "2000-01-07"
-    made = as_nobody("btrfs", "subvolume", "create", str(planted))
-    assert made.returncode == 0, made.stderr
-    assert as_nobody("sh", "-c", f"echo planted > {planted}/file.txt").returncode == 0
-    assert as_nobody("btrfs", "property", "set", str(planted), "ro", "true").returncode == 0
-
-    world.run("backup", "--date", "2000-01-07")
-
-    [backup] = world.list()
-    assert backup["snapshot"] == "2000-01-07.1"
-    assert mode(world.snapshots) == 0o700
-    target = make_btrfs("restore")
-    world.run(*world.restore_args(date(2000, 1, 7), target))
-    assert (target / "2000-01-07.1" / "file.txt").read_text() == "the real data\n"
