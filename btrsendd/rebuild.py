@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from btrsendd.catalog import Catalog
@@ -123,7 +123,9 @@ def _adoptable(
     return Manifest(replace(b, manifest_version=candidate.version), found.volumes)
 
 
-def _stored_backups(storage: Storage, prefix: str, found: Found) -> list[tuple[str, Manifest]]:
+def _stored_backups(
+    storage: Storage, prefix: str, found: Found
+) -> list[tuple[str, Manifest, Candidate]]:
     """Manifests (with their keys) that are valid, in their backup's place, with every
     volume stored; everything else is skipped in ``found``.  Of a manifest's versions the
     oldest that passes is taken (``rebuild_objects``)."""
@@ -137,7 +139,7 @@ def _stored_backups(storage: Storage, prefix: str, found: Found) -> list[tuple[s
         for candidate in candidates:
             adopted = _adoptable(storage, layout, key, candidate, objects)
             if isinstance(adopted, Manifest):
-                complete.append((key, adopted))
+                complete.append((key, adopted, candidate))
                 break
             reasons.append(adopted)
         else:
@@ -187,6 +189,9 @@ class _Adopted:
         return None
 
 
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
+
+
 def read_manifests(storage: Storage, prefix: str) -> Found:
     """Every restorable backup under ``<prefix>/<source>/<backup-id>/manifest.json``.
 
@@ -196,17 +201,20 @@ def read_manifests(storage: Storage, prefix: str) -> Found:
     found = Found()
     candidates = _stored_backups(storage, prefix, found)
     # Oldest first per source, so a parent (always dated earlier) is considered first; of
-    # two backups of one day, the one completed first wins, whatever order storage lists.
+    # two backups of one day, the one stored first wins (by the storage's clock where it
+    # keeps versions, which no writer sets; else by the completion the manifest records),
+    # whatever order storage lists.
     candidates.sort(
         key=lambda c: (
             c[1].backup.source,
             c[1].backup.date,
+            c[2].stored_at or _NO_TIME,
             c[1].backup.completed_at or "",
             c[1].backup.id,
         )
     )
     adopted = _Adopted()
-    for key, manifest in candidates:
+    for key, manifest, _ in candidates:
         b = manifest.backup
         why = adopted.why_not(b)
         if why is None:

@@ -25,6 +25,9 @@ class Candidate:
 
     size: int
     version: str | None
+    #: When the storage says the version was written (it sets the time; no writer can):
+    #: of two backups of one day, the one stored first is the genuine one.
+    stored_at: datetime | None = None
 
 
 def inventory(storage: Storage, root: str) -> dict[str, list[Candidate]]:
@@ -38,7 +41,7 @@ def inventory(storage: Storage, root: str) -> dict[str, list[Candidate]]:
     # S3 lists a key's versions newest first: that order breaks ties of equal times.
     return {
         key: [
-            Candidate(v.size, v.version)
+            Candidate(v.size, v.version, v.modified)
             for _, v in sorted(found, key=lambda p: (p[1].modified or _NEVER, -p[0]))
         ]
         for key, found in by_key.items()

@@ -9,6 +9,7 @@ each ``--date`` is due.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -256,6 +257,45 @@ def intrude(bucket: VersionedBucket, kept: list[dict[str, Any]]) -> str:
     return str(planted["id"])
 
 
+#: A backup's manifest and its volumes' bytes, by name.
+Copy = tuple[dict[str, Any], dict[str, bytes]]
+
+
+def genuine_copy(bucket: VersionedBucket, genuine: dict[str, Any]) -> Copy:
+    """``genuine``'s manifest and volume bytes, read while they are the only versions."""
+    doc = genuine_manifest(bucket, genuine)
+    stored = {v.key: v for v in bucket.versions(backup_dir(genuine))}
+    data = {
+        vol["name"]: bucket.read(stored[backup_dir(genuine) + vol["name"]])
+        for vol in doc["volumes"]
+    }
+    return doc, data
+
+
+def plant_twin(bucket: VersionedBucket, genuine: dict[str, Any], copy: Copy) -> str:
+    """A perfect forgery of ``genuine``'s day: its volumes copied byte for byte under a new
+    id, its manifest claiming to have been completed first.  Only the storage's own clock
+    (the genuine manifest was stored first) tells them apart.  Returns the forgery's id."""
+    c, name = bucket.client, bucket.name
+    doc, data = copy
+    day = date.fromisoformat(genuine["date"])
+    twin = {**doc, "id": new_backup_id(day, doc["kind"]), "completed_at": "2000-01-01T00:00:00+00:00"}
+    if doc["kind"] == "full":
+        twin["chain"] = twin["id"]
+    where = {**genuine, "id": twin["id"]}
+    for vol_name, body in data.items():
+        checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        c.put_object(
+            Bucket=name,
+            Key=backup_dir(where) + vol_name,
+            Body=body,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+        )
+    c.put_object(Bucket=name, Key=backup_dir(where) + MANIFEST_NAME, Body=json.dumps(twin))
+    return str(twin["id"])
+
+
 def restore_and_compare(world: World, original: World, day: date, target: Path) -> None:
     """Restore ``day`` with ``world``, compare it with ``original``'s snapshot, remove it."""
     restored = world.restore(day, target)
@@ -274,7 +314,9 @@ def test_intruder_with_the_hosts_credentials_destroys_and_plants_nothing(
     lw = lock_world("compliance", lifetime=30)
     kept = back_up_checking_locks(lw, "compliance")
     before = summary(lw.world)
+    copy = genuine_copy(lw.bucket, kept[-1])
     planted = intrude(lw.bucket, kept)
+    twin = plant_twin(lw.bucket, kept[-1], copy)
 
     # This machine's catalog names the versions it wrote: the newest day (a whole chain)
     # comes back as it was, whatever the current version of each key is.
@@ -289,7 +331,7 @@ def test_intruder_with_the_hosts_credentials_destroys_and_plants_nothing(
     rebuilt = fresh.run("catalog", "rebuild", check=False)
     err = rebuilt.stderr.decode()
     assert rebuilt.returncode == 1, err  # the planted backup is skipped, and said so
-    assert "Traceback" not in err and planted in err, err
+    assert "Traceback" not in err and planted in err and twin in err, err
     assert summary(fresh) == before
 
     for b in kept:
