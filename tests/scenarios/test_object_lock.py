@@ -279,7 +279,8 @@ def plant_twin(bucket: VersionedBucket, genuine: dict[str, Any], copy: Copy) -> 
     c, name = bucket.client, bucket.name
     doc, data = copy
     day = date.fromisoformat(genuine["date"])
-    twin = {**doc, "id": new_backup_id(day, doc["kind"]), "completed_at": "2000-01-01T00:00:00+00:00"}
+    early = "2000-01-01T00:00:00+00:00"
+    twin = {**doc, "id": new_backup_id(day, doc["kind"]), "completed_at": early}
     if doc["kind"] == "full":
         twin["chain"] = twin["id"]
     where = {**genuine, "id": twin["id"]}
