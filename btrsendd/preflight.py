@@ -48,6 +48,7 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     findings += _state_dir(config.state_dir)
     findings += _schedule(config.schedule)
     findings += _early_deletion(config.schedule, config.storage)
+    findings += _compliance(config.schedule, config.storage)
     findings += _compressor(config.pipeline)
     findings += gpg.check_keyring(config.encryption)
     findings += backend_of(config.storage).findings(config.storage, config.sources)
@@ -182,6 +183,24 @@ def average_backup_gap(backup_days: Sequence[int]) -> float:
     wanted = set(backup_days)
     count = sum(1 for n in range(span) if (start + dt.timedelta(days=n)).day in wanted)
     return span / count
+
+
+def _compliance(schedule: ScheduleConfig, storage: StorageConfig) -> list[Finding]:
+    """Say, before the first object is locked, how long compliance mode will hold it: no one
+    can shorten that, and a mistyped lifetime would be paid for in full."""
+    if storage.object_lock != "compliance":
+        return []
+    days = schedule.chain_lifetime_days + storage.object_lock_margin_days
+    return [
+        warning(
+            "storage.object_lock",
+            f'"compliance" locks every object for at least {days} days after its chain\'s '
+            f"newest backup ({schedule.chain_lifetime_days} chain_lifetime_days + "
+            f"{storage.object_lock_margin_days} object_lock_margin_days), and no one, not "
+            "even the account's root user, can delete it sooner or shorten that; "
+            '"governance" lets an administrator do so',
+        )
+    ]
 
 
 def _early_deletion(schedule: ScheduleConfig, storage: StorageConfig) -> list[Finding]:

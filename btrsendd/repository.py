@@ -123,6 +123,9 @@ class Repository:
         """If any version of ``rows`` is still locked, forget the rows and keep their versions
         to delete later, as one batch; returns until when the latest lock holds."""
         flat = [v for r in rows for v in versions[r.id]]
+        # Backups btrsendd locked stay locked after object_lock is turned off.
+        if self.config.storage.object_lock == "off" and all(r.locked_until is None for r in rows):
+            return None
         until = self.locked_until(flat)
         if until is None:
             return None
@@ -148,9 +151,8 @@ class Repository:
         """The latest moment any of ``versions`` is locked until, if one is locked now.
 
         Asked of the storage, not the catalog: an admin may have lifted a governance lock.
-        Without ``object_lock`` configured nothing is asked (nor locked by btrsendd).
         """
-        if self.config.storage.object_lock == "off" or not isinstance(self.storage, Locking):
+        if not isinstance(self.storage, Locking):
             return None
         now = datetime.now(UTC)
         latest: datetime | None = None

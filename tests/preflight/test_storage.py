@@ -132,3 +132,15 @@ def test_cold_class_on_a_compatible_endpoint_warns(setup: Setup) -> None:
     warnings = only(setup.findings(), "storage.storage_class")
     assert [f.level for f in warnings] == ["warning"]
     assert 'storage_class = "STANDARD"' in warnings[0].message
+
+
+def test_compliance_mode_says_how_long_no_one_can_delete(setup: Setup) -> None:
+    setup.data["storage"] = {"backend": "s3", "bucket": "b", "object_lock": "governance"}
+    assert only(setup.findings(), "storage.object_lock") == []
+    setup.data["storage"]["object_lock"] = "compliance"
+    setup.data["storage"]["object_lock_margin_days"] = 3
+    [warning] = only(setup.findings(), "storage.object_lock")
+    assert warning.level == "warning"
+    assert warning.message.startswith(
+        '"compliance" locks every object for at least 93 days after its chain\'s newest backup'
+    )

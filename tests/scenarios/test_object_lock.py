@@ -410,6 +410,22 @@ def test_expiry_and_forget_of_locked_backups_wait_for_the_lock_to_end(
     assert [b["date"] for b in lw.world.list()] == [ago(38).isoformat(), ago(35).isoformat()]
 
 
+def test_locks_outlive_turning_object_lock_off(lock_world: LockWorlds) -> None:
+    """An admin who turns object_lock off does not turn the locks off: expiry of what was
+    locked still waits for them instead of failing every cycle on refused deletions."""
+    lw = lock_world("governance", lifetime=3, margin=1)
+    for day in (ago(40), ago(39), ago(38)):
+        lw.back_up(day)
+    chain = lw.world.list()[:2]
+    lw.world.storage = lw.world.storage.replace('object_lock = "governance"', 'object_lock = "off"')
+    lw.world.write_config()
+    proc = lw.back_up(ago(36))
+    [report] = events(proc, "expiry.locked")
+    assert report["backups"] == [b["id"] for b in chain]
+    assert [b["date"] for b in lw.world.list()] == [ago(38).isoformat(), ago(36).isoformat()]
+    lw.back_up(ago(35))  # and the next cycle, still waiting, succeeds as well
+
+
 def test_check_config_wants_a_bucket_with_object_lock(
     seaweedfs_server: S3Server, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
 ) -> None:

@@ -184,8 +184,9 @@ class BucketVersions(BucketClient):
                 ),
             )
         except ClientError as exc:
-            # A version with no retention answers with an error, not an empty retention.
-            if error_code(exc) in _NO_LOCK_CODES | {"404"}:
+            # A version with no retention answers with an error, not an empty retention; a
+            # bucket without Object Lock answers InvalidRequest: nothing there is locked.
+            if error_code(exc) in _NO_LOCK_CODES | {"404", "InvalidRequest"}:
                 return None
             raise self._error(what, exc) from exc
         except BotoCoreError as exc:
