@@ -83,6 +83,52 @@ def test_expiry_on_a_versioned_bucket_leaves_no_version_behind(lock_world: LockW
     assert others <= set(lw.bucket.everything(f"{PREFIX}/")), "a kept backup lost a version"
 
 
+def test_verify_reports_versions_no_backup_owns_and_clean_deletes_the_unlocked(
+    lock_world: LockWorlds,
+) -> None:
+    lw = lock_world("governance", lifetime=30)
+    lw.back_up(ago(1))
+    [backup] = lw.world.list()
+    c, name = lw.bucket.client, lw.bucket.name
+    volume = next(v.key for v in lw.bucket.versions(backup_dir(backup)) if "/vol-" in v.key)
+    manifest = backup_dir(backup) + MANIFEST_NAME
+    # Someone writes garbage over a volume, hides the manifest, leaves a stray object, and
+    # locks a second stray version of their own (governance, as btrsendd would).
+    c.put_object(Bucket=name, Key=volume, Body=b"garbage")
+    c.delete_object(Bucket=name, Key=manifest)
+    c.put_object(Bucket=name, Key=f"{PREFIX}/data/stray", Body=b"stray")
+    c.put_object(
+        Bucket=name,
+        Key=f"{PREFIX}/data/locked",
+        Body=b"locked",
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=1),
+    )
+
+    found = lw.world.run("verify", check=False)
+    out = found.stdout.decode()
+    assert found.returncode == 1, out
+    assert "PROBLEM" not in out, out  # the recorded versions are intact
+    orphans = [line for line in out.splitlines() if "ORPHAN" in line]
+    assert len(orphans) == 4, out
+    assert all(" version " in line for line in orphans), out
+    assert sum("delete marker" in line for line in orphans) == 1, out
+
+    cleaned = lw.world.run("verify", "--clean", check=False)
+    said = cleaned.stdout.decode()
+    assert "deleted 3 version(s) no backup owns" in said, said
+    assert "left 1 version(s) no backup owns that are still locked" in said, said
+    left = {(v.key, v.marker) for v in lw.bucket.everything(f"{PREFIX}/")}
+    assert (f"{PREFIX}/data/locked", False) in left
+    assert not any(key == f"{PREFIX}/data/stray" or marker for key, marker in left), left
+    # What is left of the backup is exactly what it wrote; only the locked stray remains.
+    assert len(lw.locks(backup)) == 1 + backup["volumes"]
+    again = lw.world.run("verify", check=False).stdout.decode()
+    assert [line for line in again.splitlines() if "ORPHAN" in line] == [
+        line for line in orphans if f"{PREFIX}/data/locked" in line
+    ], again
+
+
 def test_expiry_and_forget_of_locked_backups_wait_for_the_lock_to_end(
     lock_world: LockWorlds,
 ) -> None:
