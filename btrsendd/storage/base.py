@@ -229,7 +229,8 @@ class Locking(Protocol):
         ...
 
     def lock_of(self, key: str, version: str) -> Lock | None:
-        """The retention ``version`` of ``key`` carries now, if any."""
+        """The retention ``version`` of ``key`` carries now, if any (none for a version that
+        is gone: it holds nothing)."""
         ...
 
     def extend_lock(self, key: str, version: str | None, lock: Lock) -> None:

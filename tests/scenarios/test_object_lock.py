@@ -453,3 +453,45 @@ def test_check_config_wants_a_bucket_with_object_lock(
     proc = world.run("check-config", check=False)
     assert proc.returncode == 2
     assert "object_lock" in one_error_line(proc.stderr)
+
+
+# -- faults and mistakes around locks (adversarial review) -------------------------------
+
+
+def lift_locks(bucket: VersionedBucket, versions: list[Stored]) -> None:
+    """End the governance locks of ``versions`` within seconds (with the bypass btrsendd
+    never has), and wait until they have ended."""
+    soon = datetime.now(UTC) + timedelta(seconds=3)
+    for v in versions:
+        if v.marker:
+            continue
+        bucket.client.put_object_retention(
+            Bucket=bucket.name,
+            Key=v.key,
+            VersionId=v.version_id,
+            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": soon},
+            BypassGovernanceRetention=True,
+        )
+    time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 1.5)
+
+
+def test_a_deferred_deletion_cut_short_is_finished(lock_world: LockWorlds) -> None:
+    """A cycle killed in the middle of deleting a deferred batch (its manifests gone, its
+    volumes not yet) leaves versions in the catalog that no longer exist: the next cycle
+    finishes the batch instead of failing on them, every cycle, forever."""
+    lw = lock_world("governance", lifetime=3, margin=1)
+    for day in (ago(40), ago(39), ago(38)):
+        lw.back_up(day)
+    chain = lw.world.list()[:2]
+    assert events(lw.back_up(ago(36)), "expiry.locked")
+    waiting = [v for b in chain for v in lw.bucket.everything(backup_dir(b))]
+    lift_locks(lw.bucket, waiting)
+    # What `finish_deferred` had done when the kill came: the manifests are deleted.
+    manifests = [v for v in waiting if v.key.endswith(MANIFEST_NAME)]
+    for v in manifests:
+        lw.bucket.client.delete_object(Bucket=lw.bucket.name, Key=v.key, VersionId=v.version_id)
+
+    proc = lw.back_up(ago(35))
+    assert proc.returncode == 0
+    for b in chain:
+        assert lw.bucket.everything(backup_dir(b)) == [], b["id"]

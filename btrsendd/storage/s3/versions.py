@@ -34,6 +34,8 @@ DELETE_BATCH = 1000
 _NO_LOCK_CODES = frozenset(
     {"ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"}
 )
+#: Answers meaning "no such version" (AWS says NoSuchVersion; some servers, NoSuchKey).
+_GONE_CODES = frozenset({"NoSuchVersion", "NoSuchKey"})
 
 
 class BucketVersions(BucketClient):
@@ -185,8 +187,9 @@ class BucketVersions(BucketClient):
             )
         except ClientError as exc:
             # A version with no retention answers with an error, not an empty retention; a
-            # bucket without Object Lock answers InvalidRequest: nothing there is locked.
-            if error_code(exc) in _NO_LOCK_CODES | {"404", "InvalidRequest"}:
+            # bucket without Object Lock answers InvalidRequest; a version deleted since
+            # (a deletion cut short, an admin's hand) is gone: nothing there is locked.
+            if error_code(exc) in _NO_LOCK_CODES | _GONE_CODES | {"404", "InvalidRequest"}:
                 return None
             raise self._error(what, exc) from exc
         except BotoCoreError as exc:
