@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import secrets
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
 from tests.support.backups import events
+from tests.support.faults import faulty_zstd
 from tests.support.lockbucket import (
     PREFIX,
     Stored,
@@ -495,3 +497,33 @@ def test_a_deferred_deletion_cut_short_is_finished(lock_world: LockWorlds) -> No
     assert proc.returncode == 0
     for b in chain:
         assert lw.bucket.everything(backup_dir(b)) == [], b["id"]
+
+
+def test_an_upload_resumed_after_its_lock_date_is_locked_anew(lock_world: LockWorlds) -> None:
+    """An upload interrupted, then resumed after the lock it began with has ended (a laptop
+    off for longer than chain_lifetime_days + margin): S3 refuses a retain-until in the
+    past, so resuming with the old date would fail every cycle, forever."""
+    lw = lock_world("governance", lifetime=3, margin=1)
+    lw.back_up(ago(2))
+    faulty_zstd(lw.world, nth=2, action="exit 1")  # the second volume fails: one is stored
+    mutate(lw.world.source, 1)
+    lw.world.run("backup", "--date", ago(1).isoformat(), check=False)
+    lw.world.env.pop("PATH")
+    partial = lw.world.list()[-1]
+    assert (partial["state"], partial["volumes"]) == ("uploading", 1)
+    # Time passes, as far as the lock the backup began with is concerned.
+    with sqlite3.connect(lw.world.work / "state" / "catalog.db") as db:
+        db.execute(
+            "UPDATE backups SET locked_until = ? WHERE id = ?",
+            ((datetime.now(UTC) - timedelta(days=1)).isoformat(), partial["id"]),
+        )
+
+    proc = lw.world.run("backup", "--date", ago(1).isoformat())
+    assert events(proc, "backup.resumed")
+    kept = lw.world.list()
+    assert [b["state"] for b in kept] == ["complete", "complete"]
+    floor = lock_floor(ago(1), lw.lifetime, lw.margin)
+    # The whole chain, the volume stored before the interruption too, is locked anew.
+    for b in kept:
+        for v, (_, until) in lw.locks(b).items():
+            assert until >= floor, (v, until, floor)
