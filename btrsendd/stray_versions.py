@@ -88,9 +88,7 @@ def delete_unlocked(repo: Repository, versions: Sequence[Version]) -> list[Versi
     """Delete the ``versions`` no lock holds; returns those still locked."""
     if not versions or not isinstance(repo.storage, Versioned):
         return list(versions)
-    # Without object_lock, the storage is not asked (a bucket without Object Lock refuses
-    # the question); a version locked anyway makes the deletion fail, and says so.
-    asked = repo.config.storage.object_lock != "off"
+    asked = repo.may_be_locked()
     locked = [v for v in versions if asked and repo.locked_until([v]) is not None]
     repo.storage.delete_versions([v for v in versions if v not in locked])
     return locked

@@ -527,3 +527,33 @@ def test_an_upload_resumed_after_its_lock_date_is_locked_anew(lock_world: LockWo
     for b in kept:
         for v, (_, until) in lw.locks(b).items():
             assert until >= floor, (v, until, floor)
+
+
+def test_a_new_host_without_object_lock_waits_for_the_locks_it_finds(
+    lock_world: LockWorlds, tmp_path: Path
+) -> None:
+    """A catalog rebuilt on a new host whose configuration leaves object_lock "off" (the
+    default) knows of no lock; the bucket still has them.  Expiry of a locked chain must
+    wait for them, not fail every cycle on refused deletions (no backup would be made again).
+    """
+    lw = lock_world("governance", lifetime=3, margin=1)
+    for day in (ago(40), ago(39), ago(38)):
+        lw.back_up(day)
+    chain = lw.world.list()[:2]
+    work = tmp_path / "new-host"
+    work.mkdir()
+    fresh = replace(
+        lw.world,
+        work=work,
+        storage=lw.world.storage.replace('object_lock = "governance"', 'object_lock = "off"'),
+    )
+    fresh.write_config()
+    fresh.run("catalog", "rebuild")
+    first = fresh.run("backup", "--date", ago(36).isoformat(), check=False)
+    assert first.returncode == 0, first.stderr.decode()
+    [report] = events(first, "expiry.locked")
+    assert report["backups"] == [b["id"] for b in chain]
+    fresh.run("backup", "--date", ago(35).isoformat())  # and the next cycle, still waiting
+    assert not {b["id"] for b in chain} & {b["id"] for b in fresh.list()}
+    for b in chain:
+        assert lw.bucket.versions(backup_dir(b)), "a locked version went"
