@@ -29,8 +29,10 @@ from btrsendd.restore import POLL_SECONDS_ENV
 from btrsendd.storage.s3.client import CHECKSUM_PREFIX
 from tests.cli.helpers import one_error_line
 from tests.fixtures.btrfs import MakeBtrfs
+from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
+from tests.fixtures.s3wire import Request
 from tests.support.backups import events
 from tests.support.faults import faulty_zstd
 from tests.support.lockbucket import (
@@ -557,3 +559,40 @@ def test_a_new_host_without_object_lock_waits_for_the_locks_it_finds(
     assert not {b["id"] for b in chain} & {b["id"] for b in fresh.list()}
     for b in chain:
         assert lw.bucket.versions(backup_dir(b)), "a locked version went"
+
+
+def denied_by_an_older_policy(request: Request) -> bool:
+    """What the IAM policy the README gave before versions were supported does not allow:
+    s3:GetBucketVersioning, s3:ListBucketVersions, s3:GetObjectVersion (a GET or HEAD of a
+    version by id), s3:DeleteObjectVersion, and everything about Object Lock."""
+    q = request.query
+    return bool(
+        {"versioning", "versions", "object-lock", "retention"} & set(q)
+        or ("versionId" in q and request.method in ("GET", "HEAD", "DELETE"))
+    )
+
+
+def test_a_versioned_bucket_with_an_older_policy_works_as_before(
+    seaweedfs_server: S3Server,
+    fault_proxy: FaultProxy,
+    make_btrfs: MakeBtrfs,
+    gpg_key: GpgKey,
+    tmp_path: Path,
+) -> None:
+    """Users who turned versioning on with the policy of an older btrsendd: backup,
+    verify, restore and expiry keep working (a warning asks for the new permissions)."""
+    bucket = seaweedfs_server.new_bucket(versioned=True)
+    fault_proxy.inject(1.0, seed=1, limit=10**6, kinds=("403",), match=denied_by_an_older_policy)
+    storage = lock_storage(seaweedfs_server, "off", bucket=bucket, margin=None)
+    storage = storage.replace(seaweedfs_server.endpoint_url, fault_proxy.endpoint_url)
+    (tmp_path / "work").mkdir()
+    w = make_world(make_btrfs("src"), tmp_path / "work", gpg_key, storage)
+    w.schedule = f"{EVERY_DAY}\nmax_incrementals = 1\nchain_lifetime_days = 3"
+    populate(w.source)
+    for i, day in enumerate((ago(40), ago(39), ago(38), ago(36))):
+        if i:
+            mutate(w.source, i)
+        w.run("backup", "--date", day.isoformat())
+    assert [b["date"] for b in w.list()] == [ago(38).isoformat(), ago(36).isoformat()]
+    w.run("verify")
+    restore_and_compare(w, w, ago(36), make_btrfs("dst"))
