@@ -596,3 +596,15 @@ def test_a_versioned_bucket_with_an_older_policy_works_as_before(
     assert [b["date"] for b in w.list()] == [ago(38).isoformat(), ago(36).isoformat()]
     w.run("verify")
     restore_and_compare(w, w, ago(36), make_btrfs("dst"))
+
+    # The policy is brought up to date; then someone writes over a volume of a backup that
+    # recorded no versions.  `verify --clean` reports the damage, and must not delete the
+    # genuine version, now noncurrent: it is the only good copy left.
+    fault_proxy.inject(0.0, seed=1, limit=0)
+    versioned = VersionedBucket(seaweedfs_server.client(), bucket)
+    newest = w.list()[-1]
+    genuine = [v for v in versioned.versions(backup_dir(newest)) if "/vol-" in v.key]
+    overwrite(versioned, genuine[0].key, genuine[0].size)
+    proc = w.run("verify", "--clean", check=False)
+    assert proc.returncode == 1, proc.stderr.decode()
+    assert set(genuine) <= set(versioned.versions(backup_dir(newest)))
