@@ -123,8 +123,7 @@ class Repository:
         """If any version of ``rows`` is still locked, forget the rows and keep their versions
         to delete later, as one batch; returns until when the latest lock holds."""
         flat = [v for r in rows for v in versions[r.id]]
-        # Backups btrsendd locked stay locked after object_lock is turned off.
-        if self.config.storage.object_lock == "off" and all(r.locked_until is None for r in rows):
+        if not self.may_be_locked(rows):
             return None
         until = self.locked_until(flat)
         if until is None:
@@ -146,6 +145,18 @@ class Repository:
             detail="their objects are locked (Object Lock); a cycle after that date deletes them",
         )
         return until
+
+    def may_be_locked(self, rows: Sequence[Backup] = ()) -> bool:
+        """Whether versions (of ``rows``) may be locked, so that the storage must be asked
+        before deleting them.  Not only when ``object_lock`` is on: locks outlive turning it
+        off, a catalog rebuilt without it knows of none, and a bucket's default retention
+        locks what btrsendd never did; a bucket without Object Lock is not asked (the policy
+        for it does not allow s3:GetObjectRetention)."""
+        if not isinstance(self.storage, Locking):
+            return False
+        if self.config.storage.object_lock != "off" or any(r.locked_until for r in rows):
+            return True
+        return self.storage.has_object_lock()
 
     def locked_until(self, versions: Sequence[Version]) -> datetime | None:
         """The latest moment any of ``versions`` is locked until, if one is locked now.

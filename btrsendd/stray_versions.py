@@ -62,8 +62,8 @@ def stray_versions(
 ) -> list[Version]:
     """Every version and delete marker in ``listing`` that no backup owns.
 
-    Owned: the recorded versions of complete backups' manifests and volumes (the current
-    one, for objects stored before versions were recorded), everything under a backup in
+    Owned: the recorded versions of complete backups' manifests and volumes (every version,
+    for objects stored before versions were recorded), everything under a backup in
     flight (``in_flight`` directories), every version of a key only an unknown backup
     refers to (``referenced`` minus the catalog's keys: a rebuild may adopt it), and the
     versions a locked deletion deferred (the caller passes their directories in
@@ -78,8 +78,10 @@ def stray_versions(
             continue
         if v.key in referenced and v.key not in cataloged:
             continue  # an unknown backup's
-        if v.latest and not v.delete_marker and (v.key, None) in owned:
-            continue  # recorded before versions were
+        if not v.delete_marker and (v.key, None) in owned:
+            # Recorded before versions were: which one was written is not known, and a
+            # newer one (written over it) is no reason to delete the genuine one.
+            continue
         stray.append(v)
     return stray
 
@@ -88,9 +90,7 @@ def delete_unlocked(repo: Repository, versions: Sequence[Version]) -> list[Versi
     """Delete the ``versions`` no lock holds; returns those still locked."""
     if not versions or not isinstance(repo.storage, Versioned):
         return list(versions)
-    # Without object_lock, the storage is not asked (a bucket without Object Lock refuses
-    # the question); a version locked anyway makes the deletion fail, and says so.
-    asked = repo.config.storage.object_lock != "off"
+    asked = repo.may_be_locked()
     locked = [v for v in versions if asked and repo.locked_until([v]) is not None]
     repo.storage.delete_versions([v for v in versions if v not in locked])
     return locked

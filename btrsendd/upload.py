@@ -224,12 +224,14 @@ class Uploader:
 
     def _lock(self, row: Backup) -> Lock | None:
         """The lock for ``row``'s objects: the one it began with (a resumed upload keeps it),
-        or its chain's now if it began before ``object_lock`` was turned on."""
+        or its chain's now if it began before ``object_lock`` was turned on or if the one it
+        began with has ended since (S3 refuses a retain-until in the past; the cycle's
+        ``refresh`` then extends the rest of the chain)."""
         locks = ObjectLock(self.repo)
         lock = locks.for_chain(row.date)
         if lock is None or row.locked_until is None:
             return lock
-        return Lock(lock.mode, row.locked_until)
+        return Lock(lock.mode, max(row.locked_until, lock.until))
 
     def _write_manifest(self, backup_id: str, lock: Lock | None) -> tuple[str, str | None]:
         """Store the manifest, the completion marker; returns the completion time it records

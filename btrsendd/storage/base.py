@@ -228,8 +228,14 @@ class Locking(Protocol):
         versioning), with how to fix it; None if it can."""
         ...
 
+    def has_object_lock(self) -> bool:
+        """Whether any version may be locked (the bucket has Object Lock), whatever the
+        configuration says: locks set before, or by the bucket's default retention, hold."""
+        ...
+
     def lock_of(self, key: str, version: str) -> Lock | None:
-        """The retention ``version`` of ``key`` carries now, if any."""
+        """The retention ``version`` of ``key`` carries now, if any (none for a version that
+        is gone: it holds nothing)."""
         ...
 
     def extend_lock(self, key: str, version: str | None, lock: Lock) -> None:

@@ -8,15 +8,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import secrets
-import subprocess
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from btrsendd.layout import MANIFEST_NAME, new_backup_id
-from btrsendd.storage.s3.client import CHECKSUM_PREFIX
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.support.lockbucket import (
     PREFIX,
@@ -27,38 +24,10 @@ from tests.support.lockworld import (
     LockWorlds,
     ago,
     back_up_checking_locks,
+    overwrite,
+    restore_and_compare,
 )
-from tests.support.trees import assert_same_tree
 from tests.support.world import World
-
-
-def overwrite(bucket: VersionedBucket, key: str, size: int) -> tuple[bytes, str]:
-    """A garbage version of ``key`` as long as the genuine one, uploaded like btrsendd
-    uploads volumes (multipart, SHA-256 checksums): only its checksum tells it apart.
-    Returns the garbage and the checksum a manifest would record for it."""
-    data = secrets.token_bytes(size)
-    c, name = bucket.client, bucket.name
-    upload = c.create_multipart_upload(Bucket=name, Key=key, ChecksumAlgorithm="SHA256")
-    part = c.upload_part(
-        Bucket=name,
-        Key=key,
-        UploadId=upload["UploadId"],
-        PartNumber=1,
-        Body=data,
-        ChecksumAlgorithm="SHA256",
-    )
-    done = c.complete_multipart_upload(
-        Bucket=name,
-        Key=key,
-        UploadId=upload["UploadId"],
-        MultipartUpload={
-            "Parts": [
-                {"PartNumber": 1, "ETag": part["ETag"], "ChecksumSHA256": part["ChecksumSHA256"]}
-            ]
-        },
-    )
-    head = c.head_object(Bucket=name, Key=key, VersionId=done["VersionId"], ChecksumMode="ENABLED")
-    return data, CHECKSUM_PREFIX + head["ChecksumSHA256"]
 
 
 def genuine_manifest(bucket: VersionedBucket, backup: dict[str, Any]) -> dict[str, Any]:
@@ -167,13 +136,6 @@ def plant_twin(bucket: VersionedBucket, genuine: dict[str, Any], copy: Copy) -> 
         )
     c.put_object(Bucket=name, Key=backup_dir(where) + MANIFEST_NAME, Body=json.dumps(twin))
     return str(twin["id"])
-
-
-def restore_and_compare(world: World, original: World, day: date, target: Path) -> None:
-    """Restore ``day`` with ``world``, compare it with ``original``'s snapshot, remove it."""
-    restored = world.restore(day, target)
-    assert_same_tree(original.snapshots / day.isoformat(), restored)
-    subprocess.run(["btrfs", "subvolume", "delete", str(restored)], check=True, capture_output=True)
 
 
 def summary(world: World) -> list[tuple[Any, ...]]:

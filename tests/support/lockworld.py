@@ -7,6 +7,7 @@ is a backup day, so each ``--date`` is due.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from btrsendd.layout import MANIFEST_NAME
 from btrsendd.restore import POLL_SECONDS_ENV
+from btrsendd.storage.s3.client import CHECKSUM_PREFIX
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
@@ -27,7 +29,7 @@ from tests.support.lockbucket import (
     lock_floor,
     lock_storage,
 )
-from tests.support.trees import mutate, populate
+from tests.support.trees import assert_same_tree, mutate, populate
 from tests.support.world import World, make_world
 
 EVERY_DAY = "backup_days = [" + ", ".join(str(d) for d in range(1, 32)) + "]"
@@ -122,3 +124,39 @@ def back_up_checking_locks(lw: LockWorld, mode: str) -> list[dict[str, Any]]:
                 assert now[v][1] > before[v][1], f"{v.key}: lock not extended as its chain grew"
         before = now
     return kept
+
+
+def overwrite(bucket: VersionedBucket, key: str, size: int) -> tuple[bytes, str]:
+    """A garbage version of ``key`` as long as the genuine one, uploaded like btrsendd
+    uploads volumes (multipart, SHA-256 checksums): only its checksum tells it apart.
+    Returns the garbage and the checksum a manifest would record for it."""
+    data = secrets.token_bytes(size)
+    c, name = bucket.client, bucket.name
+    upload = c.create_multipart_upload(Bucket=name, Key=key, ChecksumAlgorithm="SHA256")
+    part = c.upload_part(
+        Bucket=name,
+        Key=key,
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        Body=data,
+        ChecksumAlgorithm="SHA256",
+    )
+    done = c.complete_multipart_upload(
+        Bucket=name,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={
+            "Parts": [
+                {"PartNumber": 1, "ETag": part["ETag"], "ChecksumSHA256": part["ChecksumSHA256"]}
+            ]
+        },
+    )
+    head = c.head_object(Bucket=name, Key=key, VersionId=done["VersionId"], ChecksumMode="ENABLED")
+    return data, CHECKSUM_PREFIX + head["ChecksumSHA256"]
+
+
+def restore_and_compare(world: World, original: World, day: date, target: Path) -> None:
+    """Restore ``day`` with ``world``, compare it with ``original``'s snapshot, remove it."""
+    restored = world.restore(day, target)
+    assert_same_tree(original.snapshots / day.isoformat(), restored)
+    subprocess.run(["btrfs", "subvolume", "delete", str(restored)], check=True, capture_output=True)

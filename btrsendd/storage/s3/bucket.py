@@ -13,6 +13,7 @@ import contextlib
 import io
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, BinaryIO
@@ -142,11 +143,20 @@ class S3Storage(BucketVersions):
             # A create whose answer was lost may have opened an upload nobody knows about.
             with contextlib.suppress(StorageError):
                 self.abort_incomplete_uploads(key)
-        return stored
+        return self._recorded(stored)
 
     def put_bytes(self, key: str, data: bytes, lock: Lock | None = None) -> Stored:
         with self._translate(f"upload of {self._url(check_key(key))}"):
-            return self._put_object(key, data, "STANDARD", lock)
+            return self._recorded(self._put_object(key, data, "STANDARD", lock))
+
+    def _recorded(self, stored: Stored) -> Stored:
+        """``stored`` with the version to record: none unless the bucket is known to keep
+        versions.  Credentials that may not ask (a policy written for an older btrsendd)
+        may not read a version by id either (s3:GetObjectVersion): reads go by key, as they
+        did."""
+        if stored.version is None or self.keeps_versions():
+            return stored
+        return replace(stored, version=None)
 
     # -- reading ---------------------------------------------------------------------------
 

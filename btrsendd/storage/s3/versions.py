@@ -34,6 +34,8 @@ DELETE_BATCH = 1000
 _NO_LOCK_CODES = frozenset(
     {"ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"}
 )
+#: Answers meaning "no such version" (AWS says NoSuchVersion; some servers, NoSuchKey).
+_GONE_CODES = frozenset({"NoSuchVersion", "NoSuchKey"})
 
 
 class BucketVersions(BucketClient):
@@ -155,7 +157,13 @@ class BucketVersions(BucketClient):
             f'object_lock = "off"'
         )
 
-    def _lock_enabled(self) -> bool:
+    def has_object_lock(self) -> bool:
+        # Not allowed to ask: a policy written for a btrsendd that never locked anything.
+        return self._lock_enabled(denied=False)
+
+    def _lock_enabled(self, denied: bool | None = None) -> bool:
+        """Whether the bucket has Object Lock; ``denied`` (if given) is the answer when the
+        credentials may not ask."""
         if self._lock_enabled_answer is None:
             what = f"reading the Object Lock configuration of {self.description}"
             try:
@@ -164,7 +172,10 @@ class BucketVersions(BucketClient):
                     lambda: self._client.get_object_lock_configuration(Bucket=self.bucket),
                 )
             except ClientError as exc:
-                if error_code(exc) not in _NO_LOCK_CODES | {"404"}:
+                code = error_code(exc)
+                if denied is not None and code in ("AccessDenied", "403"):
+                    return denied
+                if code not in _NO_LOCK_CODES | {"404"}:
                     raise self._error(what, exc) from exc
                 self._lock_enabled_answer = False
             except BotoCoreError as exc:
@@ -185,8 +196,9 @@ class BucketVersions(BucketClient):
             )
         except ClientError as exc:
             # A version with no retention answers with an error, not an empty retention; a
-            # bucket without Object Lock answers InvalidRequest: nothing there is locked.
-            if error_code(exc) in _NO_LOCK_CODES | {"404", "InvalidRequest"}:
+            # bucket without Object Lock answers InvalidRequest; a version deleted since
+            # (a deletion cut short, an admin's hand) is gone: nothing there is locked.
+            if error_code(exc) in _NO_LOCK_CODES | _GONE_CODES | {"404", "InvalidRequest"}:
                 return None
             raise self._error(what, exc) from exc
         except BotoCoreError as exc:
