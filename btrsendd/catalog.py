@@ -258,10 +258,13 @@ class Catalog:
                 "UPDATE deferred_deletions SET until = ? WHERE batch = ?", (_iso(until), batch)
             )
 
-    def drop_deferred(self, batch: str) -> None:
-        """Forget a batch whose versions are deleted."""
+    def drop_deferred(self, batch: str, versions: Sequence[tuple[str, str]]) -> None:
+        """Forget the (key, version) pairs of ``batch`` that are deleted."""
         with self.transaction() as db:
-            db.execute("DELETE FROM deferred_deletions WHERE batch = ?", (batch,))
+            db.executemany(
+                "DELETE FROM deferred_deletions WHERE batch = ? AND key = ? AND version = ?",
+                [(batch, key, version) for key, version in versions],
+            )
 
     def insert_complete(self, row: Backup, volumes: Sequence[Volume]) -> None:
         """Insert a backup known to be complete (catalog rebuild from a manifest)."""

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby
 
-from btrsendd.errors import OperationalError
+from btrsendd.errors import OperationalError, StorageError
 from btrsendd.log import get_logger
 from btrsendd.model import Backup
 from btrsendd.repository import Repository
@@ -105,7 +105,18 @@ class ObjectLock:
             # A chain kept past its expiry day would otherwise be extended by a day each
             # cycle: a second margin spaces the extensions out.
             lock = Lock(lock.mode, max(lock.until, soon + self.margin))
-            self.extend(chain, lock)
+            try:
+                self.extend(chain, lock)
+            except StorageError as exc:
+                # One damaged old chain must not stop every backup; its lock may lapse,
+                # which the warning says (each cycle, until it is mended).
+                get_logger(source=source).warning(
+                    "lock.extend_failed",
+                    chain=chain[0].chain,
+                    error=str(exc),
+                    detail="this chain's lock was not extended and may end; `btrsendd "
+                    "verify` names what is missing, `btrsendd forget` removes a damaged backup",
+                )
 
     def _objects(self, row: Backup) -> Iterator[tuple[str, str | None]]:
         """(key, version) of the manifest and every volume of ``row``; version None (the

@@ -87,13 +87,15 @@ class Repository:
 
     def _remove(self, rows: Sequence[Backup]) -> datetime | None:
         newest_first = sorted(rows, key=lambda r: r.date, reverse=True)
+        for r in newest_first:
+            # Open uploads are no backup's: billed, never locked, never waited for.
+            self.abort_leftover_uploads(r)
         versions = self._versions(newest_first)
         if versions is not None and (until := self._defer_if_locked(rows, versions)):
             return until
         for r in newest_first:
             self._delete(r, versions, manifest_only=True)
         for r in newest_first:
-            self.abort_leftover_uploads(r)
             self._delete(r, versions)
         self.catalog.delete_backups([r.id for r in rows])
         return None
@@ -174,24 +176,32 @@ class Repository:
         return latest
 
     def finish_deferred(self, source: str) -> None:
-        """Delete every deferred batch of ``source`` none of whose versions is locked now,
-        manifests first; report the batches still waiting."""
+        """Delete what no lock holds any more of each deferred batch of ``source``, manifests
+        first, and volumes once no manifest of the batch is left; report what still waits.
+
+        Versions are asked one by one: one that someone else locked (for years, in
+        compliance mode) keeps only itself, and the manifests while it is one, waiting.
+        """
         if not isinstance(self.storage, Versioned):
             return
         entries = self.catalog.deferred_deletions(source)
+        log = get_logger(source=source)
         for batch, members in groupby(entries, key=lambda d: d.batch):
             deferred = [Version(d.key, d.version, d.size, False, d.delete_marker) for d in members]
-            until = self.locked_until(deferred)
-            log = get_logger(source=source)
-            if until is not None:
-                self.catalog.set_deferred_until(batch, until)
-                log.info("expiry.waiting", batch=batch, until=until.isoformat())
-                continue
+            ends = {v: self.locked_until([v]) for v in deferred}
+            locked = [v for v, end in ends.items() if end is not None]
             manifests = [v for v in deferred if v.key.endswith("/" + MANIFEST_NAME)]
-            self.storage.delete_versions(manifests)
-            self.storage.delete_versions([v for v in deferred if v not in manifests])
-            self.catalog.drop_deferred(batch)
-            log.info("expiry.finished", batch=batch, versions=len(deferred))
+            gone = [v for v in manifests if v not in locked]
+            if not any(v in locked for v in manifests):
+                gone += [v for v in deferred if v not in manifests and v not in locked]
+            self.storage.delete_versions(gone)
+            self.catalog.drop_deferred(batch, [(v.key, v.version) for v in gone])
+            if not locked:
+                log.info("expiry.finished", batch=batch, versions=len(deferred))
+                continue
+            until = max(end for end in ends.values() if end is not None)
+            self.catalog.set_deferred_until(batch, until)
+            log.info("expiry.waiting", batch=batch, until=until.isoformat(), locked=len(locked))
 
     def abort_leftover_uploads(self, row: Backup) -> None:
         """Abort what an interrupted volume left unfinished (open multipart uploads cost

@@ -181,7 +181,9 @@ def test_locked_backups_leave_the_catalog_with_their_versions_deferred(tmp_path:
         later = datetime(2027, 2, 1, tzinfo=UTC)
         cat.set_deferred_until("c1", later)
         assert {d.until for d in cat.deferred_deletions()} == {later}
-        cat.drop_deferred("c1")
+        cat.drop_deferred("c1", [("home/c1/vol-00000", "x")])
+        assert [d.version for d in cat.deferred_deletions()] == ["m0", "v0"]
+        cat.drop_deferred("c1", [("home/c1/manifest.json", "m0"), ("home/c1/vol-00000", "v0")])
         assert cat.deferred_deletions() == []
 
 

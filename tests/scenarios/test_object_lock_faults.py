@@ -5,6 +5,7 @@ keep working (SeaweedFS, behind the fault proxy where the storage must refuse)."
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import replace
@@ -228,3 +229,58 @@ def test_a_versioned_bucket_with_an_older_policy_works_as_before(
     proc = w.run("verify", "--clean", check=False)
     assert proc.returncode == 1, proc.stderr.decode()
     assert set(genuine) <= set(versioned.versions(backup_dir(newest)))
+
+
+def test_a_version_someone_else_locked_holds_back_only_itself(lock_world: LockWorlds) -> None:
+    lw = lock_world("governance", lifetime=3, margin=1)
+    for day in (ago(40), ago(39), ago(38)):
+        lw.back_up(day)
+    chain = lw.world.list()[:2]
+    # Someone plants a version into the chain's directory and locks it for good.
+    planted = backup_dir(chain[0]) + "planted"
+    c, name = lw.bucket.client, lw.bucket.name
+    c.put_object(
+        Bucket=name,
+        Key=planted,
+        Body=b"x",
+        ObjectLockMode="COMPLIANCE",
+        ObjectLockRetainUntilDate=datetime.now(UTC) + timedelta(days=2),
+    )
+    assert events(lw.back_up(ago(36)), "expiry.locked")  # the whole chain waits for now
+    genuine = [v for b in chain for v in lw.bucket.everything(backup_dir(b)) if v.key != planted]
+    lift_locks(lw.bucket, genuine)
+
+    # The next cycle deletes all that no lock holds; the planted version alone waits.
+    proc = lw.back_up(ago(35))
+    [waiting] = events(proc, "expiry.waiting")
+    assert waiting["locked"] == 1
+    left = [v.key for b in chain for v in lw.bucket.everything(backup_dir(b))]
+    assert left == [planted]
+    [source] = json.loads(lw.world.run("status", "--json").stdout)["sources"]
+    assert source["deferred_deletion"]["versions"] == 1
+
+
+def test_a_chain_that_cannot_be_extended_does_not_stop_backups(lock_world: LockWorlds) -> None:
+    lw = lock_world("governance", lifetime=30, margin=1)
+    lw.back_up(ago(3))
+    [old] = lw.world.list()
+    # A volume of the kept chain is lost (deleted by someone allowed to), and its lock is due
+    # to be extended.
+    [volume] = [v for v in lw.bucket.versions(backup_dir(old)) if "/vol-00000" in v.key]
+    lw.bucket.client.delete_object(
+        Bucket=lw.bucket.name,
+        Key=volume.key,
+        VersionId=volume.version_id,
+        BypassGovernanceRetention=True,
+    )
+    with sqlite3.connect(lw.world.work / "state" / "catalog.db") as db:
+        db.execute(
+            "UPDATE backups SET locked_until = ? WHERE id = ?",
+            (datetime.now(UTC).isoformat(), old["id"]),
+        )
+    lw.world.schedule = lw.world.schedule.replace("max_incrementals = 1", "max_incrementals = 0")
+    lw.world.write_config()
+    proc = lw.back_up(ago(0))  # a full backup of a new chain: the old one is not its parent
+    [warning] = events(proc, "lock.extend_failed")
+    assert warning["chain"] == old["chain"] and "verify" in warning["detail"]
+    assert [b["date"] for b in lw.world.list()] == [ago(3).isoformat(), ago(0).isoformat()]
