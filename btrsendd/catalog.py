@@ -266,6 +266,19 @@ class Catalog:
                 [(batch, key, version) for key, version in versions],
             )
 
+    def record_strays(self, source: str, versions: int, size: int) -> None:
+        """Remember what ``verify`` found of versions no backup of ``source`` owns."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO stray_versions VALUES (?, ?, ?, ?)",
+                (source, versions, size, _now()),
+            )
+
+    def strays(self) -> dict[str, tuple[int, int, str]]:
+        """By source: the stray versions and bytes the last ``verify`` found, and when."""
+        rows = self._db.execute("SELECT source, versions, bytes, checked_at FROM stray_versions")
+        return {s: (int(n), int(b), str(at)) for s, n, b, at in rows}
+
     def insert_complete(self, row: Backup, volumes: Sequence[Volume]) -> None:
         """Insert a backup known to be complete (catalog rebuild from a manifest)."""
         with self.transaction() as db:

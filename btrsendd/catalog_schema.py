@@ -90,6 +90,16 @@ CREATE TABLE deferred_deletions (
     delete_marker INTEGER NOT NULL,
     PRIMARY KEY (key, version)
 );
+-- What the last `verify` of each source found in a bucket that keeps versions: versions and
+-- delete markers no backup owns, billed until `verify --clean` (or their lock) ends them.
+-- `status` counts them: it cannot list the bucket itself.  (No semicolons in comments here:
+-- the schema is split on them.)
+CREATE TABLE stray_versions (
+    source        TEXT PRIMARY KEY,
+    versions      INTEGER NOT NULL,
+    bytes         INTEGER NOT NULL,
+    checked_at    TEXT NOT NULL
+);
 -- Chains are derived, never stored twice: a view keeps "how long is this chain" in one place.
 CREATE VIEW chains AS
     SELECT chain AS id, source, MIN(date) AS first_date, MAX(date) AS last_date,
@@ -123,6 +133,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE deferred_deletions (batch TEXT NOT NULL, source TEXT NOT NULL,"
         " key TEXT NOT NULL, version TEXT NOT NULL, size INTEGER NOT NULL,"
         " until TEXT NOT NULL, delete_marker INTEGER NOT NULL, PRIMARY KEY (key, version))",
+        "CREATE TABLE stray_versions (source TEXT PRIMARY KEY, versions INTEGER NOT NULL,"
+        " bytes INTEGER NOT NULL, checked_at TEXT NOT NULL)",
     ),
 }
 

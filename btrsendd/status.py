@@ -71,6 +71,7 @@ def _source_report(
     seen = None if published is None else published.sources.get(src.name)
     locks = [r.locked_until for r in rows if r.locked_until is not None]
     deferred = repo.catalog.deferred_deletions(src.name)
+    strays = repo.catalog.strays().get(src.name)
     return {
         "name": src.name,
         "path": str(src.path),
@@ -114,6 +115,9 @@ def _source_report(
             "bytes": sum(d.size for d in deferred),
             "until": max(d.until for d in deferred).isoformat(),
         },
+        "stray_versions": None
+        if not strays or not strays[0]
+        else {"versions": strays[0], "bytes": strays[1], "checked_at": strays[2]},
         "last_error": None
         if seen is None or not seen.last_error
         else {"at": seen.last_error_at, "message": seen.last_error},
@@ -170,8 +174,10 @@ def build_report(config: Config, now: datetime) -> dict[str, Any]:
         classes: dict[str, int] = {}
         for row in repo.catalog.backups(None):
             classes[row.storage_class] = classes.get(row.storage_class, 0) + row.stored_bytes
-        # Versions of deleted backups that a lock keeps: billed until their deletion.
+        # Versions of deleted backups that a lock keeps, and versions no backup owns that the
+        # last verify found: billed until they are deleted.
         noncurrent = sum(d.size for d in repo.catalog.deferred_deletions())
+        noncurrent += sum(size for _, size, _ in repo.catalog.strays().values())
         if noncurrent:
             cls = repo.storage.storage_class
             classes[cls] = classes.get(cls, 0) + noncurrent

@@ -94,3 +94,9 @@ def delete_unlocked(repo: Repository, versions: Sequence[Version]) -> list[Versi
     locked = [v for v in versions if asked and repo.locked_until([v]) is not None]
     repo.storage.delete_versions([v for v in versions if v not in locked])
     return locked
+
+
+def record_strays(repo: Repository, source: str, versions: Sequence[Version]) -> None:
+    """Remember what was found, for ``status``, which counts what it costs without listing
+    the bucket."""
+    repo.catalog.record_strays(source, len(versions), sum(v.size for v in versions))

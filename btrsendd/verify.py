@@ -43,6 +43,7 @@ from btrsendd.storage.common import check_key
 from btrsendd.stray_versions import (
     delete_unlocked,
     listed_versions,
+    record_strays,
     recorded_sizes,
     stray_versions,
 )
@@ -239,6 +240,7 @@ def check_source(repo: Repository, source: str, *, rehash: bool, idle: bool) -> 
         report.versions = stray_versions(
             repo, listing, complete, volumes, referenced, [*in_flight, *waiting]
         )
+        record_strays(repo, report.source, report.versions)
     else:
         report.orphans = [
             o
@@ -392,4 +394,5 @@ def clean(repo: Repository, report: Report) -> Cleaned:
     plain = [v for v in report.versions if _plain_key(v.key)]
     locked = delete_unlocked(repo, plain)
     report.versions = [v for v in report.versions if v not in plain or v in locked]
+    record_strays(repo, report.source, report.versions)
     return Cleaned(len(deletable), len(odd), aborted, len(plain) - len(locked), len(locked))

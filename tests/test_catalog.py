@@ -89,7 +89,8 @@ _VOLUMES_V1 = """CREATE TABLE volumes (
     stored_sha256 TEXT NOT NULL, PRIMARY KEY (backup_id, idx))"""
 
 #: What schema 4 added: object versions, locks and deferred deletions.
-_DOWN_TO_V3 = """DROP TABLE deferred_deletions; ALTER TABLE volumes DROP COLUMN version;
+_DOWN_TO_V3 = """DROP TABLE deferred_deletions; DROP TABLE stray_versions;
+    ALTER TABLE volumes DROP COLUMN version;
     ALTER TABLE backups DROP COLUMN manifest_version;
     ALTER TABLE backups DROP COLUMN locked_until;"""
 

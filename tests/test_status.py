@@ -63,7 +63,11 @@ def test_backups_chain_and_next_backup_from_the_catalog(world: World) -> None:
     }
     assert (data["local_snapshots"], data["local_snapshots_error"]) == (2, None)
     assert (data["uploading"], data["interrupted"], data["problem"]) == (None, [], None)
-    assert (data["locked_until"], data["deferred_deletion"]) == (None, None)
+    assert (data["locked_until"], data["deferred_deletion"], data["stray_versions"]) == (
+        None,
+        None,
+        None,
+    )
     assert data["last_run"] == {"at": None, "result": None}
     assert data["last_error"] is None
     stored = full["stored_bytes"] + inc["stored_bytes"]

@@ -98,6 +98,14 @@ def _source_lines(s: Mapping[str, Any]) -> list[str]:
             f"{waiting['versions']} object version(s), {human_bytes(waiting['bytes'])}, of "
             f"deleted backups: locked until {_when(waiting['until'])}, then deleted",
         )
+    strays = s["stray_versions"]
+    if strays:
+        add(
+            "strays",
+            f"{strays['versions']} version(s) no backup owns, {human_bytes(strays['bytes'])}, "
+            f"found by verify {_when(strays['checked_at'])}; `btrsendd verify --clean` "
+            "deletes those not locked",
+        )
     if s["problem"]:
         add("problem", s["problem"])
     add("last error", "none" if error is None else f"{_when(error['at'])}: {error['message']}")

@@ -31,6 +31,7 @@ BACKED_UP: dict[str, Any] = {
     "problem": None,
     "locked_until": None,
     "deferred_deletion": None,
+    "stray_versions": None,
     "last_error": None,
 }
 
@@ -66,6 +67,7 @@ def test_a_running_daemon_and_sources_in_every_state() -> None:
         "problem": "the newest backup is ahead",
         "locked_until": "2000-04-14T00:00:00",
         "deferred_deletion": {"versions": 4, "bytes": 3 * 2**20, "until": "2000-01-20T00:00:00"},
+        "stray_versions": {"versions": 2, "bytes": 2**20, "checked_at": "2000-01-07T03:00:00"},
         "last_error": {"at": "2000-01-07T00:00:05", "message": "boom"},
     }
     uploading = {**BACKED_UP, "name": "srv", "uploading": {"bytes": 5 * 2**20, "rate": 2.5 * 2**20}}
@@ -110,6 +112,8 @@ def test_a_running_daemon_and_sources_in_every_state() -> None:
         "  locked        until 2000-04-14 00:00 (the oldest kept backup)",
         "  deleting      4 object version(s), 3.0 MiB, of deleted backups: locked until "
         "2000-01-20 00:00, then deleted",
+        "  strays        2 version(s) no backup owns, 1.0 MiB, found by verify 2000-01-07 03:00; "
+        "`btrsendd verify --clean` deletes those not locked",
         "  problem       the newest backup is ahead",
         "  last error    2000-01-07 00:00:05: boom",
         "",

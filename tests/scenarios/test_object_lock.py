@@ -114,6 +114,12 @@ def test_verify_reports_versions_no_backup_owns_and_clean_deletes_the_unlocked(
     assert all(" version " in line for line in orphans), out
     assert sum("delete marker" in line for line in orphans) == 1, out
 
+    # status counts what they cost (it cannot list the bucket itself).
+    status = json.loads(lw.world.run("status", "--json").stdout)
+    [source] = status["sources"]
+    assert source["stray_versions"]["versions"] == 4
+    assert status["storage"]["noncurrent_bytes"] == source["stray_versions"]["bytes"] > 0
+
     cleaned = lw.world.run("verify", "--clean", check=False)
     said = cleaned.stdout.decode()
     assert "deleted 3 version(s) no backup owns" in said, said
@@ -127,6 +133,8 @@ def test_verify_reports_versions_no_backup_owns_and_clean_deletes_the_unlocked(
     assert [line for line in again.splitlines() if "ORPHAN" in line] == [
         line for line in orphans if f"{PREFIX}/data/locked" in line
     ], again
+    [source] = json.loads(lw.world.run("status", "--json").stdout)["sources"]
+    assert source["stray_versions"] == {**source["stray_versions"], "versions": 1, "bytes": 6}
 
 
 def test_expiry_and_forget_of_locked_backups_wait_for_the_lock_to_end(
