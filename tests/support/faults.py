@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import IO
 
@@ -69,9 +70,19 @@ def start(world: World, *args: str, stderr: IO[bytes] | int) -> subprocess.Popen
 
 
 def kill_all(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL ``proc``'s whole process group (see ``start``) and reap ``proc``."""
+    """SIGKILL ``proc``'s whole process group (see ``start``), reap ``proc``, and wait until
+    every member is gone: a child still dying (``btrfs receive`` chrooted into a target)
+    keeps its filesystem busy, and a test that unmounts next would fail at random."""
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process group {proc.pid} still has members 30 s after SIGKILL")
 
 
 def change_source(world: World, day: int, new_bytes: int) -> None:
