@@ -120,7 +120,8 @@ def targets(summaries: Sequence[Summary]) -> list[Target]:
         found.append(
             Target(
                 f"peak RSS at default settings (worst: {worst.group}, {worst.name})",
-                f"{worst.peak_rss / MiB:.0f} MiB",
+                # One decimal: "128 MiB (target <= 128 MiB)" marked missed reads as a bug.
+                f"{worst.peak_rss / MiB:.1f} MiB",
                 f"<= {MAX_RSS // MiB} MiB",
                 worst.peak_rss <= MAX_RSS,
             )
