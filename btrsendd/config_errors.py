@@ -52,9 +52,9 @@ def schema_findings(
         if problem["type"] == "too_short" and _has_broken_entries(problem["loc"], problems):
             continue  # short only because its broken entries, reported, were left out
         loc = [item for item in problem["loc"] if not _is_validator_step(item)]
-        key = location(loc, data)
+        key = _location(loc, data)
         if problem["type"] == "extra_forbidden":
-            message = unknown_key(str(loc[-1]), _table_at(model, loc[:-1]), model)
+            message = _unknown_key(str(loc[-1]), _table_at(model, loc[:-1]), model)
         elif problem["type"] == "missing":
             message = f"required key is missing (see {example_config()})"
         else:
@@ -95,7 +95,7 @@ def _is_validator_step(item: int | str) -> bool:
     return isinstance(item, str) and _VALIDATOR_STEP.match(item) is not None
 
 
-def location(loc: Sequence[int | str], data: dict[str, Any]) -> str:
+def _location(loc: Sequence[int | str], data: dict[str, Any]) -> str:
     """A pydantic location as the TOML key a user would write; a source is named too."""
     parts: list[str] = []
     node: Any = data
@@ -112,7 +112,7 @@ def location(loc: Sequence[int | str], data: dict[str, Any]) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
-def unknown_key(key: str, table: type[BaseModel] | None, model: type[BaseModel]) -> str:
+def _unknown_key(key: str, table: type[BaseModel] | None, model: type[BaseModel]) -> str:
     """Why ``key`` is refused, and what was probably meant."""
     see = f"every key is explained in {example_config()}"
     known = [] if table is None else _keys(table)

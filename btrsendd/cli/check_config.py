@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from btrsendd.cli.common import add_command
 
@@ -39,9 +38,9 @@ def register(commands: Commands) -> None:
     )
 
 
-@dataclass(frozen=True)
-class Report:
-    """Everything check-config found about one file."""
+class Report(NamedTuple):
+    """Everything check-config found about one file (a NamedTuple: no dataclasses to import
+    at start-up, which every command pays for)."""
 
     path: Path
     #: The file's mistakes (its schema's), each on the key as written.
