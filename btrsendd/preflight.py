@@ -9,7 +9,8 @@ exist, nothing btrsendd trusts can be read or changed by the wrong people
 subvolumes are not silently left out (``placement.py``), and the schedule does not pay cold
 storage for deleting early.
 Every finding names the TOML key to change and how, because check-config is run exactly when
-someone is editing the file.
+someone is editing the file.  A file with mistakes is checked all the same on the parts of it
+that are sound (``Parts``), and what could not be checked is named, so that one run says all.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Parts:
 
     @classmethod
     def sound(cls, path: Path, intact: dict[str, Any]) -> Parts:
-        """The parts of the file at ``path`` that validated (``config.Validated.intact``)."""
+        """The parts of the file at ``path`` that are sound (``config.Validated.intact``)."""
         names = {f.name for f in fields(cls)} - {"source_file", "whole"}
         return cls(path, **{name: value for name, value in intact.items() if name in names})
 
