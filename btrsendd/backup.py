@@ -139,7 +139,7 @@ class BackupCycle:
         if done and day < done[-1].date:
             newest = done[-1].date
             raise OperationalError(
-                f"{source}: the date {day} is earlier than the newest backup ({newest}); has "
+                f"the date {day} is earlier than the newest backup ({newest}); has "
                 "the clock moved backwards? Nothing was done; fix the system clock (or --date), "
                 f"or, if the backup of {newest} is the mistake, remove it with `btrsendd forget "
                 f"--source {source} --date {newest}`"

@@ -15,6 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,12 +26,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from btrsendd import cron
+from btrsendd.config_errors import example_config, intact, schema_findings
 from btrsendd.errors import ConfigError
+from btrsendd.findings import Finding
 from btrsendd.pricing import THAW, TRANSFER_OUT_PER_GB
 from btrsendd.storage import backend_of
 from btrsendd.storage.endpoint import no_secrets_in_url
@@ -152,17 +156,21 @@ class PipelineConfig(_Section):
 
 class EncryptionConfig(_Section):
     mode: Literal["gpg", "none"] = "gpg"
-    recipients: tuple[str, ...] = ()
+    # Validated when left out too, so that its absence is reported on this key.
+    recipients: tuple[str, ...] = Field(default=(), validate_default=True)
     gnupg_home: AbsolutePath = Path("/etc/btrsendd/gnupg")
 
-    @model_validator(mode="after")
-    def _recipients_for_gpg(self) -> EncryptionConfig:
-        if self.mode == "gpg" and not self.recipients:
+    @field_validator("recipients")
+    @classmethod
+    def _recipients_for_gpg(
+        cls, recipients: tuple[str, ...], info: ValidationInfo
+    ) -> tuple[str, ...]:
+        if info.data.get("mode") == "gpg" and not recipients:
             raise ValueError(
-                "encryption.recipients is empty: list the fingerprint of at least one public "
-                'key (gpg --list-keys --with-fingerprint), or set mode = "none" explicitly'
+                "no recipient to encrypt to: list the fingerprint of at least one public key "
+                '(gpg --list-keys --with-fingerprint), or set mode = "none" explicitly'
             )
-        return self
+        return recipients
 
 
 StorageClass = Literal[
@@ -317,64 +325,70 @@ def config_path(cli_path: str | os.PathLike[str] | None) -> Path:
     return Path(env) if env else DEFAULT_CONFIG_PATH
 
 
-def _location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
-    """Render a pydantic error location as the TOML key a user would write."""
-    parts: list[str] = []
-    node: Any = data
-    for item in loc:
-        if isinstance(item, int):
-            name = (
-                node[item].get("name")
-                if isinstance(node, list | tuple) and isinstance(node[item], dict)
-                else None
-            )
-            parts[-1] = f"{parts[-1]}[{item}]" + (f" (name = {name!r})" if name else "")
-            node = node[item] if isinstance(node, list | tuple) and item < len(node) else None
-            continue
-        if item.startswith("function-after") or item.startswith("function-before"):
-            continue
-        parts.append(str(item))
-        node = node.get(item) if isinstance(node, dict) else None
-    return ".".join(parts) if parts else "(top level)"
+class ConfigFileError(ConfigError):
+    """The file is missing, unreadable or not TOML: nothing in it can be checked."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
-def format_validation_error(err: ValidationError, path: Path, data: dict[str, Any]) -> list[str]:
-    """One line per problem: ``file: key: what is wrong``."""
-    lines = []
-    for problem in err.errors():
-        key = _location(tuple(problem["loc"]), data)
-        if problem["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling against config/btrsendd.toml"
-        elif problem["type"] == "missing":
-            msg = "required key is missing"
-        else:
-            msg = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"{path}: {key}: {msg}")
-    return lines
+@dataclass(frozen=True)
+class Validated:
+    """What validating a file's data found: the ``config``, or its ``problems`` (one per
+    mistake, on the key as written) and the top-level keys that are ``intact`` (validated on
+    their own, with the defaults of those left out), which check-config checks on the
+    machine all the same."""
+
+    config: Config | None
+    problems: list[Finding]
+    intact: dict[str, Any]
+
+
+def validate(data: dict[str, Any], path: Path) -> Validated:
+    """``data`` (a file's TOML) as a ``Config``, or every problem with it."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as err:
+        return Validated(None, schema_findings(err, data, Config), intact(Config, data, err))
+    return Validated(config.model_copy(update={"source_file": path}), [], {})
+
+
+def _toml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(path, f"not valid TOML: {exc}") from None
+
+
+def _valid(data: dict[str, Any], path: Path) -> Config:
+    validated = validate(data, path)
+    if validated.config is None:
+        # One line per problem: the CLI prints each as an error line of its own.
+        raise ConfigError("\n".join(f"{path}: {p.key}: {p.message}" for p in validated.problems))
+    return validated.config
 
 
 def parse_config(text: str, path: Path) -> Config:
     """Parse TOML text; raise ``ConfigError`` whose message lists every problem, one per line."""
+    return _valid(_toml(text, path), path)
+
+
+def read_config_data(path: Path) -> dict[str, Any]:
+    """The TOML of the file at ``path``, not yet validated."""
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError("\n".join(format_validation_error(exc, path, data))) from None
-    return config.model_copy(update={"source_file": path})
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(
+            path,
+            f"no such file; copy {example_config()} there and edit it, or pass --config PATH "
+            f"(or set {CONFIG_ENV})",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(path, f"cannot read: {exc}") from None
+    return _toml(text, path)
 
 
 def load_config(path: Path) -> Config:
     """Read and validate the file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: no such file; copy config/btrsendd.toml there and edit it, "
-            f"or pass --config PATH (or set {CONFIG_ENV})"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_config(text, path)
+    return _valid(read_config_data(path), path)

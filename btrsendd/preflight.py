@@ -9,7 +9,8 @@ exist, nothing btrsendd trusts can be read or changed by the wrong people
 subvolumes are not silently left out (``placement.py``), and the schedule does not pay cold
 storage for deleting early.
 Every finding names the TOML key to change and how, because check-config is run exactly when
-someone is editing the file.
+someone is editing the file.  A file with mistakes is checked all the same on the parts of it
+that are sound (``Parts``), and what could not be checked is named, so that one run says all.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import datetime as dt
 import math
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from btrsendd import cron, permissions, placement
 from btrsendd.config import (
     Config,
+    EncryptionConfig,
     PipelineConfig,
     ScheduleConfig,
     SourceConfig,
@@ -38,29 +42,95 @@ from btrsendd.storage import backend_of
 _COLDEST_FIRST = ("DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "STANDARD_IA", "STANDARD")
 
 
+@dataclass(frozen=True)
+class Parts:
+    """The sections of a configuration the machine checks read: all of them for a valid
+    file; for one with mistakes, those that are sound (None for the others), so that one run
+    of check-config reports the mistakes and what the machine says about the rest."""
+
+    source_file: Path | None
+    state_dir: Path | None = None
+    schedule: ScheduleConfig | None = None
+    pipeline: PipelineConfig | None = None
+    encryption: EncryptionConfig | None = None
+    storage: StorageConfig | None = None
+    sources: tuple[SourceConfig, ...] | None = None
+    #: The whole configuration, which the placement checks read, when it is valid.
+    whole: Config | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> Parts:
+        return cls(
+            config.source_file,
+            config.state_dir,
+            config.schedule,
+            config.pipeline,
+            config.encryption,
+            config.storage,
+            config.sources,
+            config,
+        )
+
+    @classmethod
+    def sound(cls, path: Path, intact: dict[str, Any]) -> Parts:
+        """The parts of the file at ``path`` that are sound (``config.Validated.intact``)."""
+        names = {f.name for f in fields(cls)} - {"source_file", "whole"}
+        return cls(path, **{name: value for name, value in intact.items() if name in names})
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the machine checks found, and what they could not check (the parts not sound)."""
+
+    findings: list[Finding]
+    skipped: list[str]
+
+
 def check(config: Config, *, check_storage: Callable[[], None] | None = None) -> list[Finding]:
     """Every finding for ``config`` on this machine, in the order of the file's sections.
 
     ``check_storage`` probes the storage backend (credentials, bucket, permissions); it is
     passed in so this module stays free of network code and testable without a server.
     """
-    findings = _config_file(config.source_file)
-    findings += _state_dir(config.state_dir)
-    findings += _schedule(config.schedule)
-    findings += _early_deletion(config.schedule, config.storage)
-    findings += _compliance(config.schedule, config.storage)
-    findings += _compressor(config.pipeline)
-    findings += gpg.check_keyring(config.encryption)
-    findings += backend_of(config.storage).findings(config.storage, config.sources)
-    findings += _sources(config.sources)
-    findings += placement.inside_problems(config)
-    findings += placement.nested_problems(config)
+    return check_parts(Parts.of(config), check_storage=check_storage).findings
+
+
+def check_parts(p: Parts, *, check_storage: Callable[[], None] | None = None) -> Checked:
+    """``check`` on what there is: each check runs if the parts it reads are sound."""
+    skipped: list[str] = []
+
+    def skip(what: str) -> list[Finding]:
+        skipped.append(what)
+        return []
+
+    schedule, storage, sources = p.schedule, p.storage, p.sources
+    findings = _config_file(p.source_file)
+    findings += _state_dir(p.state_dir) if p.state_dir else skip("state_dir")
+    findings += _schedule(schedule) if schedule else skip("the schedule")
+    findings += (
+        _early_deletion(schedule, storage) + _compliance(schedule, storage)
+        if schedule and storage
+        else skip("early deletion and Object Lock")
+    )
+    findings += _compressor(p.pipeline) if p.pipeline else skip("the compressor")
+    findings += gpg.check_keyring(p.encryption) if p.encryption else skip("the keyring")
+    findings += (
+        backend_of(storage).findings(storage, sources)
+        if storage and sources
+        else skip("the storage settings")
+    )
+    findings += _sources(sources) if sources else skip("the sources")
+    findings += (
+        placement.inside_problems(p.whole) + placement.nested_problems(p.whole)
+        if p.whole
+        else skip("nested subvolumes and what lies inside a source")
+    )
     if check_storage is not None:
         try:
             check_storage()
         except BtrsenddError as exc:
             findings.append(error("storage", str(exc)))
-    return findings
+    return Checked(findings, skipped)
 
 
 def format_findings(findings: Sequence[Finding]) -> list[str]:

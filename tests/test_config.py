@@ -4,14 +4,18 @@ kind of mistake."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from btrsendd.config import Config, load_config, parse_config, parse_size
+from btrsendd import config_errors
+from btrsendd.config import Config, load_config, parse_config, parse_size, validate
 from btrsendd.errors import ConfigError
 
 FILE = Path("/etc/btrsendd/test.toml")
+#: What every unknown key points to (no example is installed where the tests run).
+EXAMPLE = "every key is explained in /usr/share/doc/btrsendd/btrsendd.toml.example"
 
 MINIMAL = """
 [encryption]
@@ -178,8 +182,8 @@ BAD_CASES = [
     ),
     pytest.param(
         MINIMAL.replace('recipients = ["0123456789ABCDEF0123456789ABCDEF01234567"]', ""),
-        "encryption",
-        "encryption.recipients is empty",
+        "encryption.recipients",
+        "no recipient to encrypt to: list the fingerprint of at least one public key",
         id="gpg-without-recipients",
     ),
     pytest.param(
@@ -334,10 +338,13 @@ def test_bad_toml() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "btrsendd.toml"
 
-    with pytest.raises(
-        ConfigError, match=rf"^{re.escape(str(missing))}: no such file; copy config/btrsendd"
-    ):
+    with pytest.raises(ConfigError) as raised:
         load_config(missing)
+
+    assert str(raised.value) == (
+        f"{missing}: no such file; copy /usr/share/doc/btrsendd/btrsendd.toml.example there "
+        "and edit it, or pass --config PATH (or set BTRSENDD_CONFIG)"
+    )
 
 
 def test_load_config_records_the_file(tmp_path: Path) -> None:
@@ -345,3 +352,90 @@ def test_load_config_records_the_file(tmp_path: Path) -> None:
     path.write_text(MINIMAL)
 
     assert load_config(path).source_file == path
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        pytest.param(
+            with_section("schedule", "crn = '0 0 * * *'"),
+            f'schedule.crn: unknown key; did you mean "cron"? ({EXAMPLE})',
+            id="misspelt-key",
+        ),
+        pytest.param(
+            "[schedul]\ncron = '0 0 * * *'\n" + MINIMAL,
+            f'schedul: unknown key; did you mean "schedule"? ({EXAMPLE})',
+            id="misspelt-section",
+        ),
+        pytest.param(
+            MINIMAL.replace("[[sources]]", "[[source]]"),
+            "sources: required key is missing (see /usr/share/doc/btrsendd/btrsendd.toml.example)"
+            f'\nsource: unknown key; did you mean "sources"? ({EXAMPLE})',
+            id="misspelt-array-of-tables",
+        ),
+        pytest.param(
+            MINIMAL.replace('snapshot_dir = "/home/.btrsendd"', 'snapshotdir = "/h/.b"'),
+            "sources[0] (name = 'home').snapshot_dir: required key is missing (see "
+            "/usr/share/doc/btrsendd/btrsendd.toml.example)\n"
+            "sources[0] (name = 'home').snapshotdir: unknown key; did you mean "
+            f'"snapshot_dir"? ({EXAMPLE})',
+            id="misspelt-in-a-source",
+        ),
+        pytest.param(
+            with_section("restore.prices.DEEP_ARCHIVE.Bulk", "per_gbb = 0.1"),
+            'restore.prices.DEEP_ARCHIVE.Bulk.per_gbb: unknown key; did you mean "per_gb"? '
+            f"({EXAMPLE})",
+            id="misspelt-in-a-table-of-tables",
+        ),
+        pytest.param(
+            'bucket = "b2"\n' + MINIMAL,
+            f"bucket: unknown key here; bucket belongs in [storage] ({EXAMPLE})",
+            id="key-above-its-header",
+        ),
+        pytest.param(
+            with_section("snapshots", "zzz = 1"),
+            f"snapshots.zzz: unknown key; the keys here are keep_days ({EXAMPLE})",
+            id="nothing-close",
+        ),
+        pytest.param(
+            with_section("storage", 'storage_class = "deep_archive"'),
+            "storage.storage_class: Input should be 'STANDARD', 'STANDARD_IA', 'ONEZONE_IA', "
+            "'INTELLIGENT_TIERING', 'GLACIER_IR', 'GLACIER' or 'DEEP_ARCHIVE'; did you mean "
+            '"DEEP_ARCHIVE"?',
+            id="value-in-the-wrong-case",
+        ),
+    ],
+)
+def test_a_misspelling_is_answered_with_what_was_meant(text: str, lines: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse(text)
+
+    assert str(raised.value).splitlines() == [f"{FILE}: {line}" for line in lines.splitlines()]
+
+
+def test_the_example_named_is_the_installed_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    local = tmp_path / "local" / "btrsendd.toml.example"
+    monkeypatch.setattr(config_errors, "EXAMPLE_CONFIGS", (tmp_path / "deb", local))
+    assert config_errors.example_config() == tmp_path / "deb"  # none installed: the package's
+    local.parent.mkdir()
+    local.write_text("")
+    assert config_errors.example_config() == local
+
+
+def test_what_is_sound_in_a_file_with_mistakes() -> None:
+    text = with_section("schedule", "crn = 1") + '\n[pipeline]\ncompression = "zstd"\n'
+    validated = validate(tomllib.loads(text), FILE)
+
+    assert validated.config is None
+    assert [p.key for p in validated.problems] == ["schedule.crn"]
+    intact = validated.intact
+    assert sorted(intact) == [
+        "encryption", "metrics", "pipeline", "restore", "snapshots", "sources", "state_dir",
+        "storage",
+    ]  # fmt: skip
+    assert intact["pipeline"].compression == "zstd" and intact["pipeline"].level is None
+    assert intact["state_dir"] == Path("/var/lib/btrsendd")
+    assert [s.name for s in intact["sources"]] == ["home"]
+    assert validate(tomllib.loads(MINIMAL), FILE).config == parse(MINIMAL)

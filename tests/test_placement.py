@@ -3,6 +3,7 @@ directory inside a source is refused, and the usual layout (``/home/.btrsendd``)
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -28,12 +29,13 @@ def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
 
 
 def findings(world: World) -> tuple[int, list[str]]:
-    """check-config's exit status and its finding lines."""
-    proc = world.run("check-config", check=False)
+    """check-config's exit status and its findings, as ``level: key: message``."""
+    proc = world.run("check-config", "--json", check=False)
     text = proc.stderr.decode()
     assert "Traceback" not in text and "internal error" not in text, text
+    report = json.loads(proc.stdout)
     return proc.returncode, [
-        line for line in text.splitlines() if line.startswith(("error: ", "warning: "))
+        f"{f['level']}: {f['key']}: {f['message']}" for f in report["findings"]
     ]
 
 

@@ -39,6 +39,7 @@ from btrsendd.cli import (
     verify,
 )
 from btrsendd.cli.common import check_config_file
+from btrsendd.cli.grammar import Parser, global_options
 from btrsendd.errors import BtrsenddError
 from btrsendd.interrupt import Interrupted
 
@@ -60,7 +61,8 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The whole command line; building it has no side effects (the man pages read it)."""
+    parser = Parser(
         prog="btrsendd",
         description=(
             "Incremental, encrypted backups of btrfs subvolumes to AWS cold storage. "
@@ -70,19 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 success, 1 operational failure, 2 usage or configuration error, "
         "130 or 143 interrupted by SIGINT or SIGTERM (it says what it left and what the next "
         "run does).",
+        parents=[global_options(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"btrsendd {__version__}")
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file (default: $BTRSENDD_CONFIG or /etc/btrsendd/btrsendd.toml)",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=["auto", "console", "json"],
-        default="auto",
-        help="log lines on stderr: readable on a terminal, JSON otherwise (default: auto)",
-    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(commands)
@@ -106,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupt.install()
     from btrsendd.log import configure as configure_logging
 
-    configure_logging(args.log_format)
+    configure_logging(args.log_format, args.log_level)
     try:
         if args.command != "check-config":  # which reports it as a finding of its own
             check_config_file(args)
@@ -120,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"btrsendd: error: {line}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print("btrsendd: interrupted", file=sys.stderr)
+        # Before the stop signals are ours (parsing, imports): nothing was started yet.
+        print("btrsendd: error: interrupted (SIGINT) before anything was done", file=sys.stderr)
         return 130
     except Exception as exc:
         # Only the catalog speaks sqlite, and imports it: an error of sqlite3 needs it loaded,
@@ -145,8 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         print(
-            f"btrsendd: internal error: {type(exc).__name__}: {exc} "
-            "(set BTRSENDD_DEBUG=1 for the traceback, and please report it)",
+            f"btrsendd: error: internal error: {type(exc).__name__}: {exc} (a bug: please "
+            "report it; set BTRSENDD_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         return 1

@@ -8,6 +8,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from btrsendd.cli.common import TIERS, add_command, load_config
+from btrsendd.cli.grammar import COMMAND_OPTIONS
 
 if TYPE_CHECKING:
     from btrsendd.cli.common import Commands
@@ -21,6 +22,7 @@ def register(commands: Commands) -> None:
         "rebuild",
         help="recreate the catalog from the manifests in the bucket (for a new machine)",
         description="recreate the catalog from the manifests in the bucket (for a new machine)",
+        parents=[COMMAND_OPTIONS],
     )
     p.add_argument("--force", action="store_true", help="replace a catalog that is not empty")
     p.add_argument(

@@ -12,12 +12,14 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING
 
+from btrsendd.cli.grammar import COMMAND_OPTIONS
 from btrsendd.errors import UsageError
 
 if TYPE_CHECKING:
+    from btrsendd.cli.grammar import Parser
     from btrsendd.config import Config
 
-    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+    Commands = argparse._SubParsersAction[Parser]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -27,7 +29,7 @@ TIERS = ["Bulk", "Standard", "Expedited"]
 
 def add_command(commands: Commands, name: str, run: Handler, help: str) -> argparse.ArgumentParser:
     """The parser of command ``name``, which ``run`` carries out; ``help`` also describes it."""
-    parser = commands.add_parser(name, help=help, description=help)
+    parser = commands.add_parser(name, help=help, description=help, parents=[COMMAND_OPTIONS])
     parser.set_defaults(handler=run)
     return parser
 
@@ -61,8 +63,14 @@ def load_config(args: argparse.Namespace) -> Config:
     """The configuration ``--config`` (or its defaults) names."""
     from btrsendd.config import config_path
     from btrsendd.config import load_config as load
+    from btrsendd.log import get_logger
 
-    return load(config_path(args.config))
+    config = load(config_path(args.config))
+    # For -v: which file was read, when $BTRSENDD_CONFIG or the default chose it.
+    get_logger().debug(
+        "config.loaded", path=str(config.source_file), sources=[s.name for s in config.sources]
+    )
+    return config
 
 
 def confirm(question: str) -> bool:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+import json
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
 from btrsendd.cli.common import add_command, confirm, load_config, parse_date
+from btrsendd.cli.list_backups import backup_json
+from btrsendd.errors import UsageError
 from btrsendd.progress import human_bytes
 
 if TYPE_CHECKING:
@@ -28,6 +31,11 @@ def register(commands: Commands) -> None:
         "--date", type=parse_date, metavar="YYYY-MM-DD", required=True, help="the backup's date"
     )
     p.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="with --dry-run: print what would be deleted as one JSON object",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask before deleting")
 
 
@@ -52,16 +60,37 @@ def forgetting_lines(f: Forgetting) -> list[str]:
     return lines
 
 
+def forgetting_json(source: str, day: date, f: Forgetting) -> dict[str, Any]:
+    """``forget --dry-run --json``: what would go, what that costs early, what is kept."""
+    return {
+        "source": source,
+        "date": day.isoformat(),
+        "backups": [backup_json(r) for r in f.rows],
+        "early_deletion_usd": round(f.early_cost, 2),
+        "minimum_days": f.minimum_days,
+        "local_snapshots_kept": [str(p) for p in f.local_snapshots],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from btrsendd.forget import assess, doomed
     from btrsendd.log import get_logger
     from btrsendd.repository import open_repository
 
+    if args.json and not args.dry_run:
+        raise UsageError(
+            "forget --json only describes what --dry-run would delete: add --dry-run (forget "
+            "itself shows the same and asks first)"
+        )
     config = load_config(args)
     src = config.source(args.source)
     with open_repository(config, lock="forget") as repo:
         every = repo.catalog.backups(src.name, states=("complete", "uploading", "expiring"))
         rows = doomed(every, src.name, args.date)
+        assessed = assess(rows, src, datetime.now(UTC))
+        if args.json:
+            print(json.dumps(forgetting_json(src.name, args.date, assessed), indent=2))
+            return 0
         later = len(rows) - 1
         print(
             f"Forget {src.name} {args.date}"
@@ -72,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             )
             + ":"
         )
-        for line in forgetting_lines(assess(rows, src, datetime.now(UTC))):
+        for line in forgetting_lines(assessed):
             print(line)
         if args.dry_run:
             print("dry run: nothing was deleted")

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from btrsendd.cli.common import TIERS, add_command, confirm, load_config, parse_date
+from btrsendd.errors import UsageError
 from btrsendd.interrupt import Interrupted
 from btrsendd.progress import human_bytes
 
 if TYPE_CHECKING:
+    from btrsendd.catalog import Catalog
     from btrsendd.cli.common import Commands
     from btrsendd.restore_plan import RestorePlan
 
@@ -28,7 +31,13 @@ def register(commands: Commands) -> None:
         "restore the newest backup dated on or before --date into --target (a btrfs directory)",
     )
     p.add_argument("--source", metavar="NAME", required=True, help="the source to restore")
-    p.add_argument("--date", type=parse_date, metavar="YYYY-MM-DD", required=True, help="the day")
+    p.add_argument(
+        "--date",
+        type=_day_or_latest,
+        metavar="YYYY-MM-DD|latest",
+        required=True,
+        help="the day, or latest: the newest complete backup",
+    )
     p.add_argument(
         "--target",
         type=Path,
@@ -60,6 +69,29 @@ def register(commands: Commands) -> None:
         metavar="PATH",
         help="also make a writable snapshot of the restored day at PATH",
     )
+
+
+def _day_or_latest(text: str) -> date | None:
+    """``--date``'s type: a day, or None for ``latest``."""
+    if text == "latest":
+        return None
+    try:
+        return parse_date(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date; write YYYY-MM-DD, or latest"
+        ) from None
+
+
+def _newest(catalog: Catalog, source: str) -> date:
+    """The day of ``source``'s newest complete backup: what ``--date latest`` restores."""
+    complete = catalog.backups(source)
+    if not complete:
+        raise UsageError(
+            f"{source} has no complete backup yet, so nothing to restore; `btrsendd list "
+            f"--source {source}` shows its backups"
+        )
+    return complete[-1].date
 
 
 def plan_lines(plan: RestorePlan) -> list[str]:
@@ -109,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     config.source(args.source)
     prices = pricing.Prices.from_config(config.restore)
     with open_repository(config) as repo, contextlib.ExitStack() as opened:
-        chain = engine.resolve_chain(repo.catalog, args.source, args.date)
+        day = _newest(repo.catalog, args.source) if args.date is None else args.date
+        chain = engine.resolve_chain(repo.catalog, args.source, day)
         wanted = chain[-1]
         # Opened now and kept: the directories checked are the ones written to, hours later.
         target = opened.enter_context(Target.open(args.target))
@@ -121,10 +154,8 @@ def run(args: argparse.Namespace) -> int:
             target, wanted.snapshot, writable, [s.snapshot_dir for s in config.sources]
         )
         job = engine.RestoreJob.prepare(repo, chain, args.gnupg_home)
-        print(
-            f"Restore {args.source} as of {wanted.date} (newest backup on or before "
-            f"{args.date}) into {args.target}:"
-        )
+        which = "the newest" if args.date is None else f"newest backup on or before {day}"
+        print(f"Restore {args.source} as of {wanted.date} ({which}) into {args.target}:")
         for line in plan_lines(job.plan(prices, args.tier)):
             print(line)
         if not args.yes and not confirm("Proceed?"):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 from typing import TYPE_CHECKING
 
 from btrsendd.cli.common import add_command, load_config
+from btrsendd.errors import OperationalError
 
 if TYPE_CHECKING:
     from btrsendd.cli.common import Commands
@@ -34,12 +34,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args)
     found = running_daemon(config.state_dir)
     if found is None:
-        print(
-            f"btrsendd: no daemon is running on {config.state_dir}; start it "
-            "(systemctl start btrsendd) or back up now with `btrsendd backup --force`",
-            file=sys.stderr,
+        raise OperationalError(
+            f"no daemon is running on {config.state_dir}; start it "
+            "(systemctl start btrsendd) or back up now with `btrsendd backup --force`"
         )
-        return 1
     pid, state = found
     os.kill(pid, signal.SIGUSR1)
     when = _WHEN.get(None if state.cycle is None else state.cycle.trigger, "now")

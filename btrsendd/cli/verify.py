@@ -1,14 +1,16 @@
 """``btrsendd verify``: the checks of ``btrsendd/verify.py``, one line per finding.
 
-Exit 1 if anything is wrong: a problem, or an orphan (which ``--clean`` deletes).
+Exit 1 if anything is wrong: a problem, or an orphan (which ``--clean`` deletes); with
+``--json`` too, whose object says the same for scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from btrsendd.cli.common import add_command, load_config
 from btrsendd.cli.restore import plan_lines
@@ -47,6 +49,11 @@ def register(commands: Commands) -> None:
         type=Path,
         metavar="DIR",
         help="--deep: keyring holding the private key (default: gpg's own default)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: what was found per source, and a summary",
     )
 
 
@@ -99,6 +106,23 @@ def _print_report(r: Report) -> None:
         print(f"{r.source}: ORPHAN: {shown(v.key)} version {shown(v.version)} ({what})")
 
 
+def report_json(r: Report) -> dict[str, Any]:
+    """One source's findings for scripts: the same as the lines, with sizes in bytes."""
+    return {
+        "source": r.source,
+        "problems": r.problems,
+        "orphans": [
+            {"key": o.key, "size": o.size, "storage_class": o.storage_class} for o in r.orphans
+        ],
+        "uploads": r.uploads,
+        "versions": [
+            {"key": v.key, "version": v.version, "size": v.size, "delete_marker": v.delete_marker}
+            for v in r.versions
+        ],
+        "notes": r.notes,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """Print every problem and orphan, one per line; exit 1 if anything is wrong."""
     from btrsendd.lock import backup_running
@@ -124,9 +148,16 @@ def run(args: argparse.Namespace) -> int:
                 deep_check(repo, src, prices, report, args.gnupg_home, _warn_deep)
     problems = sum(len(r.problems) for r in reports)
     orphans = sum(r.orphan_count for r in reports)
+    ok = not problems and not orphans
+    if args.json:
+        summary = {"problems": problems, "orphans": orphans, "ok": ok}
+        print(
+            json.dumps({"sources": [report_json(r) for r in reports], "summary": summary}, indent=2)
+        )
+        return 0 if ok else 1
     for r in reports:
         _print_report(r)
-    if not problems and not orphans:
+    if ok:
         print("verify: OK")
         return 0
     print(

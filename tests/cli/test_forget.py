@@ -3,6 +3,7 @@ snapshots it keeps (``forget.assess``, worded by ``forgetting_lines``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from btrsendd.cli.forget import forgetting_lines
 from btrsendd.config import SourceConfig
 from btrsendd.forget import assess
 from btrsendd.progress import human_bytes
-from tests.cli.helpers import backup
+from tests.cli.helpers import backup, one_error_line
 from tests.support.world import World
 
 NOW = datetime(2000, 3, 1, tzinfo=UTC)
@@ -55,3 +56,29 @@ def test_dry_run_shows_the_backup_and_the_snapshot_it_keeps(world: World) -> Non
         "dry run: nothing was deleted",
     ]
     assert world.list() == [b]
+
+
+def test_dry_run_json(world: World) -> None:
+    world.run("backup", "--date", "2000-01-01")
+    world.run("backup", "--date", "2000-01-07")
+    full, inc = world.list()
+    out = world.run("forget", "--source", "data", "--date", "2000-01-01", "--dry-run", "--json")
+    assert json.loads(out.stdout) == {
+        "source": "data",
+        "date": "2000-01-01",
+        "backups": [full, inc],
+        "early_deletion_usd": 0.0,
+        "minimum_days": {},
+        "local_snapshots_kept": [
+            str(world.snapshots / "2000-01-01"),
+            str(world.snapshots / "2000-01-07"),
+        ],
+    }
+    assert world.list() == [full, inc]
+    refused = world.run("forget", "--source", "data", "--date", "2000-01-01", "--json", check=False)
+    assert refused.returncode == 2
+    assert one_error_line(refused.stderr) == (
+        "btrsendd: error: forget --json only describes what --dry-run would delete: add "
+        "--dry-run (forget itself shows the same and asks first)"
+    )
+    assert world.list() == [full, inc]

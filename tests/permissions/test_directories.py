@@ -297,13 +297,17 @@ def test_check_config_reports_each_directory(world: World, tmp_path: Path) -> No
     assert proc.returncode == 2
     lines = proc.stderr.decode().splitlines()
     assert any(
-        line.startswith(f"error: state_dir: {state} belongs to user nobody") for line in lines
+        line.startswith(f"btrsendd: error: state_dir: {state} belongs to user nobody")
+        for line in lines
     ), lines
     assert any(
-        line.startswith(f"warning: encryption.gnupg_home: {home} has mode 0755") for line in lines
+        line.startswith(f"btrsendd: warning: encryption.gnupg_home: {home} has mode 0755")
+        for line in lines
     ), lines
     assert any(
-        line.startswith(f"warning: sources[0].snapshot_dir (name = 'data'): {world.snapshots}")
+        line.startswith(
+            f"btrsendd: warning: sources[0].snapshot_dir (name = 'data'): {world.snapshots}"
+        )
         and "others can read every file of every snapshot" in line
         for line in lines
     ), lines

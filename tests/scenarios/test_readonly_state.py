@@ -75,6 +75,6 @@ def test_check_config_finds_it(world: World) -> None:
 
     assert proc.returncode == 2
     assert (
-        f"error: state_dir: {world.work / 'state'} is read-only (its filesystem is mounted "
-        "read-only); remount it read-write, or set state_dir to a writable directory"
+        f"btrsendd: error: state_dir: {world.work / 'state'} is read-only (its filesystem is "
+        "mounted read-only); remount it read-write, or set state_dir to a writable directory"
     ) in proc.stderr.decode().splitlines()
