@@ -25,8 +25,8 @@ from functools import partial
 
 from btrsendd import planner, snapshots
 from btrsendd.config import SourceConfig
-from btrsendd.errors import BtrsenddError, OperationalError, StorageError
-from btrsendd.interrupt import Interrupted
+from btrsendd.errors import OperationalError, StorageError
+from btrsendd.interruptions import unfinished_upload
 from btrsendd.layout import new_backup_id, volume_name
 from btrsendd.log import get_logger
 from btrsendd.manifest import Manifest
@@ -170,18 +170,10 @@ class Uploader:
             discard = isinstance(exc, StreamError) or (
                 not stored and not isinstance(exc, StorageError)
             )
-            # The front end (CLI or daemon) reports the cycle's `backup.failed`; this event
-            # says what became of the upload itself.
-            log.error(
-                "upload.failed",
-                error=str(exc) if isinstance(exc, BtrsenddError) else repr(exc),
-                volumes_stored=stored,
-                next_step="discarded" if discard else "resume at the next cycle",
-            )
+            # Logged (a stop as a warning, a failure as an error) and recorded for `status`.
+            unfinished_upload(repo.config.state_dir, row, exc, stored, discarded=discard)
             if discard:
                 repo.discard(row)
-            if isinstance(exc, Interrupted):
-                exc.tell(_upload_aftermath(row, stored))
             raise
         progress.done()
         done = catalog.backup(backup_id)
@@ -380,14 +372,6 @@ class Uploader:
 
 class _ResumeMismatch(OperationalError):
     """The replayed send stream does not match what was stored: resume is impossible."""
-
-
-def _upload_aftermath(row: Backup, stored: int) -> str:
-    """What an interrupted upload left, for the one line the command prints."""
-    what = f"backup {row.id} of {row.source} ({row.date})"
-    if not stored:
-        return f"{what}: nothing was stored; it was discarded"
-    return f"{what}: {stored} volume(s) stored; the next backup resumes it from there"
 
 
 def _hash_prefix(stream: Readable, length: int, read: Callable[[int], None]) -> str:
