@@ -59,33 +59,30 @@ def _after(iso: str | None, than: str) -> bool:
 
 
 def _interruptions(
-    repo: Repository, source: str, recorded: SourceInterruptions | None, running_here: bool
+    repo: Repository,
+    recorded: SourceInterruptions | None,
+    complete: list[Backup],
+    running_here: bool,
 ) -> dict[str, Any]:
     """The source's interrupted cycles: how many, and the last one with what became of it.
 
     ``state`` is where its backup stands now (``uploading``: the next cycle resumes it;
     ``resuming``: the daemon is at it; ``complete``; ``gone``: discarded), ``resolved``
-    whether a backup of the source completed since (the interruption is history then).
+    whether a backup of the source (``complete``) completed since: it is history then.
     """
-    if recorded is None or recorded.last is None:
-        return {"by_signal": 0, "by_error": 0, "last": None}
+    recorded = recorded or SourceInterruptions()
     last = recorded.last
+    report: dict[str, Any] = {"by_signal": recorded.by_signal, "by_error": recorded.by_error}
+    if last is None:
+        return {**report, "last": None}
     state: str | None = None
     if last.backup_id is not None:
         row = repo.catalog.backup(last.backup_id)
         state = "gone" if row is None else row.state
         if state == "uploading" and running_here:
             state = "resuming"
-    completed = [r.completed_at for r in repo.catalog.backups(source)]
-    return {
-        "by_signal": recorded.by_signal,
-        "by_error": recorded.by_error,
-        "last": {
-            **asdict(last),
-            "state": state,
-            "resolved": any(_after(when, last.at) for when in completed),
-        },
-    }
+    resolved = any(_after(r.completed_at, last.at) for r in complete)
+    return {**report, "last": {**asdict(last), "state": state, "resolved": resolved}}
 
 
 def _source_report(
@@ -116,7 +113,7 @@ def _source_report(
     locks = [r.locked_until for r in rows if r.locked_until is not None]
     deferred = repo.catalog.deferred_deletions(src.name)
     strays = repo.catalog.strays().get(src.name)
-    stops = _interruptions(repo, src.name, recorded, running_here)
+    stops = _interruptions(repo, recorded, rows, running_here)
     last_stop = stops["last"]
 
     def why(backup_id: str) -> dict[str, Any]:

@@ -195,20 +195,16 @@ class CycleWorker:
         path = config.metrics.textfile
         if path is None:
             return
+        # Interruptions are recorded by whoever was interrupted, `btrsendd backup` too.
         stops = read_interruptions(config.state_dir)
+        facts = {}
         with self.published.lock:
             records = self.published.state.sources
-            facts = {
-                name: metrics.SourceFacts(
-                    record.last_run_at,
-                    record.last_success_at,
-                    record.failures,
-                    record.uploaded_bytes,
-                    stops.get(name),
+            for name in sorted(records.keys() | stops.keys()):
+                r = records.get(name, SourceRecord())
+                facts[name] = metrics.SourceFacts(
+                    r.last_run_at, r.last_success_at, r.failures, r.uploaded_bytes, stops.get(name)
                 )
-                for name in sorted(records.keys() | stops.keys())
-                for record in [records.get(name, SourceRecord())]
-            }
         try:
             metrics.write_textfile(path, metrics.render(facts, repo.catalog.backups()))
         except OSError as exc:

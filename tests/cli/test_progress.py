@@ -1,7 +1,8 @@
 """Progress on a terminal, through the real command line on a pseudo-terminal: restore shows
-volume n/N, bytes of the chain's total, percent and ETA right after its question; a backup
-shows an estimate and where it comes from; and no log line ever starts in the middle of the
-progress line (each one erases it first, and it is drawn again below).
+volume n/N, bytes of the chain's total, percent and ETA right after its question, and what it
+waits for while objects thaw; a backup shows an estimate and where it comes from; and no log
+line ever starts in the middle of the progress line (each one erases it first, and it is
+drawn again below).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from datetime import date
 
 from tests.fixtures.btrfs import MakeBtrfs
+from tests.support.backups import OnBackend
 from tests.support.terminal import plain, run_on_terminal, screen
 from tests.support.trees import assert_same_tree, populate
 from tests.support.world import World
@@ -101,3 +103,37 @@ def test_backup_shows_an_estimate_and_where_it_comes_from(world: World) -> None:
         assert status == 0, output
         assert_log_lines_start_lines(output)
     assert "(estimate: the last incremental backup, 2000-01-07)" in plain(output), output
+
+
+def test_restore_says_what_it_waits_for_while_objects_thaw(
+    on_backend: OnBackend, make_btrfs: MakeBtrfs
+) -> None:
+    # moto keeps Glacier's rule: a DEEP_ARCHIVE object is read only once it is thawed.
+    world = on_backend("moto")
+    populate(world.source)
+    world.run("backup", "--date", DAYS[0].isoformat())
+    target = make_btrfs("dst")
+    status, output = run_on_terminal(
+        world,
+        "restore",
+        "--source",
+        "data",
+        "--date",
+        DAYS[0].isoformat(),
+        "--target",
+        str(target),
+        "--tier",
+        "Bulk",
+        "--gnupg-home",
+        str(world.key.secret_home),
+        answers={b"Proceed? [y/N] ": b"y\n"},
+    )
+    assert status == 0, output
+    assert re.search(
+        r"\r\x1b\[Kdata 2000-01-01: waiting \d:\d\d:\d\d for (\d+) of \1 object\(s\) to be "
+        r"restored from cold storage \(tier Bulk\); next check at \d\d:\d\d:\d\d",
+        plain(output),
+    ), output
+    assert re.search(r"data 2000-01-01: volume \d+/\d+, .* \(\d+%\)", plain(output)), output
+    assert_log_lines_start_lines(output)
+    assert_same_tree(world.snapshots / DAYS[0].isoformat(), target / DAYS[0].isoformat())
