@@ -13,13 +13,17 @@ Whoever knows what the interruption left behind says so with ``Interrupted.tell`
 prints that in one line.  Further signals are ignored meanwhile, so a second Ctrl-C cannot cut
 the clean-up short; SIGKILL still can, and the next run copes with that too.
 
-The daemon (``btrsendd run``) handles its own signals and does not use this module.
+The daemon (``btrsendd run``) handles its own signals and does not install these handlers;
+its stop reaches a running upload as ``Cancelled``, defined here so that the engine can tell
+a stop (a warning: routine, resumed later) from a failure (an error).
 """
 
 from __future__ import annotations
 
 import signal
 from types import FrameType
+
+from btrsendd.errors import OperationalError
 
 #: The signals a foreground command stops on.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -33,6 +37,12 @@ class Interrupted(BaseException):
         self.signum = signum
         #: What was interrupted and what happens next, told by the code it passed through.
         self.aftermath: list[str] = []
+        #: Whether the interruption is recorded for ``status`` already (``interruptions.py``).
+        self.recorded = False
+
+    @property
+    def signame(self) -> str:
+        return signal.Signals(self.signum).name
 
     @property
     def exit_status(self) -> int:
@@ -41,6 +51,18 @@ class Interrupted(BaseException):
 
     def tell(self, what: str) -> None:
         self.aftermath.append(what)
+
+
+class Cancelled(OperationalError):
+    """Raised into a running upload when the daemon is asked to stop (by ``signame``).
+
+    An ``OperationalError``, unlike ``Interrupted``: it is raised from the upload's progress
+    hook in the pipeline's feeder thread, and must end the upload as a failing stage would.
+    """
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(f"the daemon is stopping ({signame}); the upload was interrupted")
+        self.signame = signame
 
 
 def _raise(signum: int, _frame: FrameType | None) -> None:

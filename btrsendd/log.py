@@ -4,7 +4,7 @@ Events are named ``noun.verb`` (``snapshot.created``, ``backup.completed``, ...)
 their facts as fields (``source``, ``backup_id``, ``bytes``, ``rate``, ``duration``), so that
 scripts and journald queries can rely on them.  Where the output goes:
 
-- a terminal: readable lines;
+- a terminal: readable lines, written above the progress line (``terminal.py``);
 - the journal (a systemd service, see ``journal.stderr_is_journal``): native journal entries,
   each field its own journal field: ``BTRSENDD_EVENT``, ``BTRSENDD_SOURCE``,
   ``BTRSENDD_BACKUP_ID``, ... with ``PRIORITY`` from the level and a readable ``MESSAGE``,
@@ -27,6 +27,7 @@ from typing import Any, Literal
 import structlog
 
 from btrsendd.journal import JournalSocket, encode, stderr_is_journal
+from btrsendd.terminal import LineLogger, status_line
 
 Format = Literal["auto", "console", "json"]
 
@@ -114,20 +115,19 @@ def configure(fmt: Format = "auto", level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=False),
         _drop_secrets,
     ]
-    factory: Any
+    # Written above the status line a progress display may be drawing (``terminal.py``).
+    output: LineLogger | JournalLogger = LineLogger(status_line(sys.stderr))
     if use_console:
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
-        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     elif use_journal:
         processors += [structlog.processors.format_exc_info, _render_journal]
-        journal = JournalLogger(JournalSocket())
-
-        def factory(*_args: Any) -> JournalLogger:
-            return journal
-
+        output = JournalLogger(JournalSocket())
     else:
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-        factory = structlog.PrintLoggerFactory(file=sys.stderr)
+
+    def factory(*_args: Any) -> LineLogger | JournalLogger:
+        return output
+
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(

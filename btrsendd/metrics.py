@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from btrsendd.interruptions import SourceInterruptions
 from btrsendd.model import Backup
 
 
@@ -27,6 +28,8 @@ class SourceFacts:
     last_success_at: str | None
     failures: int
     uploaded_bytes: int
+    #: Its interrupted cycles, the daemon's and ``btrsendd backup``'s (``interruptions.py``).
+    interruptions: SourceInterruptions | None = None
 
 
 _HELP = {
@@ -36,6 +39,15 @@ _HELP = {
     ),
     "btrsendd_last_run_timestamp_seconds": ("gauge", "When the last cycle for the source ran."),
     "btrsendd_failures_total": ("counter", "Cycles for the source that failed."),
+    "btrsendd_interrupted_total": (
+        "counter",
+        "Cycles for the source interrupted before their backup was stored: by a signal "
+        "(systemctl stop, Ctrl-C) or by an error during the upload.",
+    ),
+    "btrsendd_last_interrupted_timestamp_seconds": (
+        "gauge",
+        "When a cycle for the source was last interrupted.",
+    ),
     "btrsendd_uploaded_bytes_total": ("counter", "Raw send-stream bytes uploaded."),
     "btrsendd_last_backup_bytes": ("gauge", "Raw bytes of the newest complete backup."),
     "btrsendd_last_backup_duration_seconds": (
@@ -78,6 +90,12 @@ def render(facts: Mapping[str, SourceFacts], backups: Iterable[Backup]) -> str:
             if when is not None:
                 samples[name].append((labels, when))
         samples["btrsendd_failures_total"].append((labels, fact.failures))
+        stops = fact.interruptions or SourceInterruptions()
+        for cause, count in (("signal", stops.by_signal), ("error", stops.by_error)):
+            samples["btrsendd_interrupted_total"].append(({**labels, "cause": cause}, count))
+        when = _timestamp(None if stops.last is None else stops.last.at)
+        if when is not None:
+            samples["btrsendd_last_interrupted_timestamp_seconds"].append((labels, when))
         samples["btrsendd_uploaded_bytes_total"].append((labels, fact.uploaded_bytes))
     for source, row in sorted(newest.items()):
         labels = {"source": source}

@@ -31,6 +31,7 @@ from btrsendd.pipeline import btrfs
 from btrsendd.pipeline.codec import Codec, Compression, decode_volume
 from btrsendd.pipeline.readers import sha256_of
 from btrsendd.pipeline.sendstream import StreamChecker, StreamError
+from btrsendd.progress import Progress, Total
 from btrsendd.storage.base import Storage
 from btrsendd.workdir import Target, Workdir, remove_leftovers
 
@@ -65,15 +66,25 @@ def _stored_sha256(storage: Storage, vol: Located) -> str | None:
 
 
 def _receive_volume(
-    storage: Storage, vol: Located, out: int, gnupg_home: Path | None, checker: StreamChecker
+    storage: Storage,
+    vol: Located,
+    out: int,
+    gnupg_home: Path | None,
+    checker: StreamChecker,
+    progress: Progress,
 ) -> None:
     """Decode one volume into ``out`` (btrfs receive's stdin) through ``checker``, and check
-    both its hashes."""
+    both its hashes; ``progress`` counts its raw bytes."""
     expected = vol.volume
+
+    def inspect(chunk: memoryview) -> None:
+        checker.feed(chunk)
+        progress.advance(len(chunk))
+
     try:
         with storage.open_read(vol.key, vol.version) as body:
             got = decode_volume(
-                body, _codec(vol.backup), out, gnupg_home=gnupg_home, inspect=checker.feed
+                body, _codec(vol.backup), out, gnupg_home=gnupg_home, inspect=inspect
             )
     except PipelineError as exc:
         # gpg and zstd fail on damaged input before its end, so the decode's own hash of
@@ -96,9 +107,15 @@ def _receive_volume(
 
 
 def _receive_backup(
-    storage: Storage, volumes: Sequence[Located], work: Workdir, gnupg_home: Path | None
+    storage: Storage,
+    volumes: Sequence[Located],
+    work: Workdir,
+    gnupg_home: Path | None,
+    progress: Progress,
 ) -> str:
     """Receive one backup's volumes into ``work``; return the new subvolume's name.
+
+    ``progress`` is the whole chain's: each volume is a step of it.
 
     ``btrfs receive`` is confined to the working directory (``btrfs.Receive``), so whatever
     the stream names, nothing outside it is written.  On failure whatever was received
@@ -114,7 +131,8 @@ def _receive_backup(
         try:
             for vol in volumes:
                 current = vol
-                _receive_volume(storage, vol, receive.stdin, gnupg_home, checker)
+                progress.next_volume()
+                _receive_volume(storage, vol, receive.stdin, gnupg_home, checker, progress)
             current = None
             checker.finish()
             receive.finish()
@@ -244,22 +262,31 @@ def _receive_members(
 ) -> str:
     """Receive each member of the chain into ``work``, deleting the one before once the next
     is in; returns the name of the last one received."""
-    log = get_logger(source=volumes[0].backup.source)
+    newest = volumes[-1].backup
+    log = get_logger(source=newest.source)
     previous: str | None = None
-    for _, group in groupby(volumes, key=lambda v: v.backup.id):
-        members = list(group)
-        row = members[0].backup
-        started = time.monotonic()
-        received = _receive_backup(storage, members, work, gnupg_home)
-        log.info(
-            "restore.received",
-            backup_id=row.id,
-            date=row.date.isoformat(),
-            bytes=row.raw_bytes,
-            duration=round(time.monotonic() - started, 3),
-        )
-        if previous is not None:
-            work.delete_subvolume(previous)
-        previous = received
+    # One progress for the whole chain: its raw bytes are known, so percent and ETA are too.
+    with Progress(
+        f"{newest.source} {newest.date}",
+        log,
+        event="restore.progress",
+        total=Total(sum(v.volume.raw_length for v in volumes)),
+        volumes=len(volumes),
+    ) as progress:
+        for _, group in groupby(volumes, key=lambda v: v.backup.id):
+            members = list(group)
+            row = members[0].backup
+            started = time.monotonic()
+            received = _receive_backup(storage, members, work, gnupg_home, progress)
+            log.info(
+                "restore.received",
+                backup_id=row.id,
+                date=row.date.isoformat(),
+                bytes=row.raw_bytes,
+                duration=round(time.monotonic() - started, 3),
+            )
+            if previous is not None:
+                work.delete_subvolume(previous)
+            previous = received
     assert previous is not None
     return previous

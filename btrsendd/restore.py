@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from btrsendd.catalog import Catalog
@@ -30,10 +30,12 @@ from btrsendd.names import UnsafeName, check_name
 from btrsendd.pipeline import btrfs
 from btrsendd.pipeline.gpg import check_private_keys
 from btrsendd.pricing import Prices
+from btrsendd.progress import clock
 from btrsendd.receive import Writable, receive_chain
 from btrsendd.repository import Repository
 from btrsendd.restore_plan import RestorePlan, plan_restore
 from btrsendd.storage.base import Thawing, Tier, thawing
+from btrsendd.terminal import status_line
 from btrsendd.workdir import Target
 
 #: How long a thawed copy stays readable.  Long enough to download a large chain after a
@@ -233,22 +235,35 @@ def thaw(
     tier: Tier,
     wait: bool,
     max_poll: float,
+    label: str = "restore",
 ) -> bool:
     """Request what ``start`` says needs requesting; with ``wait``, poll until all is readable.
 
     The first poll comes at once, then they back off from ``FIRST_POLL_SECONDS`` to
     ``max_poll``.  Returns whether every volume is readable (always True with ``wait``).
+    While waiting, the terminal's status line (``label: waiting ...``) says for what.
     """
     _request(storage, catalog, start.to_request, tier)
     waiting = start.waiting
+    objects = len(start.readable) + len(waiting)
+    began = time.monotonic()
     delay = 0.0  # the first check follows at once: some thaws take minutes, or less
-    while waiting and wait:
-        time.sleep(delay)
-        delay = min(max(delay * 2, FIRST_POLL_SECONDS), max_poll)
-        now = survey(storage, catalog, waiting)
-        _request(storage, catalog, now.to_request, tier)
-        waiting = now.waiting
-        get_logger().info("restore.waiting", pending=len(waiting), next_poll=delay)
+    line = status_line()
+    try:
+        while waiting and wait:
+            line.show(
+                f"{label}: waiting {clock(time.monotonic() - began)} for {len(waiting)} of "
+                f"{objects} object(s) to be restored from cold storage (tier {tier}); next "
+                f"check at {datetime.now() + timedelta(seconds=delay):%H:%M:%S}"
+            )
+            time.sleep(delay)
+            delay = min(max(delay * 2, FIRST_POLL_SECONDS), max_poll)
+            now = survey(storage, catalog, waiting)
+            _request(storage, catalog, now.to_request, tier)
+            waiting = now.waiting
+            get_logger().info("restore.waiting", pending=len(waiting), next_poll=delay)
+    finally:
+        line.clear()
     return not waiting
 
 
@@ -293,6 +308,7 @@ class RestoreJob:
             tier=tier,
             wait=wait,
             max_poll=poll_seconds(),
+            label=f"{self.chain[-1].source} {self.chain[-1].date}",
         )
 
     def receive(

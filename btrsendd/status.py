@@ -21,6 +21,7 @@ from btrsendd.config import Config, SourceConfig
 from btrsendd.cron import schedule_trigger
 from btrsendd.daemon.state import PublishedState, live_pid, read_state
 from btrsendd.errors import BtrsenddError
+from btrsendd.interruptions import SourceInterruptions, read_interruptions
 from btrsendd.model import Backup
 from btrsendd.pricing import monthly_cost
 from btrsendd.repository import Repository, open_repository
@@ -46,6 +47,44 @@ def _next_backup(repo: Repository, source: str, trigger: Any, now: datetime) -> 
     return {"at": None, "action": None}
 
 
+def _after(iso: str | None, than: str) -> bool:
+    """Whether the time ``iso`` is later than the time ``than`` (both ISO, with an offset or
+    as local time)."""
+    try:
+        return iso is not None and (
+            datetime.fromisoformat(iso).astimezone() > datetime.fromisoformat(than).astimezone()
+        )
+    except ValueError:
+        return False
+
+
+def _interruptions(
+    repo: Repository,
+    recorded: SourceInterruptions | None,
+    complete: list[Backup],
+    running_here: bool,
+) -> dict[str, Any]:
+    """The source's interrupted cycles: how many, and the last one with what became of it.
+
+    ``state`` is where its backup stands now (``uploading``: the next cycle resumes it;
+    ``resuming``: the daemon is at it; ``complete``; ``gone``: discarded), ``resolved``
+    whether a backup of the source (``complete``) completed since: it is history then.
+    """
+    recorded = recorded or SourceInterruptions()
+    last = recorded.last
+    report: dict[str, Any] = {"by_signal": recorded.by_signal, "by_error": recorded.by_error}
+    if last is None:
+        return {**report, "last": None}
+    state: str | None = None
+    if last.backup_id is not None:
+        row = repo.catalog.backup(last.backup_id)
+        state = "gone" if row is None else row.state
+        if state == "uploading" and running_here:
+            state = "resuming"
+    resolved = any(_after(r.completed_at, last.at) for r in complete)
+    return {**report, "last": {**asdict(last), "state": state, "resolved": resolved}}
+
+
 def _source_report(
     repo: Repository,
     src: SourceConfig,
@@ -53,8 +92,10 @@ def _source_report(
     running: bool,
     trigger: Any,
     now: datetime,
+    recorded: SourceInterruptions | None,
 ) -> dict[str, Any]:
-    """``published``: the daemon's last state, ``running`` whether that daemon still runs."""
+    """``published``: the daemon's last state, ``running`` whether that daemon still runs;
+    ``recorded``: the source's interrupted cycles."""
     config = repo.config
     rows = repo.catalog.backups(src.name)
     last = rows[-1] if rows else None
@@ -72,6 +113,14 @@ def _source_report(
     locks = [r.locked_until for r in rows if r.locked_until is not None]
     deferred = repo.catalog.deferred_deletions(src.name)
     strays = repo.catalog.strays().get(src.name)
+    stops = _interruptions(repo, recorded, rows, running_here)
+    last_stop = stops["last"]
+
+    def why(backup_id: str) -> dict[str, Any]:
+        """When and why ``backup_id`` was interrupted, if that is the one recorded."""
+        known = last_stop is not None and last_stop["backup_id"] == backup_id
+        return {key: last_stop[key] if known else None for key in ("at", "signal", "reason")}
+
     return {
         "name": src.name,
         "path": str(src.path),
@@ -97,10 +146,19 @@ def _source_report(
         },
         "local_snapshots": local,
         "local_snapshots_error": local_error,
-        "uploading": {"bytes": cycle.bytes, "rate": cycle.rate}
-        if cycle is not None and running_here
-        else None,
-        "interrupted": [{"id": r.id, "volumes_stored": r.volume_count} for r in interrupted],
+        "uploading": None
+        if cycle is None or not running_here
+        else {
+            "bytes": cycle.bytes,
+            "rate": cycle.rate,
+            "total": cycle.total,
+            "estimate": cycle.estimate,
+            "eta": cycle.eta,
+        },
+        "interrupted": [
+            {"id": r.id, "volumes_stored": r.volume_count, **why(r.id)} for r in interrupted
+        ],
+        "interruptions": stops,
         "last_run": {
             "at": None if seen is None else seen.last_run_at,
             "result": None if seen is None else seen.last_result,
@@ -166,9 +224,12 @@ def build_report(config: Config, now: datetime) -> dict[str, Any]:
     if not daemon["running"]:
         upcoming = trigger.get_next_fire_time(None, now)
         daemon["next_run"] = None if upcoming is None else upcoming.isoformat()
+    recorded = read_interruptions(config.state_dir)
     with open_repository(config) as repo:
         sources = [
-            _source_report(repo, src, published, pid is not None, trigger, now)
+            _source_report(
+                repo, src, published, pid is not None, trigger, now, recorded.get(src.name)
+            )
             for src in config.sources
         ]
         classes: dict[str, int] = {}

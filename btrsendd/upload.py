@@ -25,8 +25,8 @@ from functools import partial
 
 from btrsendd import planner, snapshots
 from btrsendd.config import SourceConfig
-from btrsendd.errors import BtrsenddError, OperationalError, StorageError
-from btrsendd.interrupt import Interrupted
+from btrsendd.errors import OperationalError, StorageError
+from btrsendd.interruptions import unfinished_upload
 from btrsendd.layout import new_backup_id, volume_name
 from btrsendd.log import get_logger
 from btrsendd.manifest import Manifest
@@ -37,9 +37,10 @@ from btrsendd.pipeline.codec import Codec, encode_volumes
 from btrsendd.pipeline.expected_stream import expected_stream
 from btrsendd.pipeline.readers import CHUNK
 from btrsendd.pipeline.sendstream import StreamChecker, StreamError, checked
-from btrsendd.progress import Progress
+from btrsendd.progress import Progress, Total
 from btrsendd.repository import Repository
 from btrsendd.storage.base import Lock, Readable, Stored
+from btrsendd.stream_estimate import estimate_stream
 
 #: Called with every progress update of an upload, from the pipeline's feeder thread.  The
 #: daemon publishes bytes and rate from it, and aborts the upload on SIGTERM by raising from
@@ -111,12 +112,18 @@ class Uploader:
         get_logger(source=source, backup_id=backup_id).info(
             "backup.started", kind=kind, date=day.isoformat()
         )
-        return self._store_and_finish(backup_id, checked(stream, checker), checker, skipped=[])
+        return self._store_and_finish(backup_id, checked(stream, checker), checker, [], snap)
 
     def _store_and_finish(
-        self, backup_id: str, stream: Readable, checker: StreamChecker, skipped: Sequence[Volume]
+        self,
+        backup_id: str,
+        stream: Readable,
+        checker: StreamChecker,
+        skipped: Sequence[Volume],
+        snap: snapshots.Snapshot | None,
     ) -> Backup:
-        """Store the rest of ``stream`` as volumes after ``skipped``, then the manifest.
+        """Store the rest of ``stream`` (sent from ``snap``) as volumes after ``skipped``,
+        then the manifest.
 
         ``stream`` is read through ``checker``: the stream's identity is recorded once it
         has passed, before the manifest (which is built from the row) is written.
@@ -127,8 +134,10 @@ class Uploader:
         log = get_logger(source=row.source, backup_id=backup_id)
         codec = self.codec
         skipped_bytes = sum(v.raw_length for v in skipped)
-        progress = Progress(f"{row.source} {row.kind} {row.date}", log)
         lock = self._lock(row)
+        label = f"{row.source} {row.kind} {row.date}" + (" (resumed)" if skipped else "")
+        total = estimate_stream(catalog, row.source, row.kind, None if snap is None else snap.path)
+        progress = Progress(label, log, total=total, start=skipped_bytes)
 
         def store(index: int, data: Readable) -> Stored:
             return repo.storage.put_stream(
@@ -161,18 +170,10 @@ class Uploader:
             discard = isinstance(exc, StreamError) or (
                 not stored and not isinstance(exc, StorageError)
             )
-            # The front end (CLI or daemon) reports the cycle's `backup.failed`; this event
-            # says what became of the upload itself.
-            log.error(
-                "upload.failed",
-                error=str(exc) if isinstance(exc, BtrsenddError) else repr(exc),
-                volumes_stored=stored,
-                next_step="discarded" if discard else "resume at the next cycle",
-            )
+            # Logged (a stop as a warning, a failure as an error) and recorded for `status`.
+            unfinished_upload(repo.config.state_dir, row, exc, stored, discarded=discard)
             if discard:
                 repo.discard(row)
-            if isinstance(exc, Interrupted):
-                exc.tell(_upload_aftermath(row, stored))
             raise
         progress.done()
         done = catalog.backup(backup_id)
@@ -336,11 +337,19 @@ class Uploader:
             expected_stream(repo.catalog, row.kind, row.parent_id, snap, parent_snap)
         )
         cmd = send_command(snap.path, None if parent_snap is None else parent_snap.path)
-        with run_send(cmd) as raw:
+        log = get_logger(source=row.source, backup_id=row.id)
+        # Replaying what is stored takes a while on a large backup: its progress is shown too.
+        checking = Progress(
+            f"{row.source} {row.kind} {row.date}: checking the stored volumes",
+            log,
+            event="resume.progress",
+            total=Total(sum(v.raw_length for v in done)),
+        )
+        with run_send(cmd) as raw, checking:
             stream = checked(raw, checker)
             for vol in done:
                 try:
-                    digest = _hash_prefix(stream, vol.raw_length)
+                    digest = _hash_prefix(stream, vol.raw_length, checking.advance)
                 except StreamError as exc:
                     raise _ResumeMismatch(
                         f"the replayed send stream fails its check ({exc}); starting the "
@@ -351,34 +360,29 @@ class Uploader:
                         f"the send stream differs from stored volume {vol.index}; "
                         "starting the backup afresh"
                     )
-            get_logger(source=row.source, backup_id=row.id).info(
+            checking.done()
+            log.info(
                 "backup.resumed",
                 date=row.date.isoformat(),
                 volumes_skipped=len(done),
                 bytes_saved=sum(v.raw_length for v in done),
             )
-            return self._store_and_finish(row.id, stream, checker, skipped=done)
+            return self._store_and_finish(row.id, stream, checker, done, snap)
 
 
 class _ResumeMismatch(OperationalError):
     """The replayed send stream does not match what was stored: resume is impossible."""
 
 
-def _upload_aftermath(row: Backup, stored: int) -> str:
-    """What an interrupted upload left, for the one line the command prints."""
-    what = f"backup {row.id} of {row.source} ({row.date})"
-    if not stored:
-        return f"{what}: nothing was stored; it was discarded"
-    return f"{what}: {stored} volume(s) stored; the next backup resumes it from there"
-
-
-def _hash_prefix(stream: Readable, length: int) -> str:
-    """SHA-256 of the next ``length`` bytes of ``stream`` (fewer if it ends early)."""
+def _hash_prefix(stream: Readable, length: int, read: Callable[[int], None]) -> str:
+    """SHA-256 of the next ``length`` bytes of ``stream`` (fewer if it ends early); ``read``
+    is told how many bytes each read brought."""
     digest = hashlib.sha256()
     while length > 0:
         data = stream.read(min(CHUNK, length))
         if not data:
             break
         digest.update(data)
+        read(len(data))
         length -= len(data)
     return digest.hexdigest() if length == 0 else "short stream"

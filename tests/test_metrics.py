@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from btrsendd.interruptions import Interruption, SourceInterruptions
 from btrsendd.metrics import SourceFacts, render, write_textfile
 
 
@@ -32,3 +33,22 @@ def test_planted_symlinks_are_not_written_through(tmp_path: Path) -> None:
     write_textfile(shared / "btrsendd.prom", "btrsendd_up 1\n")
     assert victim.read_text() == "root's secret\n"
     assert (shared / "btrsendd.prom").read_text() == "btrsendd_up 1\n"
+
+
+def test_interruptions_are_counted_by_cause_with_the_last_one_s_time() -> None:
+    last = Interruption("2026-11-26T01:00:00+00:00", "SIGTERM", "the daemon was stopped by SIGTERM")
+    stops = SourceInterruptions(by_signal=2, by_error=1, last=last)
+    text = render(
+        {
+            "home": SourceFacts(None, None, 0, 0, stops),
+            "srv": SourceFacts(None, None, 0, 0),
+        },
+        [],
+    )
+    assert 'btrsendd_interrupted_total{source="home",cause="signal"} 2' in text
+    assert 'btrsendd_interrupted_total{source="home",cause="error"} 1' in text
+    assert 'btrsendd_last_interrupted_timestamp_seconds{source="home"} 1795654800' in text
+    # Never interrupted: counted as zero, so a rate() has a series to start from.
+    assert 'btrsendd_interrupted_total{source="srv",cause="signal"} 0' in text
+    assert 'btrsendd_last_interrupted_timestamp_seconds{source="srv"}' not in text
+    assert "# TYPE btrsendd_interrupted_total counter" in text

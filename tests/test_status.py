@@ -63,6 +63,7 @@ def test_backups_chain_and_next_backup_from_the_catalog(world: World) -> None:
     }
     assert (data["local_snapshots"], data["local_snapshots_error"]) == (2, None)
     assert (data["uploading"], data["interrupted"], data["problem"]) == (None, [], None)
+    assert data["interruptions"] == {"by_signal": 0, "by_error": 0, "last": None}
     assert (data["locked_until"], data["deferred_deletion"], data["stray_versions"]) == (
         None,
         None,
@@ -119,7 +120,33 @@ def test_an_interrupted_backup_and_what_a_stopped_daemon_last_saw(world: World) 
     assert report["daemon"]["last_seen"] == "2000-01-07T00:00:02+00:00"
     [data] = report["sources"]
     assert data["uploading"] is None  # the cycle it recorded is not running
-    assert data["interrupted"] == [{"id": partial["id"], "volumes_stored": partial["volumes"]}]
+    # When and why, as the upload recorded it: an error, not a signal.
+    [interrupted] = data["interrupted"]
+    reason = "compressor (zstd) failed: exit status 3"
+    assert interrupted == {
+        "id": partial["id"],
+        "volumes_stored": 2,
+        "at": interrupted["at"],
+        "signal": None,
+        "reason": reason,
+    }
     assert partial["volumes"] == 2
+    ago = datetime.now().astimezone() - datetime.fromisoformat(interrupted["at"])
+    assert abs(ago.total_seconds()) < 120
+    assert data["interruptions"] == {
+        "by_signal": 0,
+        "by_error": 1,
+        "last": {
+            "at": interrupted["at"],
+            "signal": None,
+            "reason": reason,
+            "backup_id": partial["id"],
+            "date": "2000-01-07",
+            "volumes_stored": 2,
+            "outcome": "resume",
+            "state": "uploading",
+            "resolved": False,
+        },
+    }
     assert data["last_run"] == {"at": "2000-01-07T00:00:00+00:00", "result": "failed"}
     assert data["last_error"] == {"at": "2000-01-07T00:00:01+00:00", "message": "zstd failed"}

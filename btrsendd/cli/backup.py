@@ -37,6 +37,8 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from btrsendd.backup import BackupCycle
+    from btrsendd.interrupt import Interrupted
+    from btrsendd.interruptions import Interruption, record_interruption
     from btrsendd.log import get_logger
     from btrsendd.repository import open_repository
 
@@ -51,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
         for src in config.selected_sources(args.source):
             try:
                 print(plan.describe(cycle.run(src, day, force=args.force)))
+            except Interrupted as exc:
+                if not exc.recorded:  # stopped outside the upload, which records its own
+                    record_interruption(config.state_dir, src.name, Interruption.of(exc))
+                raise
             except BtrsenddError as exc:
                 # One source failing must not stop the others; the exit status still says so.
                 get_logger(source=src.name).error("backup.failed", reason=str(exc))

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from btrsendd.cli.common import add_command, load_config
-from btrsendd.progress import human_bytes
+from btrsendd.progress import Total, human_bytes, summary
 
 if TYPE_CHECKING:
     from btrsendd.cli.common import Commands
@@ -41,6 +41,20 @@ def _daemon_line(d: Mapping[str, Any]) -> str:
     seen = f" (last seen {_when(d['last_seen'])})" if d.get("last_seen") else ""
     upcoming = _when(d["next_run"])
     return f"not running{seen}; the schedule's next run would be {upcoming}"
+
+
+def _what_became(stop: Mapping[str, Any]) -> str:
+    """What became of the backup an interruption (no longer pending) cut short."""
+    if stop["backup_id"] is None:
+        return "no upload was under way"
+    if stop["state"] == "gone":
+        stored = stop["volumes_stored"]
+        return f"{stop['backup_id']} was discarded" + (
+            f" ({stored} volume(s) stored)" if stored else " (nothing was stored)"
+        )
+    if stop["state"] == "complete":
+        return f"{stop['backup_id']} was completed since"
+    return f"{stop['backup_id']} is being deleted"
 
 
 def _source_lines(s: Mapping[str, Any]) -> list[str]:
@@ -76,15 +90,23 @@ def _source_lines(s: Mapping[str, Any]) -> list[str]:
         add("snapshots", f"{s['local_snapshots']} local")
     up = s["uploading"]
     if up is not None and up["bytes"]:
-        add("uploading", f"{human_bytes(up['bytes'])} at {human_bytes(up['rate'])}/s")
+        total = None if up.get("total") is None else Total(up["total"], up.get("estimate"))
+        add("uploading", summary(up["bytes"], up["rate"], total, up.get("eta")))
     elif up is not None:
         add("running", "being backed up now (snapshot, plan, expiry)")
     for partial in s["interrupted"]:
-        add(
-            "interrupted",
-            f"{partial['id']}: {partial['volumes_stored']} volume(s) stored; the next cycle "
-            "resumes it",
-        )
+        stored = f"{partial['volumes_stored']} volume(s) stored"
+        if partial.get("at"):  # the interruption recorded is this one's
+            add(
+                "interrupted",
+                f"{_when(partial['at'])}: {partial['reason']}; {partial['id']} has {stored}, "
+                "the next cycle resumes it",
+            )
+        else:
+            add("interrupted", f"{partial['id']}: {stored}; the next cycle resumes it")
+    stop = (s.get("interruptions") or {}).get("last")
+    if stop and not stop["resolved"] and stop["state"] not in ("uploading", "resuming"):
+        add("interrupted", f"{_when(stop['at'])}: {stop['reason']}; {_what_became(stop)}")
     last_run = s["last_run"]
     if last_run["at"]:
         add("last run", f"{_when(last_run['at'])}: {last_run['result']}")

@@ -216,6 +216,7 @@ class Daemon:
 
     def _shutdown(self, signame: str, worker: threading.Thread) -> int:
         self.log.info("daemon.stopping", signal=signame)
+        self.worker.stop_signal = signame
         self._stop.set()
         self.published.publish("stopping")
         self.notifier.stopping(self.published.state.status)

@@ -16,7 +16,7 @@ from pathlib import Path
 from btrsendd.daemon.state import PublishedState, format_time, write_state
 from btrsendd.log import get_logger
 from btrsendd.notify import Notifier
-from btrsendd.progress import human_bytes
+from btrsendd.progress import summary
 
 
 class Publisher:
@@ -48,9 +48,8 @@ class Publisher:
         if cycle.source is None:
             return f"starting a cycle ({cycle.trigger})"
         if cycle.bytes:
-            return (
-                f"uploading {cycle.source} {human_bytes(cycle.bytes)} "
-                f"at {human_bytes(cycle.rate)}/s"
+            return f"uploading {cycle.source} " + summary(
+                cycle.bytes, cycle.rate, cycle.progress(), cycle.eta
             )
         return f"backing up {cycle.source} ({cycle.trigger})"
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from tzlocal import get_localzone
 
+from btrsendd.progress import Total
+
 STATE_FILE = "daemon.json"
 
 
@@ -100,6 +102,15 @@ class CycleRecord:
     source: str | None = None
     bytes: int = 0
     rate: float = 0.0
+    #: The upload's total, an estimate (``progress.Total``) with where it comes from.
+    total: int | None = None
+    estimate: str | None = None
+    #: Seconds to go at the rate so far, if known.
+    eta: float | None = None
+
+    def progress(self) -> Total | None:
+        """The upload's total as ``progress`` words it."""
+        return None if self.total is None else Total(self.total, self.estimate)
 
     @classmethod
     def read(cls, doc: Mapping[str, object]) -> CycleRecord | None:
@@ -115,6 +126,9 @@ class CycleRecord:
             source=_text(doc.get("source")),
             bytes=_count(doc.get("bytes")) or 0,
             rate=_number(doc.get("rate")) or 0.0,
+            total=_count(doc.get("total")),
+            estimate=_text(doc.get("estimate")),
+            eta=_number(doc.get("eta")),
         )
 
 

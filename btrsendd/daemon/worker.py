@@ -29,17 +29,15 @@ from btrsendd.backup import BackupCycle
 from btrsendd.config import Config, SourceConfig
 from btrsendd.daemon.publisher import Publisher
 from btrsendd.daemon.state import CycleRecord, SourceRecord, now
-from btrsendd.errors import BtrsenddError, OperationalError
+from btrsendd.errors import BtrsenddError
+from btrsendd.interrupt import Cancelled
+from btrsendd.interruptions import read_interruptions
 from btrsendd.log import get_logger
 from btrsendd.progress import Progress
 from btrsendd.repository import Repository, open_repository
 
 #: Seconds between updates of the published state and STATUS= during an upload.
 PUBLISH_EVERY = 2.0
-
-
-class Cancelled(OperationalError):
-    """Raised into a running upload when the daemon is asked to stop."""
 
 
 class CycleWorker:
@@ -56,6 +54,8 @@ class CycleWorker:
         self.published = published
         self.config = config
         self.stopping = stopping
+        #: The signal that set ``stopping``, for what the stopped upload records.
+        self.stop_signal = "SIGTERM"
         self.log = get_logger()
         self._wake = threading.Condition()  # guards the requests below
         self._pending_scheduled = False
@@ -157,6 +157,7 @@ class CycleWorker:
                 state.cycle.source = name
                 state.cycle.bytes = 0
                 state.cycle.rate = 0.0
+                state.cycle.total = state.cycle.estimate = state.cycle.eta = None
         self.published.publish("running")
         started = now().isoformat()
         error: str | None = None
@@ -164,6 +165,12 @@ class CycleWorker:
             outcome = cycle.run(src, day, force=forced)
         except BtrsenddError as exc:
             if self.stopping.is_set():
+                # Not a failure: the upload recorded what it left (`interruptions.py`).
+                with self.published.lock:
+                    record.last_run_at = started
+                    record.last_result = (
+                        f"interrupted: the daemon was stopped by {self.stop_signal}"
+                    )
                 return "aborted"
             self.log.error("backup.failed", source=name, reason=str(exc))
             result, error = "failed", str(exc)
@@ -188,13 +195,16 @@ class CycleWorker:
         path = config.metrics.textfile
         if path is None:
             return
+        # Interruptions are recorded by whoever was interrupted, `btrsendd backup` too.
+        stops = read_interruptions(config.state_dir)
+        facts = {}
         with self.published.lock:
-            facts = {
-                name: metrics.SourceFacts(
-                    r.last_run_at, r.last_success_at, r.failures, r.uploaded_bytes
+            records = self.published.state.sources
+            for name in sorted(records.keys() | stops.keys()):
+                r = records.get(name, SourceRecord())
+                facts[name] = metrics.SourceFacts(
+                    r.last_run_at, r.last_success_at, r.failures, r.uploaded_bytes, stops.get(name)
                 )
-                for name, r in self.published.state.sources.items()
-            }
         try:
             metrics.write_textfile(path, metrics.render(facts, repo.catalog.backups()))
         except OSError as exc:
@@ -204,7 +214,7 @@ class CycleWorker:
         """The upload's progress hook: abort on stop; publish bytes and rate when the upload
         starts, then every few seconds."""
         if self.stopping.is_set():
-            raise Cancelled("the daemon is stopping; the upload was interrupted")
+            raise Cancelled(self.stop_signal)
         cycle = self.published.state.cycle
         first = cycle is not None and cycle.bytes == 0
         if not first and time.monotonic() - self.published.last_publish < PUBLISH_EVERY:
@@ -215,4 +225,8 @@ class CycleWorker:
                 cycle.source = source
                 cycle.bytes = progress.bytes
                 cycle.rate = progress.rate
+                total = progress.total
+                cycle.total = None if total is None else total.bytes
+                cycle.estimate = None if total is None else total.basis
+                cycle.eta = progress.eta
         self.published.publish("running")

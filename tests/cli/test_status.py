@@ -27,6 +27,7 @@ BACKED_UP: dict[str, Any] = {
     "local_snapshots_error": None,
     "uploading": None,
     "interrupted": [],
+    "interruptions": {"by_signal": 0, "by_error": 0, "last": None},
     "last_run": {"at": "2000-01-07T00:00:05", "result": "backed up"},
     "problem": None,
     "locked_until": None,
@@ -161,3 +162,87 @@ def test_a_daemon_last_seen_and_one_never_seen() -> None:
         "",
         "stored    nothing yet",
     ]
+
+
+def stop(**fields: Any) -> dict[str, Any]:
+    """The last interruption as ``status --json`` reports it: SIGTERM to the daemon."""
+    return {
+        "at": "2000-01-07T00:00:05",
+        "signal": "SIGTERM",
+        "reason": "the daemon was stopped by SIGTERM",
+        "backup_id": "b9",
+        "date": "2000-01-07",
+        "volumes_stored": 3,
+        "outcome": "resume",
+        "state": "uploading",
+        "resolved": False,
+        **fields,
+    }
+
+
+def interrupted_lines(source: dict[str, Any]) -> list[str]:
+    report = {
+        "daemon": {"running": False, "last_seen": None, "next_run": None},
+        "sources": [{**BACKED_UP, **source}],
+        "storage": LOCAL_STORAGE,
+    }
+    return [line for line in render(report).splitlines() if "interrupted" in line]
+
+
+def test_an_interruption_says_when_why_and_what_became_of_the_backup() -> None:
+    counts = {"by_signal": 1, "by_error": 0}
+    pending = {
+        "interrupted": [
+            {
+                "id": "b9",
+                "volumes_stored": 3,
+                "at": "2000-01-07T00:00:05",
+                "signal": "SIGTERM",
+                "reason": "the daemon was stopped by SIGTERM",
+            }
+        ],
+        "interruptions": {**counts, "last": stop()},
+    }
+    assert interrupted_lines(pending) == [
+        "  interrupted   2000-01-07 00:00:05: the daemon was stopped by SIGTERM; b9 has 3 "
+        "volume(s) stored, the next cycle resumes it"
+    ]
+    discarded = {
+        "interruptions": {
+            **counts,
+            "last": stop(reason="stopped by SIGINT (Ctrl-C)", volumes_stored=0, state="gone"),
+        }
+    }
+    assert interrupted_lines(discarded) == [
+        "  interrupted   2000-01-07 00:00:05: stopped by SIGINT (Ctrl-C); b9 was discarded "
+        "(nothing was stored)"
+    ]
+    failed = {
+        "interruptions": {
+            **counts,
+            "last": stop(signal=None, reason="zstd failed", outcome="discarded", state="gone"),
+        }
+    }
+    assert interrupted_lines(failed) == [
+        "  interrupted   2000-01-07 00:00:05: zstd failed; b9 was discarded (3 volume(s) stored)"
+    ]
+    elsewhere = {"interruptions": {**counts, "last": stop(backup_id=None, state=None)}}
+    assert interrupted_lines(elsewhere) == [
+        "  interrupted   2000-01-07 00:00:05: the daemon was stopped by SIGTERM; no upload was "
+        "under way"
+    ]
+    # Being resumed by the daemon now, or a backup completed since: nothing to say.
+    for last in (stop(state="resuming"), stop(state="complete", resolved=True)):
+        assert interrupted_lines({"interruptions": {**counts, "last": last}}) == []
+
+
+def test_an_upload_with_an_estimate_shows_it() -> None:
+    up = {"bytes": 5 * 2**20, "rate": 2**20, "total": 20 * 2**20, "estimate": "x", "eta": 15.0}
+    report = {
+        "daemon": {"running": False, "last_seen": None, "next_run": None},
+        "sources": [{**BACKED_UP, "uploading": up}],
+        "storage": LOCAL_STORAGE,
+    }
+    assert "  uploading     5.0 MiB of ~20.0 MiB (~25%) at 1.0 MiB/s, ETA ~0:00:15" in (
+        render(report).splitlines()
+    )

@@ -34,7 +34,17 @@ def published(pid: int | None = 4242) -> PublishedState:
         status="uploading data 5.0 MiB at 1.0 MiB/s",
         next_run="2026-11-27T00:00:00+01:00",
         last_scheduled="2026-11-26T00:00:00+01:00",
-        cycle=CycleRecord("signal", "2026-11-26", "2026-11-26T10:00:00+01:00", "data", 5, 1.5),
+        cycle=CycleRecord(
+            "signal",
+            "2026-11-26",
+            "2026-11-26T10:00:00+01:00",
+            "data",
+            5,
+            1.5,
+            100,
+            "the last full backup, 2026-11-01",
+            63.0,
+        ),
         sources={
             "data": SourceRecord(
                 last_run_at="2026-11-25T00:00:00+01:00",
@@ -65,6 +75,9 @@ def test_what_is_written_reads_back_the_same(tmp_path: Path) -> None:
         "source": "data",
         "bytes": 5,
         "rate": 1.5,
+        "total": 100,
+        "estimate": "the last full backup, 2026-11-01",
+        "eta": 63.0,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -78,18 +79,26 @@ def test_sigterm_mid_upload_stops_cleanly_and_the_next_cycle_finishes_the_backup
     # zstd -19 on incompressible data runs at a few MB/s: an upload of several seconds.
     write_random(world.source / "big", 20 * 1024**2)
     world.pipeline = 'compression = "zstd"\nlevel = 19\nvolume_size = "1MiB"'
+    textfile = world.work / "btrsendd.prom"
+    world.metrics = f'textfile = "{textfile}"'
     daemon = start()
     daemon.signal(signal.SIGUSR1)
     daemon.wait_for("backup.started")
-    wait_state(world, lambda s: (s.get("cycle") or {}).get("bytes"))
+    uploading = wait_state(world, lambda s: (s.get("cycle") or {}).get("bytes"))["cycle"]
+    # A first full backup's total is estimated from the source's filesystem, and says so.
+    assert uploading["estimate"] == "the space used on the source's filesystem"
+    assert uploading["total"] > 0
 
     stopping = time.monotonic()
     assert daemon.stop() == 0
     took = time.monotonic() - stopping
     assert took < 10, f"stopping took {took:.1f} s"
     assert daemon.events("cycle.aborted"), daemon.log_text
-    [failed] = daemon.events("upload.failed")
-    assert "the daemon is stopping" in failed["error"]
+    # A stop systemd asked for is routine: a warning, and no error anywhere.
+    [stopped] = daemon.events("upload.interrupted")
+    assert stopped["level"] == "warning"
+    assert stopped["reason"] == "the daemon was stopped by SIGTERM"
+    assert [e for e in daemon.events() if e.get("level") == "error"] == []
     assert state_file(world)["state"] == "stopped"
 
     # Consistent: nothing complete without its manifest; the partial backup is either gone
@@ -100,6 +109,24 @@ def test_sigterm_mid_upload_stops_cleanly_and_the_next_cycle_finishes_the_backup
     for b in backups:
         assert not (archive / b["id"] / "manifest.json").exists()
 
+    # `status` says when, why and what became of it; the metrics count it.
+    [data] = json.loads(world.run("status", "--json").stdout)["sources"]
+    last = data["interruptions"]["last"]
+    assert (data["interruptions"]["by_signal"], last["signal"]) == (1, "SIGTERM")
+    assert last["reason"] == "the daemon was stopped by SIGTERM"
+    assert last["outcome"] == ("resume" if backups else "discarded")
+    assert last["volumes_stored"] == sum(b["volumes"] for b in backups)
+    assert last["state"] == ("uploading" if backups else "gone")
+    assert data["last_run"]["result"] == "interrupted: the daemon was stopped by SIGTERM"
+    assert data["last_error"] is None
+    text = world.run("status").stdout.decode()
+    assert re.search(r"  interrupted   \S+ \S+: the daemon was stopped by SIGTERM; ", text), text
+    assert "  last error    none" in text
+    metrics = textfile.read_text()
+    assert 'btrsendd_interrupted_total{source="data",cause="signal"} 1' in metrics
+    assert 'btrsendd_interrupted_total{source="data",cause="error"} 0' in metrics
+    assert 'btrsendd_last_interrupted_timestamp_seconds{source="data"}' in metrics
+
     daemon = start()
     daemon.signal(signal.SIGUSR1)
     daemon.wait_for("cycle.finished", timeout=120)
@@ -109,6 +136,10 @@ def test_sigterm_mid_upload_stops_cleanly_and_the_next_cycle_finishes_the_backup
     assert [b["state"] for b in backups] == ["complete"]
     assert (archive / backups[0]["id"] / "manifest.json").exists()
     assert daemon.stop() == 0
+    # Once a backup completed after it, the interruption is history: kept, no longer shown.
+    [data] = json.loads(world.run("status", "--json").stdout)["sources"]
+    assert data["interruptions"]["last"]["resolved"] is True
+    assert "interrupted" not in world.run("status").stdout.decode()
 
 
 def test_usr1_to_every_process_of_the_unit_does_not_hurt_a_running_upload(

@@ -7,6 +7,7 @@ leaves, ``verify`` reports and the next backup cleans up.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,9 +78,24 @@ def test_stopped_backup_says_so_cleans_up_and_resumes(
     assert temporary_files(world) == []
     [partial] = world.list()
     assert (partial["state"], partial["volumes"]) == ("uploading", 3)
+    # `status` keeps a trace: when, by which signal, and that the next backup resumes it.
+    name = signal.Signals(signum).name
+    [data] = json.loads(world.run("status", "--json").stdout)["sources"]
+    [interrupted] = data["interrupted"]
+    assert (interrupted["id"], interrupted["signal"]) == (partial["id"], name)
+    last = data["interruptions"]["last"]
+    assert (last["backup_id"], last["volumes_stored"], last["outcome"]) == (
+        partial["id"],
+        3,
+        "resume",
+    )
+    assert data["interruptions"]["by_signal"] == 1
+    text = world.run("status").stdout.decode()
+    assert f": stopped by {name}" in text and f"{partial['id']} has 3 volume(s) stored" in text
 
     world.run("backup", "--date", DAY.isoformat())
     assert [b["state"] for b in world.list()] == ["complete"]
+    assert "interrupted" not in world.run("status").stdout.decode()
     target = make_btrfs("dst")
     world.restore(DAY, target)
     assert_same_tree(world.snapshots / DAY.isoformat(), target / DAY.isoformat())
@@ -94,6 +110,54 @@ def test_stopped_restore_leaves_nothing_in_the_target(world: World, make_btrfs: 
     assert list(target.iterdir()) == []
     world.restore(DAY, target)
     assert_same_tree(world.snapshots / DAY.isoformat(), target / DAY.isoformat())
+
+
+def test_stopped_outside_the_upload_leaves_a_trace_too(world: World) -> None:
+    proc = hung_at_volume(world, 2, "backup", "--date", DAY.isoformat())
+    stopped(world, proc, signal.SIGTERM)
+    [partial] = world.list()
+    # The next backup first replays `btrfs send` to check the two stored volumes (no upload
+    # yet); a btrfs whose send hangs stops it there.
+    fake = world.work / "fakebin"
+    fake.mkdir(exist_ok=True)
+    started = world.work / "sends"
+    script = fake / "btrfs"
+    script.write_text(f'#!/bin/sh\necho send >> "{started}"\nexec sleep 600\n')
+    script.chmod(0o755)
+    world.env["PATH"] = f"{fake}:{os.environ['PATH']}"
+    proc = start(
+        world, "backup", "--date", DAY.isoformat(), stderr=open(world.work / "run.log", "wb")
+    )
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.3)
+    stopped(world, proc, signal.SIGINT)
+
+    [data] = json.loads(world.run("status", "--json").stdout)["sources"]
+    assert data["interruptions"]["by_signal"] == 2
+    last = data["interruptions"]["last"]
+    assert (last["signal"], last["reason"]) == ("SIGINT", "stopped by SIGINT (Ctrl-C)")
+    assert (last["backup_id"], last["state"]) == (None, None)
+    # The partial backup is still there for the next backup to resume.
+    assert [(i["id"], i["volumes_stored"]) for i in data["interrupted"]] == [(partial["id"], 2)]
+    text = world.run("status").stdout.decode()
+    assert ": stopped by SIGINT (Ctrl-C); no upload was under way" in text, text
+    assert f"  interrupted   {partial['id']}: 2 volume(s) stored; the next cycle resumes it" in text
+
+
+def test_an_upload_that_fails_part_way_is_recorded_with_its_error(world: World) -> None:
+    faulty_zstd(world, nth=3, action="exit 3")  # volumes 0 and 1 are stored
+    assert world.run("backup", "--date", DAY.isoformat(), check=False).returncode == 1
+    world.env.pop("PATH")
+    [data] = json.loads(world.run("status", "--json").stdout)["sources"]
+    last = data["interruptions"]["last"]
+    assert (last["signal"], last["reason"]) == (None, "compressor (zstd) failed: exit status 3")
+    assert (last["volumes_stored"], last["outcome"], last["state"]) == (2, "resume", "uploading")
+    assert data["interruptions"]["by_error"] == 1
+    text = world.run("status").stdout.decode()
+    assert ": compressor (zstd) failed: exit status 3; " in text
 
 
 def test_read_only_command_interrupted(world: World) -> None:
