@@ -48,7 +48,7 @@ def parse_size(value: object) -> int:
 
 
 def parse_rate(value: object) -> int | None:
-    """Turn ``"20MiB/s"``, ``"40Mbit/s"`` or an integer (bytes per second) into bytes per
+    """Turn ``"20MiB/s"``, ``"40Mbit/s"`` or a number of bytes per second into bytes per
     second; ``"unlimited"`` is None.
 
     ``"Mb/s"`` is refused rather than guessed: network people mean megabits by it, storage
@@ -58,6 +58,8 @@ def parse_rate(value: object) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(f"expected a rate; {_RATE_EXAMPLE}")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # bytes per second, as the integer a TOML file may give
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{value} is not a rate; {_RATE_EXAMPLE}")
