@@ -240,6 +240,42 @@ class SourceConfig(_Section):
         return name
 
 
+def _no_shell(value: object) -> object:
+    """Refuse a hook written as one string: there is no shell to split it."""
+    if isinstance(value, str):
+        raise ValueError(
+            f"{value!r} is a string; write the command as a list of its arguments, e.g. "
+            '["/usr/local/sbin/db-freeze", "--all"]: hooks run without a shell'
+        )
+    return value
+
+
+def _runnable(argv: tuple[str, ...]) -> tuple[str, ...]:
+    if argv and (not argv[0] or ("/" in argv[0] and not argv[0].startswith("/"))):
+        raise ValueError(
+            f"{argv[0]!r} is no program: give its absolute path, or a name alone to look up "
+            "in /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin, /sbin and /bin"
+        )
+    if any("\0" in arg for arg in argv):
+        raise ValueError("an argument holds a NUL character")
+    return argv
+
+
+#: A program and its arguments; empty for no hook.
+HookCommand = Annotated[tuple[str, ...], BeforeValidator(_no_shell), AfterValidator(_runnable)]
+
+
+class HooksConfig(_Section):
+    """Programs run per source around its snapshot and after its cycle (``hooks.py``)."""
+
+    pre_snapshot: HookCommand = ()
+    post_snapshot: HookCommand = ()
+    on_success: HookCommand = ()
+    on_failure: HookCommand = ()
+    # Seconds a hook may run before its whole process group is killed.
+    timeout: float = Field(default=300.0, gt=0, le=86400)
+
+
 class MetricsConfig(_Section):
     # Off by default.  A path in node_exporter's textfile directory turns it on.
     textfile: AbsolutePath | None = None
@@ -254,6 +290,7 @@ class Config(_Section):
     storage: StorageConfig
     restore: RestoreConfig = RestoreConfig()
     metrics: MetricsConfig = MetricsConfig()
+    hooks: HooksConfig = HooksConfig()
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
     # Where the file came from, for messages; not a TOML key.
     source_file: Path | None = Field(default=None, exclude=True)

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from btrsendd import cron, permissions, placement
+from btrsendd import cron, hooks, permissions, placement
 from btrsendd.config import (
     Config,
     PipelineConfig,
@@ -53,6 +53,7 @@ def check(config: Config, *, check_storage: Callable[[], None] | None = None) ->
     findings += gpg.check_keyring(config.encryption)
     findings += backend_of(config.storage).findings(config.storage, config.sources)
     findings += _sources(config.sources)
+    findings += hooks.findings(config.hooks)
     findings += placement.inside_problems(config)
     findings += placement.nested_problems(config)
     if check_storage is not None:

@@ -79,6 +79,7 @@ def test_example_configuration_parses_with_every_key() -> None:
         "storage": config.storage,
         "restore": config.restore,
         "metrics": config.metrics,
+        "hooks": config.hooks,
         "[sources]": config.sources[0],
     }
     for key in Config.model_fields.keys() - sections.keys() - {"sources", "source_file"}:
@@ -313,6 +314,25 @@ BAD_CASES = [
         "pipeline.rate_limit",
         """'fast' is not a rate; write it like "20MiB/s", "500KiB/s" or "40Mbit/s\"""",
         id="rate-nonsense",
+    ),
+    pytest.param(
+        with_section("hooks", 'on_success = "curl -fsS https://hc-ping.com/x"'),
+        "hooks.on_success",
+        "is a string; write the command as a list of its arguments, e.g. "
+        '["/usr/local/sbin/db-freeze", "--all"]: hooks run without a shell',
+        id="hook-as-a-string",
+    ),
+    pytest.param(
+        with_section("hooks", 'pre_snapshot = ["bin/db-freeze"]'),
+        "hooks.pre_snapshot",
+        "'bin/db-freeze' is no program: give its absolute path, or a name alone",
+        id="hook-relative-path",
+    ),
+    pytest.param(
+        with_section("hooks", "timeout = 0"),
+        "hooks.timeout",
+        "greater than 0",
+        id="hook-timeout",
     ),
     pytest.param(
         with_section("restore", "transfer_out_per_gb = -1"),

@@ -29,7 +29,7 @@ from btrsendd.backup import BackupCycle
 from btrsendd.config import Config, SourceConfig
 from btrsendd.daemon.publisher import Publisher
 from btrsendd.daemon.state import CycleRecord, SourceRecord, now
-from btrsendd.errors import BtrsenddError, OperationalError
+from btrsendd.errors import BtrsenddError, Stopped
 from btrsendd.log import get_logger
 from btrsendd.progress import Progress
 from btrsendd.repository import Repository, open_repository
@@ -38,7 +38,7 @@ from btrsendd.repository import Repository, open_repository
 PUBLISH_EVERY = 2.0
 
 
-class Cancelled(OperationalError):
+class Cancelled(Stopped):
     """Raised into a running upload when the daemon is asked to stop."""
 
 
