@@ -41,7 +41,7 @@ from typing import Literal
 from btrsendd import permissions
 from btrsendd.config import HooksConfig
 from btrsendd.errors import OperationalError
-from btrsendd.findings import Finding, error
+from btrsendd.findings import Finding, error, warning
 from btrsendd.log import get_logger
 from btrsendd.snapshots import Snapshot
 
@@ -68,23 +68,44 @@ def program_of(argv: Sequence[str]) -> str | None:
     return shutil.which(argv[0], path=HOOK_PATH)
 
 
-def program_problem(argv: Sequence[str]) -> str | None:
-    """Why a hook's program cannot or must not be run, with what to do; None if it can."""
+def _unrunnable(argv: Sequence[str]) -> str | None:
+    """Why a hook's program cannot be run, with what to do; None if it can."""
     program = program_of(argv)
     if program is None:
         return f"{argv[0]} is not in the hooks' PATH ({HOOK_PATH}); give its absolute path"
     if not os.path.isfile(program) or not os.access(program, os.X_OK):
         return f"{program} is not an executable file; chmod 755 it, or fix the path"
+    return None
+
+
+def program_problem(argv: Sequence[str]) -> str | None:
+    """Why a hook's program cannot or must not be run, with what to do; None if it can."""
+    program = program_of(argv)
+    unrunnable = _unrunnable(argv)
+    if unrunnable is not None or program is None:
+        return unrunnable
     return permissions.program_problem(Path(program))
 
 
 def findings(config: HooksConfig) -> list[Finding]:
-    """``check-config``'s findings: every hook's program exists, runs, and is root's."""
+    """``check-config``'s findings: every hook's program exists, runs, and is root's.
+
+    A program others can change is an error whatever the hook.  One that is missing is an
+    error for the snapshot hooks (its source could never be backed up) and a warning for a
+    notification: refusing to start the daemon over a missing ``curl`` would stop the
+    backups the notification is about.
+    """
     found = []
     for event in EVENTS:
         argv = getattr(config, event)
-        if argv and (problem := program_problem(argv)) is not None:
-            found.append(error(f"hooks.{event}", problem))
+        if not argv:
+            continue
+        key = f"hooks.{event}"
+        unrunnable = _unrunnable(argv)
+        if unrunnable is not None and event in ("on_success", "on_failure"):
+            found.append(warning(key, f"{unrunnable}; until then it fails at every cycle"))
+        elif (problem := program_problem(argv)) is not None:
+            found.append(error(key, problem))
     return found
 
 

@@ -186,7 +186,11 @@ def test_a_failing_notification_changes_nothing(world: World, tmp_path: Path) ->
 def test_programs_others_could_change_are_refused(world: World, tmp_path: Path) -> None:
     hook = script(tmp_path, "ping", "#!/bin/sh\nexit 0\n")
     hook.chmod(0o777)
-    configure(world, f'on_success = ["{hook}"]\npre_snapshot = ["no-such-program-here"]')
+    configure(
+        world,
+        f'on_success = ["{hook}"]\npre_snapshot = ["no-such-program-here"]\n'
+        'on_failure = ["no-such-notifier"]',
+    )
     proc = world.run("check-config", check=False)
     err = proc.stderr.decode()
     assert proc.returncode == 2
@@ -195,6 +199,9 @@ def test_programs_others_could_change_are_refused(world: World, tmp_path: Path) 
         f"btrsendd runs as root; chmod go-w {hook}"
     ) in err
     assert "error: hooks.pre_snapshot: no-such-program-here is not in the hooks' PATH" in err
+    # A notification that cannot run is worth a warning, not a daemon that will not start.
+    assert "warning: hooks.on_failure: no-such-notifier is not in the hooks' PATH" in err
+    assert "until then it fails at every cycle" in err
 
     # backup refuses to run it, as a failure of the hook.
     configure(world, f'pre_snapshot = ["{hook}"]')
