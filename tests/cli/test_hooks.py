@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 from tests.cli.helpers import one_error_line
 from tests.support.backups import events
 from tests.support.hookworld import configure, recorder, runs, script, seen
-from tests.support.world import World
+from tests.support.world import BTRSENDD, World
 
 
 def hooks_of(directory: Path, **events: str) -> str:
@@ -209,4 +210,35 @@ def test_programs_others_could_change_are_refused(world: World, tmp_path: Path) 
     assert proc.returncode == 1
     line = one_error_line(proc.stderr)
     assert f"hooks.pre_snapshot ({hook}) was not run: writable by every user" in line
+    assert world.list() == []
+
+
+def test_an_interrupted_pre_snapshot_is_killed_and_post_snapshot_still_runs(
+    world: World, tmp_path: Path
+) -> None:
+    started = tmp_path / "pre.pid"
+    configure(
+        world,
+        hooks_of(tmp_path, pre_snapshot=f"echo $$ > {started}\nexec sleep 60", post_snapshot=""),
+    )
+    proc = subprocess.Popen(
+        [BTRSENDD, "--config", str(world.config), "--log-format", "json", "backup"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() or not started.read_text().strip():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
+    assert not _alive(int(started.read_text()))
+    # Whatever pre_snapshot had frozen is thawed on the way out.
+    assert seen(tmp_path) == [("pre_snapshot", "data"), ("post_snapshot", "data")]
     assert world.list() == []
