@@ -2,7 +2,10 @@
 
 This is the engine behind ``btrsendd backup``, ``backup-stdin`` and the daemon's scheduled
 cycle; the front ends only choose the date and print the outcome.  Storing a backup (and
-finishing an interrupted one) is ``upload.py``'s; deleting backups, the repository's.
+finishing an interrupted one) is ``upload.py``'s; deleting backups, the repository's.  The
+snapshot is taken between the source's ``pre_snapshot`` and ``post_snapshot`` hooks, and the
+cycle ends with its ``on_success`` or ``on_failure`` (``hooks.py``); ``backup-stdin`` takes
+no snapshot and runs no hooks.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 
 from btrsendd import placement, planner, snapshots
 from btrsendd.config import SourceConfig
-from btrsendd.errors import OperationalError, UsageError
+from btrsendd.errors import BtrsenddError, OperationalError, Stopped, UsageError
+from btrsendd.hooks import Hooks
 from btrsendd.log import get_logger
 from btrsendd.model import Backup
 from btrsendd.object_lock import ObjectLock
@@ -60,7 +64,20 @@ class BackupCycle:
         self.uploader = Uploader(repo, on_progress)
 
     def run(self, src: SourceConfig, day: date, *, force: bool = False) -> Outcome:
-        """Snapshot, plan, expire, upload and prune for one source on ``day``."""
+        """Snapshot, plan, expire, upload and prune for one source on ``day``; then tell its
+        ``on_success`` or ``on_failure`` hook."""
+        hooks = Hooks(self.repo.config.hooks, src.name)
+        try:
+            outcome = self._run(src, day, force, hooks)
+        except Exception as exc:
+            if not isinstance(exc, Stopped):
+                reason = str(exc) if isinstance(exc, BtrsenddError) else f"internal error: {exc!r}"
+                hooks.notify("on_failure", reason)
+            raise
+        hooks.notify("on_success", _summary(outcome))
+        return outcome
+
+    def _run(self, src: SourceConfig, day: date, force: bool, hooks: Hooks) -> Outcome:
         log = get_logger(source=src.name)
         check_date(day)
         self.uploader.recover(src.name, src)
@@ -68,7 +85,9 @@ class BackupCycle:
         decision = self.repo.plan(src.name, day, force=force)
         # A forced backup sends the data as it is now, not as the day's first snapshot saw it.
         fresh = force and decision.action != "none"
-        snap = snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=fresh)
+        snap = hooks.around_snapshot(
+            lambda: snapshots.take_snapshot(src.path, src.snapshot_dir, day, fresh=fresh)
+        )
         log.info("snapshot.created", snapshot=str(snap.path), date=day.isoformat())
         nested = placement.nested_subvolumes(self.repo.config, src)
         if nested.paths or nested.unnamed:
@@ -189,6 +208,16 @@ def check_date(day: date) -> None:
             f"the date {day} is in the future (after tomorrow, {latest}); nothing was done: "
             "check --date, or the system clock"
         )
+
+
+def _summary(outcome: Outcome) -> str:
+    """What ``on_success`` is told (``BTRSENDD_MESSAGE``)."""
+    if outcome.backup_id is None:
+        return f"no backup due ({outcome.reason})"
+    return (
+        f"{outcome.action} backup {outcome.backup_id} stored: {outcome.raw_bytes} bytes sent, "
+        f"{outcome.stored_bytes} stored in {outcome.volumes} volume(s)"
+    )
 
 
 def _outcome(source: str, day: date, decision: planner.Plan) -> Outcome:

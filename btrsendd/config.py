@@ -38,44 +38,14 @@ from btrsendd.findings import Finding
 from btrsendd.pricing import THAW, TRANSFER_OUT_PER_GB
 from btrsendd.storage import backend_of
 from btrsendd.storage.endpoint import no_secrets_in_url
+from btrsendd.units import parse_rate, parse_size
 
 DEFAULT_CONFIG_PATH = Path("/etc/btrsendd/btrsendd.toml")
 CONFIG_ENV = "BTRSENDD_CONFIG"
 
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "tib": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(value: object) -> int:
-    """Turn ``"1GiB"``, ``"512 MiB"``, ``"10MB"`` or a plain integer into bytes."""
-    if isinstance(value, bool):
-        raise ValueError('expected a size such as "1GiB" or a number of bytes')
-    if isinstance(value, int):
-        return value
-    if not isinstance(value, str):
-        raise ValueError('expected a size such as "1GiB" or a number of bytes')
-    match = _SIZE_RE.match(value)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f'{value!r} is not a size; write it like "1GiB", "256MiB" or 1048576')
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-
 Size = Annotated[int, BeforeValidator(parse_size)]
+#: Bytes per second; None (unset, or "unlimited") for no limit.
+Rate = Annotated[int | None, BeforeValidator(parse_rate)]
 
 
 def _require_absolute(path: Path) -> Path:
@@ -135,6 +105,8 @@ class PipelineConfig(_Section):
     # Multipart tuning; defaults suit a home uplink and keep memory at concurrency x part_size.
     part_size: Size = Field(default=16 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
     concurrency: int = Field(default=4, ge=1, le=64)
+    # Bytes per second sent to storage, all parts together; None: as fast as the link goes.
+    rate_limit: Rate = None
 
     @model_validator(mode="after")
     def _level_fits_compressor(self) -> PipelineConfig:
@@ -276,6 +248,42 @@ class SourceConfig(_Section):
         return name
 
 
+def _no_shell(value: object) -> object:
+    """Refuse a hook written as one string: there is no shell to split it."""
+    if isinstance(value, str):
+        raise ValueError(
+            f"{value!r} is a string; write the command as a list of its arguments, e.g. "
+            '["/usr/local/sbin/db-freeze", "--all"]: hooks run without a shell'
+        )
+    return value
+
+
+def _runnable(argv: tuple[str, ...]) -> tuple[str, ...]:
+    if argv and (not argv[0] or ("/" in argv[0] and not argv[0].startswith("/"))):
+        raise ValueError(
+            f"{argv[0]!r} is no program: give its absolute path, or a name alone to look up "
+            "in /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin, /sbin and /bin"
+        )
+    if any("\0" in arg for arg in argv):
+        raise ValueError("an argument holds a NUL character")
+    return argv
+
+
+#: A program and its arguments; empty for no hook.
+HookCommand = Annotated[tuple[str, ...], BeforeValidator(_no_shell), AfterValidator(_runnable)]
+
+
+class HooksConfig(_Section):
+    """Programs run per source around its snapshot and after its cycle (``hooks.py``)."""
+
+    pre_snapshot: HookCommand = ()
+    post_snapshot: HookCommand = ()
+    on_success: HookCommand = ()
+    on_failure: HookCommand = ()
+    # Seconds a hook may run before its whole process group is killed.
+    timeout: float = Field(default=300.0, gt=0, le=86400)
+
+
 class MetricsConfig(_Section):
     # Off by default.  A path in node_exporter's textfile directory turns it on.
     textfile: AbsolutePath | None = None
@@ -290,6 +298,7 @@ class Config(_Section):
     storage: StorageConfig
     restore: RestoreConfig = RestoreConfig()
     metrics: MetricsConfig = MetricsConfig()
+    hooks: HooksConfig = HooksConfig()
     sources: tuple[SourceConfig, ...] = Field(min_length=1)
     # Where the file came from, for messages; not a TOML key.
     source_file: Path | None = Field(default=None, exclude=True)

@@ -27,6 +27,11 @@ class OperationalError(BtrsenddError):
     exit_status = 1
 
 
+class Stopped(OperationalError):
+    """The work was stopped on request (the daemon is stopping), not failed: nothing to
+    alert anyone about (no ``on_failure`` hook)."""
+
+
 class PipelineError(OperationalError):
     """A stage of send | compress | encrypt (or the reverse) failed; names the stage."""
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import signal
 from types import FrameType
 
-from btrsendd.errors import OperationalError
+from btrsendd.errors import Stopped
 
 #: The signals a foreground command stops on.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -53,11 +53,12 @@ class Interrupted(BaseException):
         self.aftermath.append(what)
 
 
-class Cancelled(OperationalError):
+class Cancelled(Stopped):
     """Raised into a running upload when the daemon is asked to stop (by ``signame``).
 
     An ``OperationalError``, unlike ``Interrupted``: it is raised from the upload's progress
     hook in the pipeline's feeder thread, and must end the upload as a failing stage would.
+    A ``Stopped``: no ``on_failure`` hook is told of it.
     """
 
     def __init__(self, signame: str) -> None:

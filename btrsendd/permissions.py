@@ -344,29 +344,39 @@ def config_file_problem(path: Path) -> FileProblem | None:
         return None
     mode = stat.S_IMODE(st.st_mode)
     fix = f"chmod 600 {path}"
-    risk = "can change what btrsendd does as root"
-    if not _trusted(st.st_uid):
-        return FileProblem(
-            "error",
-            f"belongs to {_user(st.st_uid)}, who {risk}; chown root:root {path} && {fix}",
-            refuse=True,
-        )
-    for directory in _ancestors(path):
-        who = _swappable(directory, directory.stat())
-        if who is not None:
-            return FileProblem(
-                "error",
-                f"lies inside {directory}, which {who} can replace it and so {risk}; move it "
-                f"to a directory only root can change (or chmod go-w {directory})",
-                refuse=True,
-            )
-    if mode & 0o022:
-        whom = "every user" if mode & 0o002 else "its group"
-        return FileProblem(
-            "error", f"writable by {whom} (mode {mode:04o}), who {risk}; {fix}", refuse=True
-        )
+    changeable = _changeable(path, st, "can change what btrsendd does as root", fix)
+    if changeable is not None:
+        return FileProblem("error", changeable, refuse=True)
     if mode & 0o004:
         return FileProblem("error", f"readable by every user (mode {mode:04o}); {fix}", False)
     if mode & 0o040:
         return FileProblem("warning", f"readable by its group (mode {mode:04o}); {fix}", False)
+    return None
+
+
+def program_problem(path: Path) -> str | None:
+    """Why a program btrsendd runs as root (a hook) must not be run, or None: whoever
+    else can change it, or swap it through a directory on its way, runs anything as root."""
+    return _changeable(
+        path, path.stat(), "can change what btrsendd runs as root", f"chmod go-w {path}"
+    )
+
+
+def _changeable(path: Path, st: os.stat_result, risk: str, fix: str) -> str | None:
+    """Who besides btrsendd's user can change the file ``path`` (``st``), and how to stop
+    them, or None: its owner, whoever can replace it in a directory on its way, or whoever
+    its mode lets write to it."""
+    if not _trusted(st.st_uid):
+        return f"belongs to {_user(st.st_uid)}, who {risk}; chown root:root {path} && {fix}"
+    for directory in _ancestors(path):
+        who = _swappable(directory, directory.stat())
+        if who is not None:
+            return (
+                f"lies inside {directory}, which {who} can replace it and so {risk}; move it "
+                f"to a directory only root can change (or chmod go-w {directory})"
+            )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        whom = "every user" if mode & 0o002 else "its group"
+        return f"writable by {whom} (mode {mode:04o}), who {risk}; {fix}"
     return None

@@ -23,10 +23,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from btrsendd import cron, permissions, placement
+from btrsendd import cron, hooks, permissions, placement
 from btrsendd.config import (
     Config,
     EncryptionConfig,
+    HooksConfig,
     PipelineConfig,
     ScheduleConfig,
     SourceConfig,
@@ -55,6 +56,7 @@ class Parts:
     encryption: EncryptionConfig | None = None
     storage: StorageConfig | None = None
     sources: tuple[SourceConfig, ...] | None = None
+    hooks: HooksConfig | None = None
     #: The whole configuration, which the placement checks read, when it is valid.
     whole: Config | None = None
 
@@ -68,6 +70,7 @@ class Parts:
             config.encryption,
             config.storage,
             config.sources,
+            config.hooks,
             config,
         )
 
@@ -120,6 +123,7 @@ def check_parts(p: Parts, *, check_storage: Callable[[], None] | None = None) ->
         else skip("the storage settings")
     )
     findings += _sources(sources) if sources else skip("the sources")
+    findings += hooks.findings(p.hooks) if p.hooks else skip("the hooks")
     findings += (
         placement.inside_problems(p.whole) + placement.nested_problems(p.whole)
         if p.whole

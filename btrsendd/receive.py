@@ -33,6 +33,7 @@ from btrsendd.pipeline.readers import sha256_of
 from btrsendd.pipeline.sendstream import StreamChecker, StreamError
 from btrsendd.progress import Progress, Total
 from btrsendd.storage.base import Storage
+from btrsendd.storage.throttle import UNLIMITED, Throttle
 from btrsendd.workdir import Target, Workdir, remove_leftovers
 
 
@@ -51,7 +52,7 @@ def _compression(name: str) -> Compression:
     raise OperationalError(f"unknown compression {name!r} in the catalog; upgrade btrsendd")
 
 
-def _stored_sha256(storage: Storage, vol: Located) -> str | None:
+def _stored_sha256(storage: Storage, vol: Located, throttle: Throttle) -> str | None:
     """The SHA-256 of a stored object, read afresh; ``None`` if it cannot be read again.
 
     Only a failed decode needs it, to tell damage of the stored bytes from trouble with the
@@ -60,7 +61,7 @@ def _stored_sha256(storage: Storage, vol: Located) -> str | None:
     """
     try:
         with storage.open_read(vol.key, vol.version) as body:
-            return sha256_of(body)
+            return sha256_of(throttle.reader(body))
     except (BtrsenddError, OSError):
         return None
 
@@ -72,6 +73,7 @@ def _receive_volume(
     gnupg_home: Path | None,
     checker: StreamChecker,
     progress: Progress,
+    throttle: Throttle,
 ) -> None:
     """Decode one volume into ``out`` (btrfs receive's stdin) through ``checker``, and check
     both its hashes; ``progress`` counts its raw bytes."""
@@ -84,12 +86,16 @@ def _receive_volume(
     try:
         with storage.open_read(vol.key, vol.version) as body:
             got = decode_volume(
-                body, _codec(vol.backup), out, gnupg_home=gnupg_home, inspect=inspect
+                throttle.reader(body),
+                _codec(vol.backup),
+                out,
+                gnupg_home=gnupg_home,
+                inspect=inspect,
             )
     except PipelineError as exc:
         # gpg and zstd fail on damaged input before its end, so the decode's own hash of
         # the stored bytes is incomplete: read the object again to know which it was.
-        if _stored_sha256(storage, vol) not in (expected.stored_sha256, None):
+        if _stored_sha256(storage, vol, throttle) not in (expected.stored_sha256, None):
             raise OperationalError(
                 "the stored object is damaged: its SHA-256 differs from the one recorded "
                 f"when it was backed up ({exc})"
@@ -112,6 +118,7 @@ def _receive_backup(
     work: Workdir,
     gnupg_home: Path | None,
     progress: Progress,
+    throttle: Throttle,
 ) -> str:
     """Receive one backup's volumes into ``work``; return the new subvolume's name.
 
@@ -132,7 +139,9 @@ def _receive_backup(
             for vol in volumes:
                 current = vol
                 progress.next_volume()
-                _receive_volume(storage, vol, receive.stdin, gnupg_home, checker, progress)
+                _receive_volume(
+                    storage, vol, receive.stdin, gnupg_home, checker, progress, throttle
+                )
             current = None
             checker.finish()
             receive.finish()
@@ -202,13 +211,14 @@ def receive_chain(
     state_dir: Path,
     gnupg_home: Path | None,
     writable: Writable | None = None,
+    throttle: Throttle = UNLIMITED,
 ) -> Path:
     """Receive every backup of a chain in order; return the restored day's subvolume.
 
     Members are received into a working directory in the target and each is deleted once
     the next one is in; the last becomes a read-only snapshot in the target (a received
     read-only subvolume cannot be moved to another directory), and with ``writable`` also a
-    writable snapshot there.
+    writable snapshot there.  ``throttle`` paces what is read from storage.
     """
     target_path = target.path
     with restore_lock(state_dir, target.real_path):
@@ -216,7 +226,7 @@ def receive_chain(
         work = Workdir.create(target, catalog)
         restored: Path | None = None
         try:
-            received = _receive_members(storage, volumes, work, gnupg_home)
+            received = _receive_members(storage, volumes, work, gnupg_home, throttle)
             name = _final_name(volumes[-1].backup, received)
             try:
                 btrfs.create_snapshot(
@@ -258,7 +268,11 @@ def receive_chain(
 
 
 def _receive_members(
-    storage: Storage, volumes: Sequence[Located], work: Workdir, gnupg_home: Path | None
+    storage: Storage,
+    volumes: Sequence[Located],
+    work: Workdir,
+    gnupg_home: Path | None,
+    throttle: Throttle,
 ) -> str:
     """Receive each member of the chain into ``work``, deleting the one before once the next
     is in; returns the name of the last one received."""
@@ -277,7 +291,7 @@ def _receive_members(
             members = list(group)
             row = members[0].backup
             started = time.monotonic()
-            received = _receive_backup(storage, members, work, gnupg_home, progress)
+            received = _receive_backup(storage, members, work, gnupg_home, progress, throttle)
             log.info(
                 "restore.received",
                 backup_id=row.id,

@@ -35,6 +35,7 @@ from btrsendd.receive import Writable, receive_chain
 from btrsendd.repository import Repository
 from btrsendd.restore_plan import RestorePlan, plan_restore
 from btrsendd.storage.base import Thawing, Tier, thawing
+from btrsendd.storage.throttle import Throttle
 from btrsendd.terminal import status_line
 from btrsendd.workdir import Target
 
@@ -312,10 +313,16 @@ class RestoreJob:
         )
 
     def receive(
-        self, target: Target, gnupg_home: Path | None, writable: Writable | None = None
+        self,
+        target: Target,
+        gnupg_home: Path | None,
+        writable: Writable | None = None,
+        *,
+        rate_limit: int | None = None,
     ) -> Path:
-        """Receive the chain into ``target`` (and a writable snapshot at ``writable``); the
-        thawed copies are no longer waited for."""
+        """Receive the chain into ``target`` (and a writable snapshot at ``writable``),
+        reading at most ``rate_limit`` bytes a second; the thawed copies are no longer
+        waited for."""
         path = receive_chain(
             self.repo.storage,
             self.repo.catalog,
@@ -324,6 +331,7 @@ class RestoreJob:
             state_dir=self.repo.config.state_dir,
             gnupg_home=gnupg_home,
             writable=writable,
+            throttle=Throttle(rate_limit),
         )
         self.repo.catalog.forget_restore_requests(v.key for v in self.volumes)
         return path

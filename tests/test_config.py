@@ -83,6 +83,7 @@ def test_example_configuration_parses_with_every_key() -> None:
         "storage": config.storage,
         "restore": config.restore,
         "metrics": config.metrics,
+        "hooks": config.hooks,
         "[sources]": config.sources[0],
     }
     for key in Config.model_fields.keys() - sections.keys() - {"sources", "source_file"}:
@@ -295,12 +296,72 @@ BAD_CASES = [
         id="object-lock-margin",
     ),
     pytest.param(
+        with_section("pipeline", 'rate_limit = "20MiB"'),
+        "pipeline.rate_limit",
+        "'20MiB' is a size, not a rate: write 20MiB/s",
+        id="rate-without-per-second",
+    ),
+    pytest.param(
+        with_section("pipeline", 'rate_limit = "20Mb/s"'),
+        "pipeline.rate_limit",
+        "ambiguous: write 20MB/s for bytes or 20Mbit/s for bits per second",
+        id="rate-bits-or-bytes",
+    ),
+    pytest.param(
+        with_section("pipeline", "rate_limit = 0"),
+        "pipeline.rate_limit",
+        'too slow: a rate limit is at least 1KiB/s (leave it out, or "unlimited", for no limit)',
+        id="rate-zero",
+    ),
+    pytest.param(
+        with_section("pipeline", 'rate_limit = "fast"'),
+        "pipeline.rate_limit",
+        """'fast' is not a rate; write it like "20MiB/s", "500KiB/s" or "40Mbit/s\"""",
+        id="rate-nonsense",
+    ),
+    pytest.param(
+        with_section("hooks", 'on_success = "curl -fsS https://hc-ping.com/x"'),
+        "hooks.on_success",
+        "is a string; write the command as a list of its arguments, e.g. "
+        '["/usr/local/sbin/db-freeze", "--all"]: hooks run without a shell',
+        id="hook-as-a-string",
+    ),
+    pytest.param(
+        with_section("hooks", 'pre_snapshot = ["bin/db-freeze"]'),
+        "hooks.pre_snapshot",
+        "'bin/db-freeze' is no program: give its absolute path, or a name alone",
+        id="hook-relative-path",
+    ),
+    pytest.param(
+        with_section("hooks", "timeout = 0"),
+        "hooks.timeout",
+        "greater than 0",
+        id="hook-timeout",
+    ),
+    pytest.param(
         with_section("restore", "transfer_out_per_gb = -1"),
         "restore.transfer_out_per_gb",
         "greater than or equal to 0",
         id="negative-price",
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"20MiB/s"', 20 * 1024**2),
+        ('"500 KiB/s"', 500 * 1024),
+        ('"40Mbit/s"', 5 * 1000**2),
+        ('"1.5MB/s"', 1_500_000),
+        ("1048576", 1048576),
+        ('"unlimited"', None),
+    ],
+)
+def test_rate_limits(value: str, expected: int | None) -> None:
+    config = parse(MINIMAL + f"\n[pipeline]\nrate_limit = {value}\n")
+    assert config.pipeline.rate_limit == expected
+    assert parse(MINIMAL).pipeline.rate_limit is None
 
 
 @pytest.mark.parametrize(("text", "key", "message"), BAD_CASES)

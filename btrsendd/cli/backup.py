@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from btrsendd.cli import plan
-from btrsendd.cli.common import add_command, load_config, parse_date
+from btrsendd.cli.common import add_command, load_config, parse_date, parse_rate
 from btrsendd.errors import BtrsenddError
 
 if TYPE_CHECKING:
@@ -33,6 +33,14 @@ def register(commands: Commands) -> None:
         "--force", action="store_true", help="back up even if the schedule says no backup is due"
     )
     p.add_argument("--dry-run", action="store_true", help="only show the plan, like `plan`")
+    p.add_argument(
+        "--rate-limit",
+        type=parse_rate,
+        default=argparse.SUPPRESS,
+        metavar="RATE",
+        help='bytes per second sent to storage, e.g. "20MiB/s" or "40Mbit/s", or "unlimited" '
+        "(default: pipeline.rate_limit)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from btrsendd.repository import open_repository
 
     config = load_config(args)
+    if "rate_limit" in args:
+        pipeline = config.pipeline.model_copy(update={"rate_limit": args.rate_limit})
+        config = config.model_copy(update={"pipeline": pipeline})
     day = args.date or date.today()
     if args.dry_run:
         args.json = False

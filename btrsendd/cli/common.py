@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING
 
+from btrsendd import units
 from btrsendd.cli.grammar import COMMAND_OPTIONS
 from btrsendd.errors import UsageError
 
@@ -40,6 +41,15 @@ def parse_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date; write YYYY-MM-DD") from None
+
+
+def parse_rate(text: str) -> int | None:
+    """``--rate-limit``'s type: bytes per second, written as ``pipeline.rate_limit`` is
+    ("20MiB/s", "40Mbit/s"); None for "unlimited"."""
+    try:
+        return units.parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def check_config_file(args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from btrsendd.cli.common import TIERS, add_command, confirm, load_config, parse_date
+from btrsendd.cli.common import TIERS, add_command, confirm, load_config, parse_date, parse_rate
 from btrsendd.errors import UsageError
 from btrsendd.interrupt import Interrupted
 from btrsendd.progress import human_bytes
@@ -68,6 +68,13 @@ def register(commands: Commands) -> None:
         type=Path,
         metavar="PATH",
         help="also make a writable snapshot of the restored day at PATH",
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=parse_rate,
+        metavar="RATE",
+        help='bytes per second read from storage, e.g. "20MiB/s" or "40Mbit/s" '
+        "(default: unlimited)",
     )
 
 
@@ -183,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                     "command again later, nothing is requested twice"
                 )
                 raise
-        path = job.receive(target, args.gnupg_home, writable)
+        path = job.receive(target, args.gnupg_home, writable, rate_limit=args.rate_limit)
     print(f"restored {args.source} {wanted.date} to {path}")
     if args.writable:
         print(f"writable snapshot at {args.writable}")

@@ -34,6 +34,7 @@ class World:
     schedule: str = "max_incrementals = 2"
     encryption: str | None = None
     metrics: str = ""  # the [metrics] section's body
+    extra: str = ""  # appended after the source: more [[sources]], a [hooks] section
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -79,6 +80,7 @@ class World:
                 storage=self.storage,
                 metrics=self.metrics,
             )
+            + self.extra
         )
         self.config.chmod(0o600)
         return self.config

@@ -34,8 +34,9 @@ class Local:
         if cfg.path is None:
             raise UsageError(_NEEDS_PATH)
         from btrsendd.storage.local.directory import LocalStorage
+        from btrsendd.storage.throttle import Throttle
 
-        return LocalStorage(cfg.path)
+        return LocalStorage(cfg.path, Throttle(pipeline.rate_limit))
 
     def findings(self, cfg: StorageConfig, sources: Sequence[SourceConfig]) -> list[Finding]:
         from btrsendd.storage.local.checks import archive_path

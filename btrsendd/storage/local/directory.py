@@ -29,6 +29,7 @@ from typing import BinaryIO
 from btrsendd.errors import StorageError
 from btrsendd.storage.base import FreeCheck, Lock, ObjectInfo, Readable, Stored
 from btrsendd.storage.common import READ_CHUNK, check_key, refuse_lock
+from btrsendd.storage.throttle import UNLIMITED, Throttle
 
 #: The class the catalog records for volumes stored here (priced at nothing).
 STORAGE_CLASS = "local"
@@ -155,9 +156,11 @@ class LocalStorage:
     #: Reading a file again costs nothing but time, so verify re-hashes every volume.
     free_check: FreeCheck = "rehash"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, throttle: Throttle = UNLIMITED) -> None:
         self.root = path
         self.description = f"local directory {path}"
+        #: Paces every byte written (``pipeline.rate_limit``): a NAS share is a link too.
+        self.throttle = throttle
 
     def _path(self, key: str) -> Path:
         """For messages: where ``key`` is (reached by descriptors, never by this path)."""
@@ -234,7 +237,7 @@ class LocalStorage:
             )
             with open(fd, "wb") as out:
                 for chunk in _chunks(stream):
-                    out.write(chunk)
+                    self.throttle.write(out.write, chunk)
                     written += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())

@@ -36,6 +36,7 @@ class S3:
         if not cfg.bucket:
             raise UsageError(_NEEDS_BUCKET)
         from btrsendd.storage.s3 import bucket
+        from btrsendd.storage.throttle import Throttle
 
         return bucket.S3Storage(
             cfg.bucket,
@@ -46,6 +47,7 @@ class S3:
             concurrency=pipeline.concurrency,
             retry_budget=cfg.retry_budget,
             object_lock=cfg.object_lock != "off",
+            throttle=Throttle(pipeline.rate_limit),
         )
 
     def findings(self, cfg: StorageConfig, sources: Sequence[SourceConfig]) -> list[Finding]:

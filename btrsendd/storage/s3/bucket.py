@@ -42,6 +42,7 @@ from btrsendd.storage.s3.client import (
 from btrsendd.storage.s3.download import BodyReader, ResumingBody
 from btrsendd.storage.s3.upload import MAX_PART_SIZE, MIN_PART_SIZE, MiB, S3Upload
 from btrsendd.storage.s3.versions import BucketVersions
+from btrsendd.storage.throttle import UNLIMITED, Throttle
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -102,6 +103,7 @@ class S3Storage(BucketVersions):
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
         object_lock: bool = False,
+        throttle: Throttle = UNLIMITED,
     ) -> None:
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be 5 MiB..5 GiB, not {part_size}")
@@ -116,6 +118,7 @@ class S3Storage(BucketVersions):
             retry_budget=retry_budget,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            throttle=throttle,
         )
         #: The class volumes are stored in, and recorded in.
         self.storage_class: StorageClassType = storage_class

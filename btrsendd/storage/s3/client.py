@@ -34,6 +34,7 @@ from btrsendd.storage.awserrors import (
     is_transient,
 )
 from btrsendd.storage.base import Lock, Stored
+from btrsendd.storage.throttle import UNLIMITED, Throttle
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -94,8 +95,11 @@ class BucketClient(AwsRequests):
         retry_budget: float = RETRY_BUDGET,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        throttle: Throttle = UNLIMITED,
     ) -> None:
         self.bucket = bucket
+        #: Paces every byte sent, by every part at once (``pipeline.rate_limit``).
+        self.throttle = throttle
         self.endpoint_url = endpoint_url
         self.retry_budget = retry_budget
         self.description = f"s3://{bucket}" + (f" at {endpoint_url}" if endpoint_url else "")
@@ -176,7 +180,7 @@ class BucketClient(AwsRequests):
                 Bucket=self.bucket,
                 Key=key,
                 # botocore accepts bytearray (see its validate.py); the stubs say bytes only.
-                Body=cast(bytes, data),
+                Body=cast(bytes, self.throttle.body(data)),
                 StorageClass=storage_class,
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,

@@ -130,7 +130,7 @@ class S3Upload(MultipartUpload["CompletedPartTypeDef", Stored]):
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=cast(bytes, data),  # bytearray: see BucketClient._put_object
+                Body=cast(bytes, self.client.throttle.body(data)),  # see _put_object
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             ),

@@ -37,6 +37,7 @@ class GlacierVault:
             raise UsageError(_NEEDS_VAULT)
         if state_dir is None:
             raise ValueError("open_storage needs state_dir for the glacier-vault backend")
+        from btrsendd.storage.throttle import Throttle
         from btrsendd.storage.vault.storage import VaultStorage
 
         return VaultStorage(
@@ -48,6 +49,7 @@ class GlacierVault:
             part_size=pipeline.part_size,
             concurrency=pipeline.concurrency,
             retry_budget=cfg.retry_budget,
+            throttle=Throttle(pipeline.rate_limit),
         )
 
     def findings(self, cfg: StorageConfig, sources: Sequence[SourceConfig]) -> list[Finding]:

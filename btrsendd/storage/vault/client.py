@@ -33,6 +33,7 @@ from btrsendd.storage.awserrors import (
     error_code,
     is_transient,
 )
+from btrsendd.storage.throttle import UNLIMITED, Throttle
 
 if TYPE_CHECKING:
     from mypy_boto3_glacier import GlacierClient
@@ -76,8 +77,11 @@ class VaultClient(AwsRequests):
         max_attempts: int = 1,
         retry_budget: float = RETRY_BUDGET,
         retry_delay: float = RETRY_DELAY,
+        throttle: Throttle = UNLIMITED,
     ) -> None:
         self.vault = vault
+        #: Paces every byte sent, by every part at once (``pipeline.rate_limit``).
+        self.throttle = throttle
         self.region = region
         self.endpoint_url = endpoint_url
         self.retry_budget = retry_budget

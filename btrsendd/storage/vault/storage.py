@@ -35,6 +35,7 @@ from btrsendd.storage.base import (
     Tier,
 )
 from btrsendd.storage.common import check_key, refuse_lock
+from btrsendd.storage.throttle import UNLIMITED, Throttle
 from btrsendd.storage.vault import inventory
 from btrsendd.storage.vault.archives import (
     STORAGE_CLASS,
@@ -82,6 +83,7 @@ class VaultStorage(VaultClient):
         max_attempts: int = 1,
         retry_budget: float = RETRY_BUDGET,
         retry_delay: float = RETRY_DELAY,
+        throttle: Throttle = UNLIMITED,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -95,6 +97,7 @@ class VaultStorage(VaultClient):
             max_attempts=max_attempts,
             retry_budget=retry_budget,
             retry_delay=retry_delay,
+            throttle=throttle,
         )
         self.part_size = choose_part_size(volume_size, part_size)
         self.concurrency = concurrency

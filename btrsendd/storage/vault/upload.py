@@ -9,6 +9,7 @@ the vault drops it (it may after 24 hours without activity), so a failed one is 
 from __future__ import annotations
 
 import contextlib
+from typing import cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -70,7 +71,7 @@ class VaultUpload(MultipartUpload[bytes, Archive]):
                 vaultName=self.client.vault,
                 archiveDescription=self.description,
                 checksum=checksum,
-                body=body,
+                body=cast(bytes, self.client.throttle.body(body)),
             ),
         )
         return Archive(self.key, response["archiveId"], len(body), checksum, now())
@@ -96,7 +97,7 @@ class VaultUpload(MultipartUpload[bytes, Archive]):
                 uploadId=self.upload_id,
                 checksum=digest.hex(),
                 range=f"bytes {offset}-{last}/*",
-                body=body,
+                body=cast(bytes, self.client.throttle.body(body)),
             ),
         )
         return digest
