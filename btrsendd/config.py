@@ -22,7 +22,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -31,43 +30,16 @@ from pydantic import (
     model_validator,
 )
 
-from btrsendd import cron
 from btrsendd.config_errors import example_config, intact, schema_findings
+from btrsendd.config_values import AbsolutePath, HookCommand, Rate, Size, validate_cron
 from btrsendd.errors import ConfigError
 from btrsendd.findings import Finding
 from btrsendd.pricing import THAW, TRANSFER_OUT_PER_GB
 from btrsendd.storage import backend_of
 from btrsendd.storage.endpoint import no_secrets_in_url
-from btrsendd.units import parse_rate, parse_size
 
 DEFAULT_CONFIG_PATH = Path("/etc/btrsendd/btrsendd.toml")
 CONFIG_ENV = "BTRSENDD_CONFIG"
-
-Size = Annotated[int, BeforeValidator(parse_size)]
-#: Bytes per second; None (unset, or "unlimited") for no limit.
-Rate = Annotated[int | None, BeforeValidator(parse_rate)]
-
-
-def _require_absolute(path: Path) -> Path:
-    """Reject relative paths: the daemon runs from ``/``, the CLI from anywhere, so a relative
-    path would name a different place depending on who reads the file."""
-    if not path.is_absolute():
-        raise ValueError(f"{str(path)!r} must be an absolute path")
-    return path
-
-
-AbsolutePath = Annotated[Path, AfterValidator(_require_absolute)]
-
-
-def validate_cron(expr: str) -> str:
-    """Accept a standard five-field crontab expression (minute hour day month weekday).
-
-    Parsed here, field by field, so a typo is reported with the field it is in by every
-    command; whether it ever fires is for the trigger to say (``cron.cron_trigger``), which
-    the daemon, ``status`` and ``check-config`` build.
-    """
-    cron.parse(expr)
-    return expr
 
 
 class _Section(BaseModel):
@@ -246,31 +218,6 @@ class SourceConfig(_Section):
                 "starting with a letter or digit"
             )
         return name
-
-
-def _no_shell(value: object) -> object:
-    """Refuse a hook written as one string: there is no shell to split it."""
-    if isinstance(value, str):
-        raise ValueError(
-            f"{value!r} is a string; write the command as a list of its arguments, e.g. "
-            '["/usr/local/sbin/db-freeze", "--all"]: hooks run without a shell'
-        )
-    return value
-
-
-def _runnable(argv: tuple[str, ...]) -> tuple[str, ...]:
-    if argv and (not argv[0] or ("/" in argv[0] and not argv[0].startswith("/"))):
-        raise ValueError(
-            f"{argv[0]!r} is no program: give its absolute path, or a name alone to look up "
-            "in /usr/local/sbin, /usr/local/bin, /usr/sbin, /usr/bin, /sbin and /bin"
-        )
-    if any("\0" in arg for arg in argv):
-        raise ValueError("an argument holds a NUL character")
-    return argv
-
-
-#: A program and its arguments; empty for no hook.
-HookCommand = Annotated[tuple[str, ...], BeforeValidator(_no_shell), AfterValidator(_runnable)]
 
 
 class HooksConfig(_Section):
