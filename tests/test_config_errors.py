@@ -330,8 +330,8 @@ def test_what_is_sound_in_a_file_with_mistakes() -> None:
     assert [p.key for p in validated.problems] == ["schedule.crn"]
     intact = validated.intact
     assert sorted(intact) == [
-        "encryption", "metrics", "pipeline", "restore", "snapshots", "sources", "state_dir",
-        "storage",
+        "encryption", "hooks", "metrics", "pipeline", "restore", "snapshots", "sources",
+        "state_dir", "storage",
     ]  # fmt: skip
     assert intact["pipeline"].compression == "zstd" and intact["pipeline"].level is None
     assert intact["state_dir"] == Path("/var/lib/btrsendd")
