@@ -28,11 +28,21 @@ def _option(option: Option) -> list[str]:
     return lines
 
 
-def _accepts_globals_after(root: Command, globals_: tuple[Option, ...]) -> bool:
-    """Whether every command takes the global options after its name too."""
-    wanted = {o.flags for o in globals_}
+def _where_globals_go(root: Command, globals_: tuple[Option, ...]) -> str:
+    """Before the command, and which of them every command also takes after its name."""
     leaves = [c for c in root.walk() if c.path and not c.subcommands]
-    return bool(leaves) and all(wanted <= {o.flags for o in c.options} for c in leaves)
+    after = [
+        option
+        for option in globals_
+        if leaves and all(option.flags in {o.flags for o in leaf.options} for leaf in leaves)
+    ]
+    if after and len(after) == len(globals_):
+        return "These options are given before or after the command."
+    if after:
+        names = [next((f for f in o.flags if f.startswith("--")), o.flags[0]) for o in after]
+        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        return f"These options are given before the command; {listed} also after it."
+    return "These options are given before the command."
 
 
 def _name_line(description: str) -> str:
@@ -45,11 +55,6 @@ def command_page(root: Command, version: str, date: str, example_path: str) -> s
     globals_ = tuple(o for o in root.options if not o.is_help)
     commands = [c for c in root.walk() if c.path]
     leaves = [c for c in commands if not c.subcommands]
-    where = (
-        "before or after the command"
-        if _accepts_globals_after(root, globals_)
-        else "before the command"
-    )
     lines = roff.header("BTRSENDD", 8, date, f"btrsendd {version}", "System Administration")
     lines += [".SH NAME", _name_line(root.description), ".SH SYNOPSIS"]
     for command in leaves:
@@ -61,7 +66,7 @@ def command_page(root: Command, version: str, date: str, example_path: str) -> s
             "`btrsendd COMMAND --help` prints a command's options."
         ),
         ".SH GLOBAL OPTIONS",
-        roff.prose(f"These options are given {where}."),
+        roff.prose(_where_globals_go(root, globals_)),
     ]
     for option in root.options:
         lines += _option(option)

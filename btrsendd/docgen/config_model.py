@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt, MinLen
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from btrsendd.config import AbsolutePath, Config, Size
+from btrsendd.config import Config
 from btrsendd.docgen.example_prose import Prose, read_example
 
 
@@ -78,6 +78,32 @@ def human_size(value: int) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class Written:
+    """An integer the file gives as a string with a unit (``"1GiB"``, ``"20MiB/s"``)."""
+
+    words: str
+    suffix: str  # after the unit: "/s" for a rate
+    probes: tuple[str, ...]  # values its parser accepts (one may be out of a key's range)
+
+
+#: Told apart by what the key accepts, not by how its type is spelt in the code.
+WRITTEN = (
+    Written('size (bytes, or a string such as "1GiB")', "", ("1GiB", "1MiB", "1TiB")),
+    Written('rate (bytes per second, or a string such as "20MiB/s")', "/s", ("20MiB/s", "1GiB/s")),
+)
+
+
+def _accepts(field: FieldInfo, value: object) -> bool:
+    try:
+        # The key's own type and constraints, validated as the file's value would be.
+        key_type: Any = Annotated[field.annotation, field]
+        TypeAdapter(key_type).validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
 def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any], bool]:
     """The type inside ``X | None`` and ``Annotated[X, ...]``, the metadata gathered on the
     way (a ``Field`` nested in ``Annotated`` adds its own), and whether None was allowed."""
@@ -98,14 +124,18 @@ def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any], bool]
             return annotation, metadata, optional
 
 
-def _is(metadata: list[Any], alias: Any) -> bool:
-    """Whether the field was declared with the ``Annotated`` alias (``Size``, ...)."""
-    return any(marker in metadata for marker in alias.__metadata__)
+def written_as(field: FieldInfo) -> Written | None:
+    base, _, _ = _unwrap(field.annotation, [])
+    if base is not int:
+        return None
+    return next((w for w in WRITTEN if any(_accepts(field, p) for p in w.probes)), None)
 
 
-def _range(metadata: list[Any], size: bool) -> str:
+def _range(metadata: list[Any], written: Written | None = None) -> str:
     def show(bound: object) -> str:
-        return human_size(bound) if size and isinstance(bound, int) else str(bound)
+        if written is not None and isinstance(bound, int):
+            return human_size(bound) + written.suffix
+        return str(bound)
 
     low = next((show(m.ge) for m in metadata if isinstance(m, Ge)), None)
     above = next((show(m.gt) for m in metadata if isinstance(m, Gt)), None)
@@ -126,24 +156,33 @@ def _plural(text: str) -> str:
     return {"string": "strings", "integer": "integers", "number": "numbers"}.get(text, text)
 
 
-def kind_of(annotation: Any, metadata: list[Any]) -> str:
+def field_kind(field: FieldInfo) -> str:
     """The type of a key, in the words a man page uses."""
+    base, metadata, _ = _unwrap(field.annotation, list(field.metadata))
+    written = written_as(field)
+    if written is not None:
+        return written.words + _range(metadata, written)
+    if base is Path:
+        return "path" if _accepts(field, "relative/path") else "absolute path"
+    return kind_of(field.annotation, list(field.metadata))
+
+
+def kind_of(annotation: Any, metadata: list[Any]) -> str:
+    """The type of a value (a key's, or one inside a key's table), in words."""
     annotation, metadata, _ = _unwrap(annotation, metadata)
     origin = get_origin(annotation)
-    if _is(metadata, Size):
-        return 'size (bytes, or a string such as "1GiB")' + _range(metadata, size=True)
     if origin is Literal:
         return "one of " + ", ".join(to_toml(v) for v in get_args(annotation))
     if annotation is bool:
         return "boolean"
     if annotation is int:
-        return "integer" + _range(metadata, size=False)
+        return "integer" + _range(metadata)
     if annotation is float:
-        return "number" + _range(metadata, size=False)
+        return "number" + _range(metadata)
     if annotation is str:
         return "string"
     if annotation is Path:
-        return "absolute path" if _is(metadata, AbsolutePath) else "path"
+        return "path"
     if origin in (tuple, list):
         inner = kind_of(get_args(annotation)[0], [])
         least = next((m.min_length for m in metadata if isinstance(m, MinLen)), 0)
@@ -154,19 +193,18 @@ def kind_of(annotation: Any, metadata: list[Any]) -> str:
         keys = ", ".join(names) if names else kind_of(key, []) + "s"
         return f"table with keys {keys} (values: {kind_of(value, [])})"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        fields = (
-            f"{n} ({kind_of(f.annotation, list(f.metadata))})" for n, f in _fields(annotation)
-        )
+        fields = (f"{n} ({field_kind(f)})" for n, f in _fields(annotation))
         return "table with keys " + ", ".join(fields)
     return "value"
 
 
-def to_toml(value: object, size: bool = False) -> str:
+def to_toml(value: object, written: Written | None = None) -> str:
     """A default as it would be written in the file."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return json.dumps(human_size(value)) if size and value >= 1024 else str(value)
+        human = human_size(value)
+        return json.dumps(human + written.suffix) if written and human != str(value) else str(value)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     if isinstance(value, str | Path):
@@ -211,7 +249,7 @@ def _default(field: FieldInfo) -> str | None:
     value = field.get_default(call_default_factory=True)
     if value is None or value is PydanticUndefined:
         return None
-    return to_toml(value, size=_is(field.metadata, Size))
+    return to_toml(value, written_as(field))
 
 
 def _fields(model: type[BaseModel]) -> Iterator[tuple[str, FieldInfo]]:
@@ -255,7 +293,7 @@ def read_config_doc(example: str) -> ConfigDoc:
                 Key(
                     section=name,
                     name=key,
-                    kind=kind_of(field.annotation, list(field.metadata)),
+                    kind=field_kind(field),
                     required=field.is_required(),
                     default=_default(field),
                     paragraphs=tuple(said.paragraphs) if said else (),

@@ -6,7 +6,8 @@ copy that would drift from the first.  The example follows one convention, which
 reads (and ``tests/test_docgen.py`` holds it to):
 
 - a key's description is the comment block directly above its line (``key = value``, or
-  ``# key = value`` for a key left unset), from the previous key of the block on;
+  ``# key = value`` for a key left unset), from the previous key of the block on; key lines
+  in a row share the comment above the first;
 - commented lines after a key's line that look like TOML (``# [table]``, ``# sub = 1``) are
   more of its example;
 - a section's introduction is a comment block directly above its header, or the paragraphs
@@ -90,6 +91,8 @@ class _Reader:
 
     def key(self, name: str, line: str, commented: bool) -> None:
         paragraphs = _paragraphs(self.pending)
+        if not paragraphs and self.current is not None:
+            paragraphs = list(self.current.paragraphs)  # lines in a row share their comment
         if self.fresh_section and len(paragraphs) > 1:
             self.prose.intros.setdefault(self.section, []).extend(paragraphs[:-1])
             paragraphs = paragraphs[-1:]
