@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import struct
 import termios
 from collections.abc import Iterator
@@ -42,7 +43,12 @@ def null() -> Iterator[TextIO]:
 
 
 def received(master: int) -> str:
-    return os.read(master, 65536).decode().replace("\r\n", "\n")
+    """All the terminal has been sent so far: a pty hands it over in pieces, so read until a
+    moment passes with nothing more."""
+    data = b""
+    while select.select([master], [], [], 0.2)[0]:
+        data += os.read(master, 65536)
+    return data.decode().replace("\r\n", "\n")
 
 
 class Events:
