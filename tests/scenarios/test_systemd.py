@@ -189,6 +189,10 @@ def machine(
     (fs / "data" / "hello").write_text("hello from the host\n")
     for directory in ("snapshots", "archive"):
         (fs / directory).mkdir(mode=0o700)
+    # A hook, to see hooks run inside the unit's sandbox: what it prints reaches the journal.
+    hook = fs / "hook"
+    hook.write_text('#!/bin/sh\necho "$BTRSENDD_EVENT of $BTRSENDD_SOURCE under systemd"\n')
+    hook.chmod(0o755)
     etc = tmp_path / "etc"
     etc.mkdir(mode=0o700)
     shutil.copytree(
@@ -211,6 +215,10 @@ def machine(
             name = "data"
             path = "/srv/btrfs/data"
             snapshot_dir = "/srv/btrfs/snapshots"
+            [hooks]
+            pre_snapshot = ["/srv/btrfs/hook"]
+            post_snapshot = ["/srv/btrfs/hook"]
+            on_success = ["/srv/btrfs/hook"]
             """)
     )
     config.chmod(0o600)
@@ -284,6 +292,14 @@ def test_enable_journal_trigger_reload_stop(machine: Machine) -> None:
     assert completed["BTRSENDD_BACKUP_ID"] == backup["id"]
     assert int(completed["BTRSENDD_BYTES"]) == backup["raw_bytes"]
     assert completed["PRIORITY"] == "6"
+
+    # The hooks ran inside the sandbox, in order, and said so in the journal.
+    machine.wait_until(
+        "the on_success hook", lambda: len(journal(machine, "BTRSENDD_EVENT=hook.finished")) == 3
+    )
+    hooks = journal(machine, "BTRSENDD_EVENT=hook.finished")
+    assert [h["BTRSENDD_HOOK"] for h in hooks] == ["pre_snapshot", "post_snapshot", "on_success"]
+    assert hooks[-1]["BTRSENDD_OUTPUT"] == "on_success of data under systemd"
 
     status = json.loads(machine.run("btrsendd", "status", "--json").stdout)
     assert status["daemon"]["running"] is True
