@@ -295,8 +295,10 @@ def deep_check(
     report: Report,
     gnupg_home: Path | None,
     announce: Callable[[RestorePlan], None],
+    rate_limit: int | None = None,
 ) -> None:
-    """Restore the newest backup of ``src`` into a scratch btrfs and compare it.
+    """Restore the newest backup of ``src`` into a scratch btrfs and compare it (reading at
+    most ``rate_limit`` bytes a second).
 
     ``gnupg_home`` holds the private key (``--gnupg-home``; gpg's default keyring if None).
     ``announce`` is shown what the restore costs (at ``DEEP_TIER``) before anything is spent.
@@ -326,7 +328,7 @@ def deep_check(
     with scratch_btrfs(repo.config.state_dir, size) as mnt:
         try:
             with Target.open(mnt, "scratch filesystem") as target:
-                restored = job.receive(target, gnupg_home)
+                restored = job.receive(target, gnupg_home, rate_limit=rate_limit)
         except BtrsenddError as exc:
             report.problems.append(f"deep check: {exc}")
             return

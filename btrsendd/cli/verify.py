@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from btrsendd.cli.common import add_command, load_config
+from btrsendd.cli.common import add_command, load_config, parse_rate
 from btrsendd.cli.restore import plan_lines
 from btrsendd.progress import human_bytes
 
@@ -49,6 +49,12 @@ def register(commands: Commands) -> None:
         type=Path,
         metavar="DIR",
         help="--deep: keyring holding the private key (default: gpg's own default)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=parse_rate,
+        metavar="RATE",
+        help='--deep: bytes per second read from storage, e.g. "20MiB/s" (default: unlimited)',
     )
     p.add_argument(
         "--json",
@@ -145,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         prices = Prices.from_config(config.restore)
         with open_repository(config) as repo:
             for src, report in zip(sources, reports, strict=True):
-                deep_check(repo, src, prices, report, args.gnupg_home, _warn_deep)
+                deep_check(repo, src, prices, report, args.gnupg_home, _warn_deep, args.rate_limit)
     problems = sum(len(r.problems) for r in reports)
     orphans = sum(r.orphan_count for r in reports)
     ok = not problems and not orphans

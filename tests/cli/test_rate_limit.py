@@ -52,6 +52,17 @@ def test_a_limited_backup_and_restore_take_their_bytes_over_the_rate(
     assert_same_tree(w.snapshots / "2000-01-01", target / "2000-01-01")
 
 
+def test_verify_deep_reads_at_the_limit_too(world: World) -> None:
+    (world.source / "random").write_bytes(os.urandom(2 * MiB))
+    world.run("backup", "--date", "2000-01-01")
+    [backup] = world.list()
+    proc = world.run(
+        "verify", "--deep", "--gnupg-home", str(world.key.secret_home), "--rate-limit", "1MiB/s"
+    )
+    [received] = events(proc, "restore.received")
+    paced(received, backup["stored_bytes"], MiB)
+
+
 def test_the_command_line_overrides_the_configured_limit(world: World) -> None:
     world.pipeline += '\nrate_limit = "1MiB/s"'
     (world.source / "random").write_bytes(os.urandom(2 * MiB))
