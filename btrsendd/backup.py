@@ -22,7 +22,6 @@ from btrsendd.errors import BtrsenddError, OperationalError, Stopped, UsageError
 from btrsendd.hooks import Hooks
 from btrsendd.log import get_logger
 from btrsendd.model import Backup
-from btrsendd.object_lock import ObjectLock
 from btrsendd.pipeline.btrfs import run_send, send_command
 from btrsendd.repository import Repository
 from btrsendd.storage.base import Readable
@@ -170,7 +169,7 @@ class BackupCycle:
         rows = [r for r in (self.repo.catalog.backup(b.id) for b in decision.expire) if r]
         if rows:
             self._delete_chain(source, rows)
-        ObjectLock(self.repo).refresh(source, dt.date.today())
+        self.uploader.locks.refresh(source, dt.date.today())
 
     def _delete_chain(self, source: str, rows: list[Backup]) -> None:
         if self.repo.delete_backups(rows) is not None:

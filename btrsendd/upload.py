@@ -54,6 +54,8 @@ class Uploader:
     def __init__(self, repo: Repository, on_progress: OnProgress | None = None) -> None:
         self.repo = repo
         self.on_progress = on_progress
+        #: The repository's lock policy, also the cycle's (``BackupCycle.expire``).
+        self.locks = ObjectLock(repo)
 
     @property
     def codec(self) -> Codec:
@@ -87,7 +89,7 @@ class Uploader:
         checker = StreamChecker(
             expected_stream(catalog, kind, None if parent is None else parent.id, snap, parent_snap)
         )
-        locks = ObjectLock(self.repo)
+        locks = self.locks
         locks.require()
         lock = locks.for_chain(day)
         if lock is not None and parent is not None:
@@ -228,8 +230,7 @@ class Uploader:
         or its chain's now if it began before ``object_lock`` was turned on or if the one it
         began with has ended since (S3 refuses a retain-until in the past; the cycle's
         ``refresh`` then extends the rest of the chain)."""
-        locks = ObjectLock(self.repo)
-        lock = locks.for_chain(row.date)
+        lock = self.locks.for_chain(row.date)
         if lock is None or row.locked_until is None:
             return lock
         return Lock(lock.mode, max(row.locked_until, lock.until))
@@ -322,7 +323,7 @@ class Uploader:
         done = repo.catalog.volumes(row.id)
         keep = {repo.layout.key(row, v.name) for v in done} | {repo.layout.manifest_key(row)}
         listed = self._listed(row)
-        if ObjectLock(repo).mode is None:
+        if self.locks.mode is None:
             # Locked, a volume stored unrecorded cannot go: the resumed upload writes a newer
             # version over it, and `verify --clean` removes the old one once its lock ends.
             repo.storage.delete([k for k in listed if k not in keep])

@@ -43,6 +43,8 @@ class BucketVersions(BucketClient):
 
     _keeps_versions: bool | None = None
     _lock_enabled_answer: bool | None = None
+    #: The credentials may not ask (a policy written for a btrsendd that never locked).
+    _lock_question_denied = False
 
     def keeps_versions(self) -> bool:
         if self._keeps_versions is None:
@@ -164,6 +166,8 @@ class BucketVersions(BucketClient):
     def _lock_enabled(self, denied: bool | None = None) -> bool:
         """Whether the bucket has Object Lock; ``denied`` (if given) is the answer when the
         credentials may not ask."""
+        if denied is not None and self._lock_question_denied:
+            return denied  # asked once already: every deletion would ask again
         if self._lock_enabled_answer is None:
             what = f"reading the Object Lock configuration of {self.description}"
             try:
@@ -174,6 +178,7 @@ class BucketVersions(BucketClient):
             except ClientError as exc:
                 code = error_code(exc)
                 if denied is not None and code in ("AccessDenied", "403"):
+                    self._lock_question_denied = True
                     return denied
                 if code not in _NO_LOCK_CODES | {"404"}:
                     raise self._error(what, exc) from exc
