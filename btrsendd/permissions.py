@@ -357,9 +357,11 @@ def config_file_problem(path: Path) -> FileProblem | None:
 def program_problem(path: Path) -> str | None:
     """Why a program btrsendd runs as root (a hook) must not be run, or None: whoever
     else can change it, or swap it through a directory on its way, runs anything as root."""
-    return _changeable(
-        path, path.stat(), "can change what btrsendd runs as root", f"chmod go-w {path}"
-    )
+    try:
+        st = path.stat()
+    except OSError as exc:  # gone (or unreachable) since it was looked up: not run either
+        return f"cannot be checked: {exc.strerror or exc}"
+    return _changeable(path, st, "can change what btrsendd runs as root", f"chmod go-w {path}")
 
 
 def _changeable(path: Path, st: os.stat_result, risk: str, fix: str) -> str | None:

@@ -5,9 +5,11 @@ any subvolume, unencrypted, to where they can read it)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from btrsendd.permissions import program_problem
 from tests.permissions.helpers import FIRST, NOBODY, one_error
 from tests.support.backups import error_lines
 from tests.support.world import World
@@ -62,3 +64,10 @@ def test_a_config_file_others_can_change_is_refused(world: World, how: str) -> N
         line = one_error(world.run(*command, check=False), 2)
         assert line.startswith(f"btrsendd: error: {world.config}: {expected}"), line
     assert not world.snapshots.exists()
+
+
+def test_a_program_gone_before_its_check_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    # A hook's program removed between its lookup and its check: refused with the reason,
+    # never an internal error (which would also reach on_failure as "a bug").
+    problem = program_problem(tmp_path / "gone")
+    assert problem is not None and problem.startswith("cannot be checked: ")
