@@ -17,25 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from btrsendd.terminal import StatusLine, status_line
+from btrsendd.units import clock, human_bytes
 
 #: Seconds between redraws of the status line: often enough to look alive, rarely enough to
 #: cost nothing.
 REDRAW_EVERY = 0.25
-
-
-def human_bytes(n: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``: binary units, as ``volume_size`` is written."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def clock(seconds: float) -> str:
-    """``372`` -> ``"0:06:12"``: hours always shown, so minutes never pass for hours."""
-    whole = max(0, round(seconds))
-    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 @dataclass(frozen=True)

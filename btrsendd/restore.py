@@ -30,13 +30,13 @@ from btrsendd.names import UnsafeName, check_name
 from btrsendd.pipeline import btrfs
 from btrsendd.pipeline.gpg import check_private_keys
 from btrsendd.pricing import Prices
-from btrsendd.progress import clock
 from btrsendd.receive import Writable, receive_chain
 from btrsendd.repository import Repository
 from btrsendd.restore_plan import RestorePlan, plan_restore
 from btrsendd.storage.base import Thawing, Tier, thawing
 from btrsendd.storage.throttle import Throttle
 from btrsendd.terminal import status_line
+from btrsendd.units import clock
 from btrsendd.workdir import Target
 
 #: How long a thawed copy stays readable.  Long enough to download a large chain after a

@@ -1,7 +1,8 @@
-"""Sizes and rates as people write them: ``"1GiB"``, ``"512 MiB"``, ``"20MiB/s"``.
+"""Sizes, rates and durations as people write and read them: ``"1GiB"``, ``"20MiB/s"``,
+``"1.5 KiB"``, ``"0:06:12"``.
 
-Apart from ``config.py`` so that the command line can parse ``--rate-limit`` with the same
-rules without loading the configuration's modules (pydantic) first.
+Apart from ``config.py`` and ``progress.py`` so that the command line can parse and print
+them without loading pydantic, dataclasses or threads at start-up.
 """
 
 from __future__ import annotations
@@ -88,3 +89,18 @@ def parse_rate(value: object) -> int | None:
             '"unlimited", for no limit)'
         )
     return rate
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``: binary units, as ``volume_size`` is written."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def clock(seconds: float) -> str:
+    """``372`` -> ``"0:06:12"``: hours always shown, so minutes never pass for hours."""
+    whole = max(0, round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"

@@ -34,7 +34,6 @@ from btrsendd.manifest import Manifest, read_manifest, shown
 from btrsendd.model import Backup, Volume
 from btrsendd.names import UnsafeName, check_name
 from btrsendd.pricing import Prices
-from btrsendd.progress import human_bytes
 from btrsendd.repository import Repository
 from btrsendd.restore import RestoreJob, resolve_chain
 from btrsendd.restore_plan import RestorePlan
@@ -48,6 +47,7 @@ from btrsendd.stray_versions import (
     stray_versions,
 )
 from btrsendd.treediff import diff_trees
+from btrsendd.units import human_bytes
 from btrsendd.workdir import Target
 
 #: ``--deep`` thaws with the cheapest tier: a check is rarely urgent.

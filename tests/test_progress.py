@@ -17,8 +17,9 @@ from typing import Any, TextIO
 import pytest
 
 from btrsendd import progress as progress_module
-from btrsendd.progress import Progress, Total, clock, summary
+from btrsendd.progress import Progress, Total, summary
 from btrsendd.terminal import ERASE, LineLogger, StatusLine
+from btrsendd.units import clock
 from tests.support.terminal import screen
 
 

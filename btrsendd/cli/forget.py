@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from btrsendd.cli.common import add_command, confirm, load_config, parse_date
 from btrsendd.cli.list_backups import backup_json
 from btrsendd.errors import UsageError
-from btrsendd.progress import human_bytes
+from btrsendd.units import human_bytes
 
 if TYPE_CHECKING:
     from btrsendd.cli.common import Commands

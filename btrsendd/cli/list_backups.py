@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from btrsendd.cli.common import add_command, load_config, print_table
-from btrsendd.progress import human_bytes
+from btrsendd.units import human_bytes
 
 if TYPE_CHECKING:
     from btrsendd.cli.common import Commands

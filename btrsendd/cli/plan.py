@@ -8,7 +8,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from btrsendd.cli.common import add_command, load_config, parse_date
-from btrsendd.progress import human_bytes
+from btrsendd.units import human_bytes
 
 if TYPE_CHECKING:
     from btrsendd.backup import Outcome

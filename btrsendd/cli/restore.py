@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from btrsendd.cli.common import TIERS, add_command, confirm, load_config, parse_date, parse_rate
 from btrsendd.errors import UsageError
 from btrsendd.interrupt import Interrupted
-from btrsendd.progress import human_bytes
+from btrsendd.units import human_bytes
 
 if TYPE_CHECKING:
     from btrsendd.catalog import Catalog

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from btrsendd.cli.common import add_command, load_config
-from btrsendd.progress import Total, human_bytes, summary
+from btrsendd.units import human_bytes
 
 if TYPE_CHECKING:
     from btrsendd.cli.common import Commands
@@ -90,6 +90,8 @@ def _source_lines(s: Mapping[str, Any]) -> list[str]:
         add("snapshots", f"{s['local_snapshots']} local")
     up = s["uploading"]
     if up is not None and up["bytes"]:
+        from btrsendd.progress import Total, summary  # not at start-up: dataclasses, threads
+
         total = None if up.get("total") is None else Total(up["total"], up.get("estimate"))
         add("uploading", summary(up["bytes"], up["rate"], total, up.get("eta")))
     elif up is not None:

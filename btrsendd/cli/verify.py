@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from btrsendd.cli.common import add_command, load_config, parse_rate
 from btrsendd.cli.restore import plan_lines
-from btrsendd.progress import human_bytes
+from btrsendd.units import human_bytes
 
 if TYPE_CHECKING:
     from btrsendd.cli.common import Commands

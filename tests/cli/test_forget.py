@@ -11,7 +11,7 @@ from pathlib import Path
 from btrsendd.cli.forget import forgetting_lines
 from btrsendd.config import SourceConfig
 from btrsendd.forget import assess
-from btrsendd.progress import human_bytes
+from btrsendd.units import human_bytes
 from tests.cli.helpers import backup, one_error_line
 from tests.support.world import World
 
