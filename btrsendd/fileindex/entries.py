@@ -30,7 +30,8 @@ class Piece:
 class Entry:
     """One path of a backed-up day and what was there."""
 
-    #: Relative to the subvolume's root, '/'-separated, no leading '/' ("" is the root).
+    #: Relative to the subvolume's root, '/'-separated, no leading '/'; "" is the root
+    #: (btrfs send names it by the empty path).
     path: str
     kind: Kind
     #: Permission bits and file type, as ``st_mode``.

@@ -256,7 +256,8 @@ RECORD_TYPES: tuple[type[Record], ...] = (
 )  # fmt: skip
 _BY_TAG: dict[str, type[Record]] = {t.TAG: t for t in RECORD_TYPES}
 #: Each type's fields after the tag, and how each is stored: "p" a path (str), "b" bytes
-#: (base64), "i" an integer, "s" plain text (UUIDs).
+#: (base64), "i" a non-negative integer, "t" a time (an integer before 1970 is negative),
+#: "s" plain text (UUIDs).
 _SHAPES: dict[type[Record], tuple[tuple[str, str], ...]] = {
     t: tuple(
         (f.name, "b" if f.type == "bytes" else "i" if f.type == "int" else "p")
@@ -265,6 +266,7 @@ _SHAPES: dict[type[Record], tuple[tuple[str, str], ...]] = {
     for t in RECORD_TYPES
 }
 _SHAPES[Clone] = tuple((n, "s" if n == "source_uuid" else k) for n, k in _SHAPES[Clone])
+_SHAPES[Utimes] = tuple((n, "t" if n.endswith("_ns") else k) for n, k in _SHAPES[Utimes])
 
 
 def _stored(value: object, kind: str) -> object:
@@ -377,9 +379,11 @@ def _record(row: list[Any], error: Any) -> Record:
         raise error(f"a {kind.TAG} record with {len(row) - 1} fields, not {len(shape)}")
     values: list[object] = []
     for (name, how), value in zip(shape, row[1:], strict=True):
-        if how == "i":
-            if not _is_int(value) or value < 0:
-                raise error(f"{kind.TAG}.{name} is not a non-negative integer")
+        if how in "it":
+            if not _is_int(value) or (how == "i" and value < 0):
+                raise error(
+                    f"{kind.TAG}.{name} is not {'a non-negative ' if how == 'i' else 'an '}integer"
+                )
         elif not isinstance(value, str):
             raise error(f"{kind.TAG}.{name} is not text")
         elif how == "b":
@@ -398,7 +402,7 @@ def _is_path(value: str) -> bool:
         encoded = os.fsencode(value)
     except UnicodeEncodeError:  # a surrogate no file system byte decodes to
         return False
-    return 0 < len(encoded) <= 4095 and b"\0" not in encoded
+    return len(encoded) <= 4095 and b"\0" not in encoded
 
 
 def _is_int(value: object) -> bool:
