@@ -20,12 +20,15 @@ from tests.support import sendstreams as ss
 from tests.support.trees import mutate, populate
 
 
+Streams = dict[str, tuple[bytes, Path]]
+
+
 def _send(*args: str) -> bytes:
     return subprocess.run(["btrfs", "-q", "send", *args], check=True, capture_output=True).stdout
 
 
 @pytest.fixture(scope="module")
-def streams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[bytes, Path]]]:
+def streams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Streams]:
     """A full and an incremental stream, and the snapshots they were sent from."""
     work = tmp_path_factory.mktemp("sendindex")
     with loop_btrfs(work) as fs:
@@ -56,7 +59,7 @@ def _read(index: bytes) -> r.Index:
 
 
 @pytest.mark.parametrize("kind", ["full", "incremental"])
-def test_the_index_is_the_same_however_the_stream_is_cut(streams: dict, kind: str) -> None:
+def test_the_index_is_the_same_however_the_stream_is_cut(streams: Streams, kind: str) -> None:
     data, _ = streams[kind]
     whole = _index(data, [])
     rng = random.Random(3)
@@ -69,7 +72,7 @@ def test_the_index_is_the_same_however_the_stream_is_cut(streams: dict, kind: st
     assert _index(data, cuts) == whole
 
 
-def test_a_full_streams_writes_hold_every_files_bytes(streams: dict) -> None:
+def test_a_full_streams_writes_hold_every_files_bytes(streams: Streams) -> None:
     data, snap = streams["full"]
     index = _read(_index(data, []))
     assert index.header.parent_uuid is None
@@ -103,7 +106,7 @@ def test_a_full_streams_writes_hold_every_files_bytes(streams: dict) -> None:
     assert checked >= 5
 
 
-def test_an_incremental_names_its_parent_and_its_changes(streams: dict) -> None:
+def test_an_incremental_names_its_parent_and_its_changes(streams: Streams) -> None:
     full = _read(_index(streams["full"][0], []))
     inc = _read(_index(streams["incremental"][0], []))
     assert inc.header.parent_uuid is not None
@@ -114,7 +117,7 @@ def test_an_incremental_names_its_parent_and_its_changes(streams: dict) -> None:
     assert clones, "cp --reflink of a file of the parent is sent as a clone"
 
 
-def test_every_record_round_trips_through_the_stored_form(streams: dict) -> None:
+def test_every_record_round_trips_through_the_stored_form(streams: Streams) -> None:
     for data, _ in streams.values():
         index = _index(data, [])
         out = io.BytesIO()
