@@ -19,7 +19,6 @@ from tests.fixtures.btrfs import loop_btrfs, make_subvolume
 from tests.support import sendstreams as ss
 from tests.support.trees import mutate, populate
 
-
 Streams = dict[str, tuple[bytes, Path]]
 
 
