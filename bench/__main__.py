@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         type=parse_size,
         default=GiB,
         help="dataset size, e.g. 256MiB for a quick run (default: 1GiB, about 17 minutes in all "
-        "on 2 cores; each further GiB adds about 8, most of it gzip)",
+        "on 2 cores; each further GiB adds about 15, most of it gzip and the capped S3 restore)",
     )
     parser.add_argument(
         "--runs", type=int, default=3, help="runs per case; medians are reported (default: 3)"
