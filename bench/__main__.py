@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         suite = Suite(w, args.runs, args.seed, say)
         say("backups")
         suite.backups()
-        say("stream check")
+        say("stream check and file index")
         suite.stream_checks()
         say("restores")
         suite.restores()
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries = report.summarize(suite.cases)
     found = report.targets(summaries)
     print(report.table(summaries, found))
+    print(f"file index sizes: {report.index_sizes(suite.index_bytes, dataset.files)}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"bench-{stamp}.json"
     report.write_json(
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 "apparent_bytes": dataset.apparent_bytes,
             },
             "stream_check": [asdict(cost) for cost in report.check_costs(summaries)],
+            "file_index": report.index_sizes(suite.index_bytes, dataset.files),
         },
         suite.cases,
         summaries,

@@ -1,5 +1,5 @@
-"""Medians, the targets of issue 7, the stream check's cost, the printed tables and the JSON
-results file."""
+"""Medians, the targets, the stream check's and the file index's costs, the printed tables
+and the JSON results file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.dataset import GiB, MiB
 from bench.s3suite import CAPPED_BACKUP, CAPPED_RESTORE
-from bench.suite import STREAM_CHECK, Case
+from bench.suite import FILE_INDEX, STREAM_CHECK, Case
 
 #: Throughput btrsendd must keep of the bare pipeline with the same compressor.
 MIN_RATIO = 0.9
@@ -173,33 +173,48 @@ def targets(summaries: Sequence[Summary]) -> list[Target]:
 
 @dataclass(frozen=True)
 class CheckCost:
-    """What checking a send stream costs, set against backing up the same stream."""
+    """What checking (or indexing) a send stream costs, set against backing it up."""
 
+    #: ``stream check`` or ``file index``.
+    work: str
     stream: str
-    #: The checker's throughput alone.
+    #: The work's throughput alone.
     gib_per_s: float
-    #: The checker's time as a share of each btrsendd backup's wall-clock time (medians):
-    #: what it would add to the backup if nothing else ran meanwhile, an upper bound, since
-    #: it runs on the thread that feeds the compressor.
+    #: Its time as a share of each btrsendd backup's wall-clock time (medians): what it would
+    #: add to the backup if nothing else ran meanwhile, an upper bound, since it runs on the
+    #: thread that feeds the compressor.
     share_of_backup: dict[str, float]
 
 
 def check_costs(summaries: Sequence[Summary]) -> list[CheckCost]:
-    """The stream check's cost for each stream the run checked."""
+    """The stream check's and the file index's cost for each stream the run fed them."""
     costs = []
-    for check in (s for s in summaries if s.group == STREAM_CHECK):
+    for check in (s for s in summaries if s.group in (STREAM_CHECK, FILE_INDEX)):
         kind = check.name.removesuffix(" stream")
         backups = [
             s for s in summaries if s.group == f"backup {kind}" and s.name.startswith("btrsendd")
         ]
         costs.append(
             CheckCost(
+                check.group,
                 kind,
                 check.raw_bytes / check.seconds / GiB,
                 {b.name: check.seconds / b.seconds for b in backups},
             )
         )
     return costs
+
+
+def index_sizes(index_bytes: dict[str, tuple[int, int]], files: int) -> dict[str, Any]:
+    """The file indexes' sizes, and the full one's per million files of the dataset."""
+    found: dict[str, Any] = {
+        kind: {"raw_bytes": raw, "zstd_bytes": stored}
+        for kind, (raw, stored) in index_bytes.items()
+    }
+    if "full" in index_bytes and files:
+        found["files"] = files
+        found["zstd_bytes_per_million_files"] = round(index_bytes["full"][1] / files * 1e6)
+    return found
 
 
 def table(summaries: Sequence[Summary], found: Sequence[Target]) -> str:
@@ -224,12 +239,14 @@ def table(summaries: Sequence[Summary], found: Sequence[Target]) -> str:
         lines.append("")
     costs = check_costs(summaries)
     if costs:
-        lines.append("stream check against the backups (its time / the backup's, medians)")
+        lines.append("stream check and file index against the backups (time / backup's, medians)")
         for cost in costs:
             shares = ", ".join(
                 f"{share:.1%} of {name}" for name, share in cost.share_of_backup.items()
             )
-            lines.append(f"  {cost.stream} stream: {cost.gib_per_s:.2f} GiB/s; {shares or '-'}")
+            lines.append(
+                f"  {cost.work}, {cost.stream} stream: {cost.gib_per_s:.2f} GiB/s; {shares or '-'}"
+            )
         lines.append("")
     lines.append("targets")
     for t in found:

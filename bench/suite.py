@@ -8,6 +8,7 @@ archive and runs the real command line, as a user would.
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from bench import measure
 from bench.dataset import GiB, MiB
 from bench.measure import Sample
 from bench.world import FULL_DAY, INCREMENTAL_DAY, SOURCE, World
+from btrsendd.pipeline.sendindex import StreamIndexer
+from btrsendd.pipeline.sendstream import StreamChecker
 
 BTRSENDD = str(Path(sys.executable).with_name("btrsendd"))
 
@@ -38,6 +41,8 @@ Step = Callable[[], None]
 
 #: The group of the checker's own runs, which the report also sets against the backups.
 STREAM_CHECK = "stream check"
+#: The group of the file indexer's own runs.
+FILE_INDEX = "file index"
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Suite:
         self.seed = seed
         self.say = say
         self.cases: list[Case] = []
+        #: Each stream's file index: its raw size and its size as zstd -3 stores it.
+        self.index_bytes: dict[str, tuple[int, int]] = {}
 
     def add_case(
         self,
@@ -200,33 +207,54 @@ class Suite:
 
         return step
 
-    # -- the stream check ----------------------------------------------------------------------
+    # -- the stream check and the file index ---------------------------------------------
 
     def stream_checks(self) -> None:
-        """btrsendd's send-stream checker alone, on the benchmark's own full and incremental
-        streams (saved to the tmpfs first): its throughput, and for the report its share of a
-        backup's time.  In a backup it runs on the thread that feeds the compressor."""
+        """btrsendd's send-stream checker and its file indexer alone, on the benchmark's own
+        full and incremental streams (saved to the tmpfs first): their throughput, and for the
+        report their share of a backup's time (in a backup both run on the thread that feeds
+        the compressor), and how large each stream's index is, raw and as zstd stores it."""
         steps: list[Step] = []
         streams = {"full": self.world.full_bytes, "incremental": self.world.incremental_bytes}
         for kind, raw_bytes in streams.items():
             path = self.world.scratch / f"{kind}.stream"
             with path.open("wb") as out:
                 subprocess.run(self._send_argv(kind), stdout=out, check=True)
-            case = self.add_case(
+            check = self.add_case(
                 STREAM_CHECK,
                 f"{kind} stream",
                 "sendstream.StreamChecker.feed, 1 MiB at a time, in-process (reads not timed)",
                 raw_bytes,
             )
-            steps.append(self._stream_check(case, path))
+            index = self.add_case(
+                FILE_INDEX,
+                f"{kind} stream",
+                "sendindex.StreamIndexer.feed, 1 MiB at a time, in-process (reads not timed)",
+                raw_bytes,
+            )
+            steps += [self._fed(check, path, StreamChecker), self._fed(index, path, None)]
         try:
             self.alternate(steps)
         finally:
             for kind in streams:
                 (self.world.scratch / f"{kind}.stream").unlink(missing_ok=True)
 
-    def _stream_check(self, case: Case, path: Path) -> Step:
-        return lambda: self.record(case, measure.stream_check(path))
+    def _fed(self, case: Case, path: Path, checker: type[StreamChecker] | None) -> Step:
+        def step() -> None:
+            if checker is not None:
+                self.record(case, measure.fed_in_process(path, checker()))
+                return
+            index = io.BytesIO()
+            self.record(case, measure.fed_in_process(path, StreamIndexer(index)))
+            stored = subprocess.run(
+                ["zstd", "-3", "-q", "-c"], input=index.getvalue(), capture_output=True, check=True
+            ).stdout
+            self.index_bytes[case.name.removesuffix(" stream")] = (
+                len(index.getvalue()),
+                len(stored),
+            )
+
+        return step
 
     # -- restore -----------------------------------------------------------------------------
 
