@@ -172,8 +172,6 @@ class RangeBudget:
     def _remove(self, reader: RangedReader) -> None:
         with self._cond:
             self._open -= 1
-            if reader in self._queue:
-                self._queue.remove(reader)
             if not self._open:
                 self.held -= sum(len(b) for b in self._spare)
                 self._spare.clear()
@@ -274,6 +272,8 @@ class RangedReader(io.RawIOBase):
             if self._failure is None and not isinstance(exc, Cancelled):
                 self._failure = exc
             self._stop.set()  # no new range is started, running ones stop
+            if self in self._budget._queue:  # the next reader's turn
+                self._budget._queue.remove(self)
             self._budget._cond.notify_all()
 
     # -- the consumer ----------------------------------------------------------------------
