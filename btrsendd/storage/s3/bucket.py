@@ -189,8 +189,13 @@ class S3Storage(BucketVersions):
             yield buffered
 
     def _readable(self, what: str, key: str, version: str | None) -> tuple[int, str]:
-        """The size and ETag of ``key``, which must be readable now (HEAD: no body is read
-        before a range's buffer is lent, so opening never waits for the budget)."""
+        """The size and ETag of ``key``, which must be readable now.
+
+        Asked with HEAD, which has no body: opening reads nothing before the budget lends a
+        buffer, so it never waits for one.  Where HEAD says the object is archived, a GET of
+        its first byte decides: S3-compatible servers report cold classes they do not have,
+        and serve the objects anyway.
+        """
         try:
             head = self._retrying(
                 what,
@@ -198,16 +203,23 @@ class S3Storage(BucketVersions):
                     Bucket=self.bucket, Key=key, **version_argument(version)
                 ),
             )
+            size, etag = head["ContentLength"], head["ETag"]
+            state = thaw_state_from_head(head.get("StorageClass"), head.get("Restore"))
+            if size and state != "readable":
+                self._retrying(
+                    what,
+                    lambda: self._client.get_object(
+                        Bucket=self.bucket, Key=key, Range="bytes=0-0", **version_argument(version)
+                    )["Body"].close(),
+                )
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 which = "" if version is None else f" version {version}"
                 raise StorageError(f"{what} failed: there is no such object{which}") from None
-            raise self._error(what, exc, gave_up=READ_GAVE_UP) from exc
+            raise self._read_error(what, key, "", exc) from exc
         except BotoCoreError as exc:
             raise self._error(what, exc, gave_up=READ_GAVE_UP) from exc
-        if thaw_state_from_head(head.get("StorageClass"), head.get("Restore")) != "readable":
-            raise self._not_thawed(key)
-        return head["ContentLength"], head["ETag"]
+        return size, etag
 
     def _not_thawed(self, key: str) -> NotThawedError:
         return NotThawedError(
