@@ -57,6 +57,11 @@ class Manifest:
     backup: Backup
     volumes: tuple[Volume, ...]
 
+    def object_names(self) -> list[str]:
+        """The names of the objects it lists in its backup's directory, besides itself."""
+        index = self.backup.file_index
+        return [v.name for v in self.volumes] + ([] if index is None else [index.name])
+
     def to_json(self) -> bytes:
         b = self.backup
         doc: dict[str, Any] = {

@@ -219,7 +219,8 @@ class Uploader:
         in storage: a manifest says the backup can be restored, and ``catalog rebuild``
         trusts it."""
         listed = self._listed(row)
-        if (problem := index_problem(self.repo, row.id, listed)) is not None:
+        now = self.repo.catalog.backup(row.id)
+        if now is not None and (problem := index_problem(self.repo, now, listed)) is not None:
             raise StorageError(
                 f"{problem}, although it was stored: something else deletes "
                 "objects there; no manifest was written"

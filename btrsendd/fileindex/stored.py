@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import IO
@@ -135,20 +135,30 @@ def store_index(
     return None
 
 
-def index_problem(repo: Repository, backup_id: str, sizes: Mapping[str, int]) -> str | None:
-    """What is wrong with the recorded file index of backup ``backup_id`` by ``sizes`` (a
-    listing, by key), or None if it has none or it is stored with its recorded size."""
-    row = repo.catalog.backup(backup_id)
-    if row is None or row.file_index is None:
+def index_problem(repo: Repository, row: Backup, sizes: Mapping[str, int]) -> str | None:
+    """What is wrong with ``row``'s recorded file index by ``sizes`` (a listing, by key), or
+    None if it has none or it is stored with its recorded size."""
+    ref = row.file_index
+    if ref is None:
         return None
-    key = repo.layout.key(row, row.file_index.name)
+    key = repo.layout.key(row, ref.name)
     size = sizes.get(key)
-    if size == row.file_index.stored_size:
+    if size == ref.stored_size:
         return None
-    where = f"the file index of backup {row.id} ({row.date}, {shown(key)})"
+    where = f"the file index of backup {row.id} ({row.date}), {shown(key)},"
     if size is None:
         return f"{where} is missing from storage"
-    return f"{where} is {size} bytes, {row.file_index.stored_size} recorded"
+    return f"{where} is {size} bytes, {ref.stored_size} recorded"
+
+
+def index_problems(repo: Repository, rows: Sequence[Backup], sizes: Mapping[str, int]) -> list[str]:
+    """``verify``'s finding for each of ``rows`` whose file index is not stored as recorded."""
+    return [
+        f"{problem}: the backup still restores, but find, diff and restore --path cannot see "
+        "into that day"
+        for row in rows
+        if (problem := index_problem(repo, row, sizes)) is not None
+    ]
 
 
 def has_index(backup: Backup) -> bool:
@@ -216,8 +226,10 @@ def _download(repo: Repository, key: str, ref: FileIndexRef, out: IO[bytes], whe
         except OSError as exc:
             raise StorageError(f"cannot read {shown(key)}: {exc.strerror or exc}") from None
     if size != ref.stored_size:
-        more = "more than" if size > ref.stored_size else f"{size} bytes, not"
-        raise FileIndexError(f"{where}: {more} the {ref.stored_size} bytes recorded are stored")
+        stored = "more than that" if size > ref.stored_size else f"{size} bytes"
+        raise FileIndexError(
+            f"{where}: {ref.stored_size} bytes recorded, {stored} stored (damaged or replaced)"
+        )
     if sha.hexdigest() != ref.stored_sha256:
         raise FileIndexError(
             f"{where}: its SHA-256 differs from the one recorded when it was backed up "
