@@ -68,8 +68,8 @@ class IndexBuilder:
         if self.failure is None:
             try:
                 self._indexer.feed(data)
-            except (StreamError, OSError) as exc:
-                self.failure = str(exc)
+            except Exception as exc:  # why: _failed
+                self._failed(exc)
 
     def _finish(self) -> None:
         # A consumer may read past the end more than once: one end record.
@@ -77,8 +77,15 @@ class IndexBuilder:
             self._finished = True
             try:
                 self._indexer.finish()
-            except (StreamError, OSError) as exc:
-                self.failure = str(exc)
+            except Exception as exc:  # why: _failed
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """Give up on the index, not the backup: the stream has passed its own check (the
+        checker sees every byte first), so whatever the indexer cannot make of it (a
+        command it does not know, a full disk, a bug) must not cost the only off-site
+        copy.  ``store`` logs why."""
+        self.failure = str(exc) if isinstance(exc, (StreamError, OSError)) else repr(exc)
 
     def store(
         self, repo: Repository, row: Backup, codec: Codec, lock: Lock | None
