@@ -68,7 +68,7 @@ class IndexBuilder:
         if self.failure is None:
             try:
                 self._indexer.feed(data)
-            except Exception as exc:  # why: _failed
+            except Exception as exc:
                 self._failed(exc)
 
     def _finish(self) -> None:
@@ -77,7 +77,7 @@ class IndexBuilder:
             self._finished = True
             try:
                 self._indexer.finish()
-            except Exception as exc:  # why: _failed
+            except Exception as exc:
                 self._failed(exc)
 
     def _failed(self, exc: Exception) -> None:
@@ -92,6 +92,10 @@ class IndexBuilder:
     ) -> FileIndexRef | None:
         """Store the index of ``row``'s whole stream, encoded with ``codec`` and locked with
         ``lock`` like its volumes; None (logged) if the stream could not be indexed."""
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self._failed(exc)
         if self.failure is not None or not self._finished:
             get_logger(source=row.source, backup_id=row.id).warning(
                 "index.skipped",
@@ -100,7 +104,6 @@ class IndexBuilder:
                 "restore --path cannot see into it",
             )
             return None
-        self._file.flush()
         self._file.seek(0)
         name = index_name(codec.extension)
         key = repo.layout.key(row, name)

@@ -5,6 +5,7 @@ line when it is not what was stored."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 from dataclasses import replace
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from btrsendd.fileindex.records import FileIndexError
-from btrsendd.fileindex.stored import load_index
+from btrsendd.fileindex.stored import IndexBuilder, load_index
 from btrsendd.layout import MANIFEST_NAME
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
@@ -27,6 +28,7 @@ from tests.support.backups import (
     world_storage,
 )
 from tests.support.indexes import fresh_index, repository, row_of, stored_index
+from tests.support.sendstreams import small_stream
 from tests.support.trees import mutate, populate
 from tests.support.world import World, local_world
 
@@ -60,6 +62,23 @@ def test_every_backup_stores_the_index_of_its_stream(on_backend: OnBackend, back
             data = body.read()
         assert hashlib.sha256(data).hexdigest() == manifest["file_index"]["stored_sha256"]
         assert b"btrsendd-file-index" not in data and not data.startswith(b"\x28\xb5\x2f\xfd")
+
+
+def test_indexing_never_changes_or_stops_the_stream(tmp_path: Path) -> None:
+    """What the upload reads through the builder is the stream as it was; a stream it cannot
+    index (here: not a send stream at all) only leaves it without an index, saying why."""
+    stream = small_stream()
+    with IndexBuilder(tmp_path) as builder:
+        tapped = builder.tap(io.BytesIO(stream))
+        assert b"".join(iter(lambda: tapped.read(1000), b"")) == stream
+        assert tapped.read(1000) == b""  # read past the end again: one end record
+        assert builder.failure is None
+    with IndexBuilder(tmp_path) as builder:
+        garbage = b"\x00" * 100_000
+        tapped = builder.tap(io.BytesIO(garbage))
+        assert b"".join(iter(lambda: tapped.read(4096), b"")) == garbage
+        assert builder.failure is not None
+    assert list(tmp_path.iterdir()) == [], "the temporary index outlived its builder"
 
 
 @pytest.fixture
