@@ -2,7 +2,7 @@
 
 ```
 <prefix>/<source>/<backup-id>/vol-00000.btrfs.<gz|zst>[.gpg]   the volumes, in order
-<prefix>/<source>/<backup-id>/index.jsonl.<gz|zst>[.gpg]       the file index, readable at once
+<prefix>/<source>/<backup-id>/file-index[.<gz|zst>][.gpg]      the file index, readable at once
 <prefix>/<source>/<backup-id>/manifest.json                    written last: the backup exists
 ```
 
@@ -22,8 +22,8 @@ from btrsendd.model import Backup, Kind, Volume
 from btrsendd.names import UnsafeName, check_name
 
 MANIFEST_NAME = "manifest.json"
-#: The file index's name before the codec's extension (``fileindex/records.py``: JSON lines).
-INDEX_STEM = "index.jsonl"
+#: The file index's name before the codec's extension (``fileindex/storedform.py``).
+INDEX_STEM = "file-index"
 
 _KIND_IN_ID = {"full": "full", "incremental": "inc"}
 
@@ -50,7 +50,7 @@ def volume_name(index: int, suffix: str) -> str:
 
 
 def index_name(extension: str) -> str:
-    """``index.jsonl.zst.gpg``: the file index, encoded as the codec's ``extension`` says."""
+    """``file-index.zst.gpg``: the file index, encoded as the codec's ``extension`` says."""
     return INDEX_STEM + extension
 
 

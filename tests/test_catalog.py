@@ -176,7 +176,7 @@ def test_catalog_of_version_4_reads_its_backups_as_unindexed(tmp_path: Path) -> 
     db = sqlite3.connect(tmp_path / "catalog.db")
     db.executescript(f"{_DOWN_TO_V4} PRAGMA user_version = 4;")
     db.close()
-    ref = FileIndexRef("index.jsonl.zst", 50, "a" * 64, 300, "v9")
+    ref = FileIndexRef("file-index.zst", 50, "a" * 64, 300, "v9")
     with Catalog.open(tmp_path) as cat:
         [old] = cat.backups("home")
         assert old.file_index is None  # stored before btrsendd kept file indexes
@@ -187,7 +187,7 @@ def test_catalog_of_version_4_reads_its_backups_as_unindexed(tmp_path: Path) -> 
 
 
 def test_a_rebuilt_row_keeps_its_file_index(tmp_path: Path) -> None:
-    ref = FileIndexRef("index.jsonl.gz.gpg", 50, "b" * 64, 300, None)
+    ref = FileIndexRef("file-index.gz.gpg", 50, "b" * 64, 300, None)
     with Catalog.open(tmp_path) as cat:
         begin(cat, "c1", "2000-01-01")
         cat.set_file_index("c1", ref)

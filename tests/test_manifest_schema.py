@@ -197,12 +197,12 @@ BAD = {
         "stream: expected an object, got a string",
     ),
     "an index named for another codec": (
-        setting("file_index.name", "index.jsonl.gz"),
-        "file_index.name: 'index.jsonl.gz', but this backup's index is index.jsonl.zst.gpg",
+        setting("file_index.name", "file-index.gz"),
+        "file_index.name: 'file-index.gz', but this backup's index is file-index.zst.gpg",
     ),
     "an index name that is a path": (
-        setting("file_index.name", "../../etc/index.jsonl.zst.gpg"),
-        "file_index.name: '../../etc/index.jsonl.zst.gpg', but this backup's index is",
+        setting("file_index.name", "../../etc/file-index.zst.gpg"),
+        "file_index.name: '../../etc/file-index.zst.gpg', but this backup's index is",
     ),
     "an empty index": (
         setting("file_index.stored_size", 0),
@@ -220,7 +220,7 @@ BAD = {
         lambda doc: {
             **doc,
             "file_index": {
-                "name": "index.jsonl.zst.gpg",
+                "name": "file-index.zst.gpg",
                 "stored_size": 1,
                 "stored_sha256": "e" * 64,
             },
@@ -228,7 +228,7 @@ BAD = {
         "file_index.raw_size: missing",
     ),
     "an index that is not an object": (
-        setting("file_index", ["index.jsonl.zst.gpg"]),
+        setting("file_index", ["file-index.zst.gpg"]),
         "file_index: expected an object, got a list",
     ),
     "a missing field": (dropping("chain"), "chain: missing"),

@@ -11,7 +11,7 @@ manifest that lists it with its size and SHA-256.
 Failing to index a stream (a command the indexer does not know, a full disk) costs the index,
 never the backup: the upload goes on and says so.  Reading one trusts nothing: the stored
 bytes must have the recorded size and SHA-256 before gpg sees them, the decoded bytes the
-recorded size, and every record its exact shape (``records.read_index``); whatever is wrong
+recorded size, and every record its exact shape (``storedform.read_index``); whatever is wrong
 is one ``FileIndexError`` line.
 """
 
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import IO
 
 from btrsendd.errors import PipelineError, StorageError
-from btrsendd.fileindex.records import FileIndexError, Index, read_index
+from btrsendd.fileindex.records import FileIndexError, Index
+from btrsendd.fileindex.storedform import read_index
 from btrsendd.layout import index_name
 from btrsendd.log import get_logger
 from btrsendd.manifest import shown
@@ -192,7 +193,7 @@ def load_index(repo: Repository, backup: Backup, gnupg_home: Path | None) -> Ind
             "vault); restore it as a whole"
         )
     key = repo.layout.key(backup, ref.name)
-    where = f"the file index of {what} ({shown(key)})"
+    where = f"file index {shown(key)} of {what}"
     codec = Codec.stored_as(backup.compression, backup.recipients)
     state_dir = repo.config.state_dir
     with (

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from btrsendd.fileindex.records import FileIndexError
+from btrsendd.fileindex.records import FileIndexError, Header, Write
 from btrsendd.fileindex.stored import IndexBuilder, load_index
+from btrsendd.fileindex.storedform import IndexWriter
 from btrsendd.layout import MANIFEST_NAME
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
@@ -52,13 +53,13 @@ def test_every_backup_stores_the_index_of_its_stream(on_backend: OnBackend, back
 
         directory = f"{backup_prefix(world)}{backup['id']}/"
         listed = {o.key.rpartition("/")[2]: o for o in storage.list(directory)}
-        stored = listed["index.jsonl.zst.gpg"]
+        stored = listed["file-index.zst.gpg"]
         assert stored.storage_class in ("STANDARD", "local")
         manifest = json.loads(storage.get_bytes(directory + MANIFEST_NAME))
-        assert manifest["file_index"]["name"] == "index.jsonl.zst.gpg"
+        assert manifest["file_index"]["name"] == "file-index.zst.gpg"
         assert manifest["file_index"]["stored_size"] == stored.size
         # Encrypted: the file names in it are as private as the data.
-        with storage.open_read(directory + "index.jsonl.zst.gpg") as body:
+        with storage.open_read(directory + "file-index.zst.gpg") as body:
             data = body.read()
         assert hashlib.sha256(data).hexdigest() == manifest["file_index"]["stored_sha256"]
         assert b"btrsendd-file-index" not in data and not data.startswith(b"\x28\xb5\x2f\xfd")
@@ -87,20 +88,23 @@ def world(make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path) -> World:
 
 
 def index_path(world: World, backup: dict[str, object]) -> Path:
-    return world.work / "archive" / "data" / str(backup["id"]) / "index.jsonl.zst.gpg"
+    return world.work / "archive" / "data" / str(backup["id"]) / "file-index.zst.gpg"
 
 
-def forge(world: World, backup_id: str, data: bytes) -> str:
+def forge(world: World, backup_id: str, data: bytes, raw_size: int = 1) -> str:
     """Store ``data`` as the backup's index and make the catalog record it as stored (as a
     forged manifest adopted by a rebuild would): only what comes after the SHA-256 check
     stands between it and the reader.  Returns the error ``load_index`` raises."""
-    path = world.work / "archive" / "data" / backup_id / "index.jsonl.zst.gpg"
+    path = world.work / "archive" / "data" / backup_id / "file-index.zst.gpg"
     path.write_bytes(data)
     with repository(world) as repo:
         row = row_of(repo, backup_id)
         assert row.file_index is not None
         ref = replace(
-            row.file_index, stored_size=len(data), stored_sha256=hashlib.sha256(data).hexdigest()
+            row.file_index,
+            stored_size=len(data),
+            stored_sha256=hashlib.sha256(data).hexdigest(),
+            raw_size=raw_size,
         )
         repo.catalog.set_file_index(backup_id, ref)
         with pytest.raises(FileIndexError) as caught:
@@ -140,9 +144,17 @@ def test_a_damaged_or_forged_index_is_one_error_line(world: World) -> None:
 
     # Forged, with a manifest to match: what gpg, zstd and the record reader make of it.
     assert "cannot be decoded" in forge(world, backup["id"], b"not gpg at all")
-    forged = b'{"format":"btrsendd-file-index","version":1}\n'
-    assert "line 1 of the file index" in forge(world, backup["id"], gpg_encrypted(world, forged))
-    assert "not a btrsendd file index" in forge(world, backup["id"], gpg_encrypted(world, b"[]"))
+    out = io.BytesIO()
+    writer = IndexWriter(out, Header(1, "2000-01-01", "ab" * 16, None))
+    writer.write(Write("f", 0, 10, 1000))
+    writer.end(2000)
+    whole = out.getvalue()
+    encrypted = gpg_encrypted(world, whole[:-20])
+    assert "decodes to more than the 1 bytes" in forge(world, backup["id"], encrypted)
+    said = forge(world, backup["id"], encrypted, len(whole) - 20)
+    assert "ends before its END (truncated?)" in said, said
+    said = forge(world, backup["id"], gpg_encrypted(world, b"[]\n"), 3)
+    assert "not a btrsendd file index" in said, said
 
 
 def test_a_backup_without_an_index_says_what_it_is(world: World) -> None:

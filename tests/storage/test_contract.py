@@ -365,13 +365,13 @@ def test_a_readable_stream_reads_back_at_once_whatever_the_class(subject: Subjec
     data = os.urandom(2 * subject.part + 5)
     if not storage.has_readable_class:
         with pytest.raises(StorageError, match="no class readable without a retrieval"):
-            storage.put_stream("h/s/b/index.jsonl", Dribble(data, step=MiB), readable=True)
+            storage.put_stream("h/s/b/file-index", Dribble(data, step=MiB), readable=True)
         assert keys(storage, "h/") == []
         return
-    stored = storage.put_stream("h/s/b/index.jsonl", Dribble(data, step=MiB), readable=True)
+    stored = storage.put_stream("h/s/b/file-index", Dribble(data, step=MiB), readable=True)
     assert stored.size == len(data)
-    assert thawing(storage).thaw_state("h/s/b/index.jsonl") == "readable"
-    with storage.open_read("h/s/b/index.jsonl") as body:
+    assert thawing(storage).thaw_state("h/s/b/file-index") == "readable"
+    with storage.open_read("h/s/b/file-index") as body:
         assert body.read() == data
     [listed] = storage.list("h/s/b/")
     assert listed.storage_class in ("STANDARD", "local")

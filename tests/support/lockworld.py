@@ -33,7 +33,7 @@ from tests.support.trees import assert_same_tree, mutate, populate
 from tests.support.world import World, make_world
 
 #: The file index of every backup in these worlds (zstd, encrypted).
-INDEX = "index.jsonl.zst.gpg"
+INDEX = "file-index.zst.gpg"
 EVERY_DAY = "backup_days = [" + ", ".join(str(d) for d in range(1, 32)) + "]"
 
 

@@ -25,7 +25,7 @@ def stored_volumes(suffix: str = "btrfs.zst.gpg") -> tuple[Volume, ...]:
 
 
 #: The file index ``good`` lists.
-FILE_INDEX = FileIndexRef("index.jsonl.zst.gpg", 40, "e" * 64, 400)
+FILE_INDEX = FileIndexRef("file-index.zst.gpg", 40, "e" * 64, 400)
 
 
 def good(kind: str = "incremental") -> dict[str, Any]:
