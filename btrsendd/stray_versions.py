@@ -66,11 +66,10 @@ def stray_versions(
     """Every version and delete marker in ``listing`` that no backup owns.
 
     Owned: the recorded versions of complete backups' manifests, file indexes and volumes
-    (every version,
-    for objects stored before versions were recorded), everything under a backup in
-    flight (``in_flight`` directories), every version of a key only an unknown backup
-    refers to (``referenced`` minus the catalog's keys: a rebuild may adopt it), and the
-    versions a locked deletion deferred (the caller passes their directories in
+    (every version, for objects stored before versions were recorded), everything under a
+    backup in flight (``in_flight`` directories), every version of a key only an unknown
+    backup refers to (``referenced`` minus the catalog's keys: a rebuild may adopt it), and
+    the versions a locked deletion deferred (the caller passes their directories in
     ``in_flight`` too).  In such storage, orphans are reported here, as versions.
     """
     owned = _owned(repo, complete, volumes)
