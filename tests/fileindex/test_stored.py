@@ -20,6 +20,7 @@ from btrsendd.fileindex.storedform import IndexWriter
 from btrsendd.layout import MANIFEST_NAME
 from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
+from tests.fixtures.vaultserver import VaultServer
 from tests.support.backups import (
     OnBackend,
     back_up,
@@ -31,7 +32,7 @@ from tests.support.backups import (
 from tests.support.indexes import fresh_index, repository, row_of, stored_index
 from tests.support.sendstreams import small_stream
 from tests.support.trees import mutate, populate
-from tests.support.world import World, local_world
+from tests.support.world import World, local_world, make_world
 
 DAYS = [date(2000, 1, 1), date(2000, 1, 7), date(2000, 1, 14)]
 
@@ -196,3 +197,21 @@ def test_expiry_and_forget_take_the_index_with_them(world: World) -> None:
     world.run("forget", "--source", "data", "--date", "2000-01-03", "--yes")
     assert world.list() == []
     assert [p for p in archive.rglob("*") if p.is_file()] == [], "forget left something"
+
+
+def test_a_vault_stores_no_index_and_says_so(
+    vault_server: VaultServer, make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    """Everything in a vault needs a retrieval job to be read: an index there would cost the
+    retrieval it exists to avoid."""
+    name = vault_server.new_vault()
+    w = make_world(make_btrfs("src"), tmp_path, gpg_key, vault_server.storage_section(name))
+    populate(w.source)
+    proc = w.run("backup", "--date", "2000-01-01")
+    [event] = events(proc, "index.skipped")
+    assert "no class readable without a retrieval" in event["reason"], event
+    [backup] = w.list()
+    assert backup["state"] == "complete"
+    with repository(w) as repo:
+        assert row_of(repo, backup["id"]).file_index is None
+        assert not [o.key for o in repo.storage.list("") if "file-index" in o.key]
