@@ -172,11 +172,6 @@ def index_problems(repo: Repository, rows: Sequence[Backup], sizes: Mapping[str,
     ]
 
 
-def has_index(backup: Backup) -> bool:
-    """Whether ``find``, ``diff`` and ``restore --path`` can see into ``backup``."""
-    return backup.file_index is not None
-
-
 def load_index(repo: Repository, backup: Backup, gnupg_home: Path | None) -> Index:
     """The file index of ``backup``, downloaded, checked and decoded with the private key in
     ``gnupg_home`` (gpg's default keyring if None).
