@@ -153,7 +153,7 @@ def test_a_damaged_or_forged_index_is_one_error_line(world: World) -> None:
     encrypted = gpg_encrypted(world, whole[:-20])
     assert "decodes to more than the 1 bytes" in forge(world, backup["id"], encrypted)
     said = forge(world, backup["id"], encrypted, len(whole) - 20)
-    assert "ends before its END (truncated?)" in said, said
+    assert "the file index is damaged: its command 4" in said, said
     said = forge(world, backup["id"], gpg_encrypted(world, b"[]\n"), 3)
     assert "not a btrsendd file index" in said, said
 

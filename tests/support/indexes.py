@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from btrsendd.config import load_config
-from btrsendd.fileindex.records import Index, read_index
+from btrsendd.fileindex.records import Index
 from btrsendd.fileindex.stored import load_index
+from btrsendd.fileindex.storedform import read_index
 from btrsendd.model import Backup
 from btrsendd.pipeline.btrfs import run_send, send_command
 from btrsendd.pipeline.sendindex import index_stream
