@@ -141,7 +141,7 @@ def _adoptable(
     found = _with_versions(storage, manifest, layout, objects)
     if isinstance(found, str):
         return found
-    return Manifest(replace(b, manifest_version=candidate.version), found.volumes)
+    return Manifest(replace(found.backup, manifest_version=candidate.version), found.volumes)
 
 
 def _stored_backups(
