@@ -1,0 +1,199 @@
+"""The replay against the truth: a chain of real btrfs snapshots (``support/filechain.py``),
+sent and indexed as a backup does, replayed day by day and compared with each snapshot: paths,
+kinds, modes, owners, times, sizes, symlink targets, devices, xattrs, hard links and every
+file's bytes, reassembled from the raw streams; and the diff between days against the
+snapshots' own differences."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from btrsendd.fileindex.diff import Changes
+from btrsendd.fileindex.history import Matches, between, matcher, replay
+from btrsendd.fileindex.records import Index
+from btrsendd.model import Backup
+from tests.fixtures.btrfs import loop_btrfs
+from tests.support.filechain import (
+    ChainDay,
+    Seen,
+    contents,
+    hardlink_groups,
+    make_chain,
+    seen_in_tree,
+    snapshot_state,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ChainDay]]:
+    work = tmp_path_factory.mktemp("filechain")
+    with loop_btrfs(work, size="1G") as mnt:
+        yield make_chain(mnt, work)
+
+
+def backups_of(chain: list[ChainDay]) -> list[Backup]:
+    """Catalog rows for the chain (what ``replay`` reads of them: ids, kinds, parents)."""
+    rows = []
+    for n, day in enumerate(chain):
+        rows.append(
+            Backup(
+                id=day.backup_id,
+                source="s",
+                date=dt.date(2026, 1, 1 + n),
+                kind="full" if n == 0 else "incremental",
+                parent_id=chain[n - 1].backup_id if n else None,
+                parent_date=None,
+                chain=chain[0].backup_id,
+                state="complete",
+                snapshot=None,
+                snapshot_uuid=None,
+                parent_uuid=None,
+                compression="zstd",
+                recipients=(),
+                storage_class="STANDARD",
+                raw_bytes=0,
+                stored_bytes=0,
+                volume_count=1,
+                created_at="",
+                completed_at=None,
+            )
+        )
+    return rows
+
+
+def loader(chain: list[ChainDay]) -> dict[str, Index]:
+    return {day.backup_id: day.index for day in chain}
+
+
+def without_ino(seen: Seen) -> Seen:
+    return Seen(**{**seen.__dict__, "ino": 0})
+
+
+def test_each_day_replays_to_its_snapshot(chain: list[ChainDay]) -> None:
+    indexes = loader(chain)
+    streams = {day.backup_id: day.stream for day in chain}
+    days = replay(backups_of(chain), lambda b: indexes[b.id])
+    for truth_day, day in zip(chain, days, strict=True):
+        assert day.tree is not None, day.unseen
+        entries = {e.path: e for e in day.tree.entries()}
+        truth = snapshot_state(truth_day.snapshot)
+        assert sorted(entries) == sorted(truth), truth_day.backup_id
+        for path, entry in entries.items():
+            assert without_ino(seen_in_tree(entry)) == without_ino(truth[path]), (
+                truth_day.backup_id, path)  # fmt: skip
+            if entry.kind == "file":
+                real = (truth_day.snapshot / path).read_bytes()
+                assert contents(entry, streams) == real, (truth_day.backup_id, path)
+        assert hardlink_groups({p: e.inode for p, e in entries.items()}) == hardlink_groups(
+            {p: s.ino for p, s in truth.items()}
+        )
+
+
+def expected_changes(old: dict[str, Seen], new: dict[str, Seen]) -> dict[str, set[object]]:
+    """The differences of two snapshots of one subvolume, told by inode numbers (which a
+    snapshot keeps): a name of an inode is its directory's inode and the name."""
+
+    def links(state: dict[str, Seen]) -> dict[tuple[int, str], tuple[int, str]]:
+        found = {(0, ""): (state[""].ino, "")}
+        for path, seen in state.items():
+            if path:
+                parent, _, name = path.rpartition("/")
+                found[(state[parent].ino, name)] = (seen.ino, path)
+        return found
+
+    before, after = links(old), links(new)
+    gone: dict[int, list[str]] = {}
+    came: dict[int, list[str]] = {}
+    for link, (ino, path) in before.items():
+        if after.get(link, (None,))[0] != ino:
+            gone.setdefault(ino, []).append(path)
+    for link, (ino, path) in after.items():
+        if before.get(link, (None,))[0] != ino:
+            came.setdefault(ino, []).append(path)
+    result: dict[str, set[object]] = {"added": set(), "deleted": set(), "renamed": set()}
+    for ino, paths in gone.items():
+        new_paths = sorted(came.pop(ino, []))
+        result["renamed"] |= set(zip(sorted(paths), new_paths, strict=False))
+        result["deleted"] |= set(sorted(paths)[len(new_paths) :])
+        result["added"] |= set(new_paths[len(paths) :])
+    for paths in came.values():
+        result["added"] |= set(paths)
+    return result
+
+
+def changed_paths(
+    old: dict[str, Seen], new: dict[str, Seen], old_root: Path, new_root: Path
+) -> set[str]:
+    """Paths (new) whose inode is the same and whose contents or metadata differ."""
+    by_ino = {}
+    for path, seen in old.items():
+        by_ino.setdefault(seen.ino, path)
+    found = set()
+    for path, seen in new.items():
+        old_path = by_ino.get(seen.ino)
+        if old_path is None:
+            continue
+        then = old[old_path]
+        a, b = without_ino(then), without_ino(seen)
+        if seen.kind == "dir":
+            a, b = Seen(**{**a.__dict__, "mtime_ns": 0}), Seen(**{**b.__dict__, "mtime_ns": 0})
+        differs = a != b
+        if not differs and seen.kind == "file":
+            differs = (old_root / old_path).read_bytes() != (new_root / path).read_bytes()
+        if differs:
+            found.add(path)
+    return found
+
+
+def summary(found: Changes) -> dict[str, set[object]]:
+    return {
+        "added": {e.path for e in found.added},
+        "deleted": {e.path for e in found.deleted},
+        "renamed": {(a.path, b.path) for a, b in found.renamed},
+    }
+
+
+def test_the_diff_of_each_day_is_the_snapshots_difference(chain: list[ChainDay]) -> None:
+    indexes = loader(chain)
+    states = [snapshot_state(day.snapshot) for day in chain]
+    # Lazily: a day's tree and changes hold until the next day is asked for.
+    for n, day in enumerate(replay(backups_of(chain), lambda b: indexes[b.id])):
+        found = day.changes()
+        if n == 0:
+            assert found is None
+            continue
+        assert found is not None
+        expected = expected_changes(states[n - 1], states[n])
+        assert summary(found) == expected, chain[n].backup_id
+        changed = changed_paths(states[n - 1], states[n], chain[n - 1].snapshot, chain[n].snapshot)
+        assert {b.path for _, b in found.changed} == changed, chain[n].backup_id
+
+
+def test_diff_across_several_days(chain: list[ChainDay]) -> None:
+    indexes = loader(chain)
+    rows = backups_of(chain)
+    found = between(rows, rows[0], rows[-1], lambda b: indexes[b.id])
+    old, new = snapshot_state(chain[0].snapshot), snapshot_state(chain[-1].snapshot)
+    expected = expected_changes(old, new)
+    assert summary(found) == expected
+    changed = changed_paths(old, new, chain[0].snapshot, chain[-1].snapshot)
+    assert {b.path for _, b in found.changed} == changed
+
+
+@pytest.mark.parametrize("pattern", ["*.txt", "deep*", "docs/*", "/a/c/*", "new-dir/*"])
+def test_find_follows_each_day(chain: list[ChainDay], pattern: str) -> None:
+    indexes = loader(chain)
+    match = matcher(pattern)
+    matches = Matches(match)
+    for truth_day, day in zip(chain, replay(backups_of(chain), lambda b: indexes[b.id]),
+                              strict=True):  # fmt: skip
+        matches.update(day)
+        truth = snapshot_state(truth_day.snapshot)
+        expected = {p: (s.size, s.mtime_ns) for p, s in truth.items() if p and match(p)}
+        assert {p: (e.size, e.mtime_ns) for p, e in matches.entries.items()} == expected
