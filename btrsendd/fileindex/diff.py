@@ -14,6 +14,7 @@ are not listed (the entries are).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -119,7 +120,25 @@ def _by_identity(since: Mark, tree: Tree) -> Changes:
         then = since.saved.get(inode.ino)
         if then is not None and _differs(then, inode, same_chain=True):
             result.changed.append((then.entry(old_path), inode.entry(new_path)))
+    _other_names(tree, since, result, after)
     return result
+
+
+def _other_names(
+    tree: Tree, since: Mark, result: Changes, after: dict[Link, tuple[Inode, str]]
+) -> None:
+    """Add the names of changed hard-linked files in directories nothing else changed in
+    (so not visited): one walk of the whole tree, only when there are such names."""
+    visited = Counter(inode.ino for inode, _ in after.values())
+    inodes = {inode.ino: inode for inode, _ in after.values()}
+    wanted = {b.inode for _, b in result.changed if visited[b.inode] < inodes[b.inode].nlink}
+    if not wanted:
+        return
+    listed = {b.path for _, b in result.changed}
+    for path, inode in _walk(tree.root, None):
+        if inode.ino in wanted and path not in listed:
+            # In a directory that did not change: the same name as before.
+            result.changed.append((since.old(inode).entry(path), inode.entry(path)))
 
 
 def _second(item: tuple[Inode, str]) -> str:

@@ -34,6 +34,7 @@ class Inode:
         "kind",
         "mode",
         "mtime",
+        "nlink",
         "pieces",
         "rdev",
         "saved",
@@ -50,6 +51,8 @@ class Inode:
         self.mode = mode
         self.uid = self.gid = self.size = self.atime = self.mtime = self.rdev = 0
         self.fileattr = 0
+        #: Names in the tree (``diff`` looks for those of a changed file it did not visit).
+        self.nlink = 0
         self.xattrs: dict[bytes, bytes] | None = None
         self.target: str | None = None
         self.pieces: list[Piece] | None = [] if kind == "file" else None
@@ -120,7 +123,12 @@ class Mark:
         return node
 
     def entries(self, under: str = "") -> Iterator[Entry]:
-        return walk(self.lookup(under), under, self.old)
+        """``under`` and everything beneath it as it was, parents before children."""
+        try:
+            top = self.lookup(under)
+        except Refused:
+            top = None
+        return walk(top, under, self.old)
 
     def release(self) -> None:
         """Stop keeping this state (each mark costs a copy of every inode changed since)."""
@@ -219,6 +227,7 @@ class Namespace:
             raise Refused("it exists already")
         self._touch(parent)
         parent.children[name] = inode
+        inode.nlink += 1
 
     def _detach(self, path: str) -> tuple[Inode, Inode, str]:
         """The inode at ``path``, its directory and name (it must exist)."""
@@ -235,11 +244,11 @@ def names(path: str) -> list[str]:
     """The components of a record's path; refuses what btrfs send never writes."""
     if not path:
         return []
-    names = path.split("/")
-    for name in names:
+    parts = path.split("/")
+    for name in parts:
         if name in ("", ".", ".."):
             raise Refused(f"the path {path!r} has a component {name!r}")
-    return names
+    return parts
 
 
 def walk(top: Inode | None, path: str, view: Callable[[Inode], Inode]) -> Iterator[Entry]:

@@ -163,6 +163,8 @@ class Tree(Namespace):
         self._touch(to_parent)
         del parent.children[name]
         to_parent.children[to_name] = inode
+        if there is not None:
+            there.nlink -= 1
 
     def _link(self, rec: r.Link) -> None:
         inode = self._at(rec.target)
@@ -177,6 +179,7 @@ class Tree(Namespace):
         assert parent.children is not None
         self._touch(parent)
         del parent.children[name]
+        inode.nlink -= 1
 
     def _rmdir(self, rec: r.Rmdir) -> None:
         inode, parent, name = self._detach(rec.path)
@@ -187,6 +190,7 @@ class Tree(Namespace):
         assert parent.children is not None
         self._touch(parent)
         del parent.children[name]
+        inode.nlink -= 1
 
     def _set_xattr(self, rec: r.SetXattr) -> None:
         inode = self._at(rec.path)

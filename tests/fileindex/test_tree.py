@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,12 +18,14 @@ from btrsendd.model import Backup
 from tests.fixtures.btrfs import loop_btrfs
 from tests.support.filechain import (
     ChainDay,
-    Seen,
+    changed_paths,
     contents,
+    expected_changes,
     hardlink_groups,
     make_chain,
     seen_in_tree,
     snapshot_state,
+    without_ino,
 )
 
 pytestmark = pytest.mark.slow
@@ -71,10 +72,6 @@ def loader(chain: list[ChainDay]) -> dict[str, Index]:
     return {day.backup_id: day.index for day in chain}
 
 
-def without_ino(seen: Seen) -> Seen:
-    return Seen(**{**seen.__dict__, "ino": 0})
-
-
 def test_each_day_replays_to_its_snapshot(chain: list[ChainDay]) -> None:
     indexes = loader(chain)
     streams = {day.backup_id: day.stream for day in chain}
@@ -93,62 +90,6 @@ def test_each_day_replays_to_its_snapshot(chain: list[ChainDay]) -> None:
         assert hardlink_groups({p: e.inode for p, e in entries.items()}) == hardlink_groups(
             {p: s.ino for p, s in truth.items()}
         )
-
-
-def expected_changes(old: dict[str, Seen], new: dict[str, Seen]) -> dict[str, set[object]]:
-    """The differences of two snapshots of one subvolume, told by inode numbers (which a
-    snapshot keeps): a name of an inode is its directory's inode and the name."""
-
-    def links(state: dict[str, Seen]) -> dict[tuple[int, str], tuple[int, str]]:
-        found = {(0, ""): (state[""].ino, "")}
-        for path, seen in state.items():
-            if path:
-                parent, _, name = path.rpartition("/")
-                found[(state[parent].ino, name)] = (seen.ino, path)
-        return found
-
-    before, after = links(old), links(new)
-    gone: dict[int, list[str]] = {}
-    came: dict[int, list[str]] = {}
-    for link, (ino, path) in before.items():
-        if after.get(link, (None,))[0] != ino:
-            gone.setdefault(ino, []).append(path)
-    for link, (ino, path) in after.items():
-        if before.get(link, (None,))[0] != ino:
-            came.setdefault(ino, []).append(path)
-    result: dict[str, set[object]] = {"added": set(), "deleted": set(), "renamed": set()}
-    for ino, paths in gone.items():
-        new_paths = sorted(came.pop(ino, []))
-        result["renamed"] |= set(zip(sorted(paths), new_paths, strict=False))
-        result["deleted"] |= set(sorted(paths)[len(new_paths) :])
-        result["added"] |= set(new_paths[len(paths) :])
-    for paths in came.values():
-        result["added"] |= set(paths)
-    return result
-
-
-def changed_paths(
-    old: dict[str, Seen], new: dict[str, Seen], old_root: Path, new_root: Path
-) -> set[str]:
-    """Paths (new) whose inode is the same and whose contents or metadata differ."""
-    by_ino = {}
-    for path, seen in old.items():
-        by_ino.setdefault(seen.ino, path)
-    found = set()
-    for path, seen in new.items():
-        old_path = by_ino.get(seen.ino)
-        if old_path is None:
-            continue
-        then = old[old_path]
-        a, b = without_ino(then), without_ino(seen)
-        if seen.kind == "dir":
-            a, b = Seen(**{**a.__dict__, "mtime_ns": 0}), Seen(**{**b.__dict__, "mtime_ns": 0})
-        differs = a != b
-        if not differs and seen.kind == "file":
-            differs = (old_root / old_path).read_bytes() != (new_root / path).read_bytes()
-        if differs:
-            found.add(path)
-    return found
 
 
 def summary(found: Changes) -> dict[str, set[object]]:

@@ -245,3 +245,12 @@ def test_a_mark_keeps_the_old_state_readable() -> None:
     mark.release()
     tree.apply("b2", index(inc(2), r.Write("f", 0, 10, 3)))
     assert pieces(tree, "f") == [(0, 10, "b2", 3)]
+
+
+def test_diff_lists_every_name_of_a_changed_hard_linked_file() -> None:
+    tree = file_tree(r.Mkdir("d"), r.Mkdir("e"), r.Mkfile("d/f"), r.Link("e/g", "d/f"))
+    mark = tree.mark()
+    tree.apply("b1", index(inc(1), r.Write("d/f", 0, 5, 9)))  # nothing says e changed
+    found = changes(tree, mark)
+    assert [(a.path, b.path) for a, b in found.changed] == [("d/f", "d/f"), ("e/g", "e/g")]
+    assert not found.added and not found.deleted and not found.renamed
