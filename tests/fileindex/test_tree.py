@@ -31,11 +31,16 @@ from tests.support.filechain import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ChainDay]]:
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def chain(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[list[ChainDay]]:
+    """The chain sent as btrsendd sends it (protocol 1), and with protocol 2 (fallocate for
+    holes and preallocation, larger writes)."""
     work = tmp_path_factory.mktemp("filechain")
+    send_args = ("--proto", "2") if request.param == "v2" else ()
     with loop_btrfs(work, size="1G") as mnt:
-        yield make_chain(mnt, work)
+        yield make_chain(mnt, work, send_args=send_args)
 
 
 def backups_of(chain: list[ChainDay]) -> list[Backup]:
@@ -127,7 +132,7 @@ def test_diff_across_several_days(chain: list[ChainDay]) -> None:
     assert {b.path for _, b in found.changed} == changed
 
 
-@pytest.mark.parametrize("pattern", ["*.txt", "deep*", "docs/*", "/a/c/*", "new-dir/*"])
+@pytest.mark.parametrize("pattern", ["*.txt", "deep*", "docs/*", "/a/c/*", "renamed-dir/*"])
 def test_find_follows_each_day(chain: list[ChainDay], pattern: str) -> None:
     indexes = loader(chain)
     match = matcher(pattern)

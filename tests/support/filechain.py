@@ -48,9 +48,14 @@ def run(*args: str | Path) -> None:
 
 
 def make_chain(
-    mnt: Path, workdir: Path, days: Sequence[Day] | None = None, name: str = "chain"
+    mnt: Path,
+    workdir: Path,
+    days: Sequence[Day] | None = None,
+    name: str = "chain",
+    send_args: Sequence[str] = (),
 ) -> list[ChainDay]:
-    """Days ``days`` (default ``DAYS``) of subvolume ``mnt/name``, snapshotted, sent, indexed."""
+    """Days ``days`` (default ``DAYS``) of subvolume ``mnt/name``, snapshotted, sent (with
+    ``send_args``, such as ``--proto 2``), indexed."""
     source = mnt / name
     run("btrfs", "subvolume", "create", source)
     chain: list[ChainDay] = []
@@ -61,7 +66,7 @@ def make_chain(
         run("btrfs", "subvolume", "snapshot", "-r", source, snapshot)
         stream = workdir / f"{backup_id}.stream"
         parent = ["-p", str(chain[-1].snapshot)] if chain else []
-        run("btrfs", "-q", "send", *parent, "-f", stream, snapshot)
+        run("btrfs", "-q", "send", *send_args, *parent, "-f", stream, snapshot)
         out = io.BytesIO()
         with stream.open("rb") as raw:
             index_stream(raw, out)
@@ -121,7 +126,10 @@ def day0(root: Path) -> None:
 
 
 def day1(root: Path) -> None:
-    """Modify, append, rename files and a directory, link, reflink from yesterday, punch."""
+    """Modify, append, rename files and a directory, link, reflink from yesterday's files
+    (one rewritten since: its bytes are only in the parent), punch holes."""
+    run("cp", "--reflink=always", root / "big.bin", root / "from-parent.bin")
+    (root / "big.bin").write_bytes(_data(4, 1_000_000))
     with (root / "big.bin").open("r+b") as f:
         f.seek(500_000)
         f.write(b"changed in the middle" * 10)
@@ -145,11 +153,17 @@ def day1(root: Path) -> None:
     os.symlink("big.bin", root / "dangling")
     (root / "new-dir").mkdir()
     (root / "new-dir" / "new.txt").write_text("new on day 1\n")
+    (root / "new-dir" / "new.bin").write_bytes(_data(5, 200_000))
 
 
 def day2(root: Path) -> None:
     """Swap two directories' names (btrfs send's orphan names), delete a tree, re-create a
-    deleted name, clone parts of yesterday's files into a new one."""
+    deleted name, clone parts of yesterday's files into a new one, reflink a file whose
+    directory is then renamed and which is then rewritten (so only the parent's old path
+    holds the clone's source)."""
+    run("cp", "--reflink=always", root / "new-dir" / "new.bin", root / "copy-of-new.bin")
+    (root / "new-dir" / "new.bin").write_bytes(_data(6, 100_000))
+    os.rename(root / "new-dir", root / "renamed-dir")
     os.rename(root / "a", root / "swap")
     os.rename(root / "moved-b", root / "a")
     os.rename(root / "swap", root / "moved-b")
@@ -163,7 +177,7 @@ def day2(root: Path) -> None:
     _clone_range(root / "big.bin", root / "pieces.bin", 4 * BLOCK, 2 * BLOCK, BLOCK)
     _clone_range(root / "sparse-copy.img", root / "pieces.bin", 3 * 1024 * 1024, BLOCK, 0)
     os.rename(root / "docs" / "big-link", root / "big-link")
-    os.rename(root / "linked", root / "new-dir" / "linked")
+    os.rename(root / "linked", root / "renamed-dir" / "linked")
     os.mkfifo(root / "fifo")
 
 
@@ -320,14 +334,16 @@ def expected_changes(old: dict[str, Seen], new: dict[str, Seen]) -> dict[str, se
 def changed_paths(
     old: dict[str, Seen], new: dict[str, Seen], old_root: Path, new_root: Path
 ) -> set[str]:
-    """Paths (new) whose inode is the same and whose contents or metadata differ."""
+    """Paths (new) of the inodes whose contents or metadata differ, but for their new
+    names (which ``expected_changes`` tells as added)."""
     by_ino = {}
     for path, seen in old.items():
         by_ino.setdefault(seen.ino, path)
+    added = expected_changes(old, new)["added"]
     found = set()
     for path, seen in new.items():
         old_path = by_ino.get(seen.ino)
-        if old_path is None:
+        if old_path is None or path in added:
             continue
         then = old[old_path]
         a, b = without_ino(then), without_ino(seen)
