@@ -99,8 +99,8 @@ def _by_identity(since: Mark, tree: Tree) -> Changes:
         else:
             gone.setdefault(inode.ino, []).append((inode, path))
     for link, (inode, path) in after.items():
-        then = before.get(link)
-        if then is None or then[0] is not inode:
+        was = before.get(link)
+        if was is None or was[0] is not inode:
             came.setdefault(inode.ino, []).append((inode, path))
     for ino, names in gone.items():
         new_names = sorted(came.pop(ino, []), key=_second)

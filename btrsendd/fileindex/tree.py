@@ -43,7 +43,7 @@ class Tree(Namespace):
         self._backup = ""
         self._parent: Mark | None = None
         self._applying: r.Header | None = None
-        self._handlers: dict[type[r.Record], Callable[[Any], None]] = {
+        self._handlers: dict[type[r.Record], Callable[[Any], object]] = {
             r.Mkfile: lambda rec: self._create(rec.path, "file", CREATED_MODE["file"]),
             r.Mkdir: lambda rec: self._create(rec.path, "dir", CREATED_MODE["dir"]),
             r.Mknod: self._mknod,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from btrsendd.fileindex.entries import Entry
-from btrsendd.fileindex.records import Index, read_index
+from btrsendd.fileindex.records import Index
+from btrsendd.fileindex.storedform import read_index
 from btrsendd.pipeline.sendindex import index_stream
 
 Day = Callable[[Path], None]
@@ -336,7 +337,7 @@ def changed_paths(
 ) -> set[str]:
     """Paths (new) of the inodes whose contents or metadata differ, but for their new
     names (which ``expected_changes`` tells as added)."""
-    by_ino = {}
+    by_ino: dict[int, str] = {}
     for path, seen in old.items():
         by_ino.setdefault(seen.ino, path)
     added = expected_changes(old, new)["added"]
