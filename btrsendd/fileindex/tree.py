@@ -12,6 +12,7 @@ change, while the tree replays the stream in place.
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -100,7 +101,7 @@ class Tree(Namespace):
                     handlers[type(record)](record)
                 except Refused as exc:
                     raise FileIndexError(
-                        f"file index of {backup_id}, record {number} ({record.TAG} "
+                        f"file index of {backup_id}, record {number} ({_name(record)} "
                         f"{record.path!r}): {exc}"
                     ) from None
         finally:
@@ -302,3 +303,8 @@ class Tree(Namespace):
         inode = self._at(rec.path)
         self._touch(inode)
         inode.fileattr = rec.attr
+
+
+def _name(record: r.Record) -> str:
+    """The record's command as ``btrfs receive --dump`` names it: ``SetXattr``, set_xattr."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(record).__name__).lower()
