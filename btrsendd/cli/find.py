@@ -115,9 +115,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         seen = len(backups) - len(unseen)
         print(f"no path matching {args.pattern!r} in any of the {seen} backup(s) seen")
-    for day in unseen:
-        print(f"cannot see into {day.backup.date} ({day.backup.id}): {day.unseen}")
+    for run in _runs(days):
+        first, last = run[0].backup.date, run[-1].backup.date
+        span = f"{first}" if len(run) == 1 else f"{first} .. {last} ({len(run)} backups)"
+        print(f"cannot see into {span}: {run[0].unseen}")
     return 0
+
+
+def _runs(days: list[tuple[Day, dict[str, Entry]]]) -> list[list[Day]]:
+    """The days it cannot see into, in runs of consecutive ones (a run's first says why)."""
+    runs: list[list[Day]] = []
+    previous_seen = True
+    for day, _ in days:
+        if day.tree is None:
+            if previous_seen:
+                runs.append([])
+            runs[-1].append(day)
+        previous_seen = day.tree is not None
+    return runs
 
 
 def _json(args: argparse.Namespace, versions: list[Version], unseen: list[Day]) -> Any:

@@ -45,9 +45,11 @@ def replay(backups: Sequence[Backup], load: Loader) -> Iterator[Day]:
     """Each of ``backups`` (one source's, oldest first) as the replay sees it."""
     tree = Tree()
     last: Backup | None = None  # the backup the tree holds, None when it holds none
+    blind: Backup | None = None  # the backup that could not be replayed, since last is None
     for backup in backups:
         if backup.kind != "full" and (last is None or backup.parent_id != last.id):
-            unseen = "a backup before it in its chain has no readable file index"
+            cause = f"{blind.id} ({blind.date})" if blind else f"its parent {backup.parent_id}"
+            unseen = f"it is an incremental on {cause}, which could not be replayed"
             last = None
             yield Day(backup, None, unseen=unseen)
             continue
@@ -63,10 +65,10 @@ def replay(backups: Sequence[Backup], load: Loader) -> Iterator[Day]:
                     before.release()
                 raise
         except FileIndexError as exc:
-            last = None
+            last, blind = None, backup
             yield Day(backup, None, unseen=str(exc))
             continue
-        last = backup
+        last, blind = backup, None
         yield Day(backup, tree, before)
         if before is not None:
             before.release()
