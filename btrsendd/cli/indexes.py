@@ -31,7 +31,7 @@ def loader(repo: Repository, backups: list[Backup], gnupg_home: Path | None) -> 
     from btrsendd.fileindex import stored
     from btrsendd.pipeline.gpg import check_private_keys
 
-    check_private_keys([b for b in backups if stored.has_index(b)], gnupg_home)
+    check_private_keys([b for b in backups if b.file_index is not None], gnupg_home)
     return lambda backup: stored.load_index(repo, backup, gnupg_home)
 
 
