@@ -19,9 +19,9 @@ DATES = ("2000-01-01", "2000-01-07", "2000-01-14", "2000-01-21")
 
 @pytest.fixture
 def backed_up(world: World) -> World:
-    """The chain of ``filechain.DAYS``, one backup a day (a full and three incrementals)."""
+    """The first days of ``filechain.DAYS``, one backup each (a full and three incrementals)."""
     world.schedule = "max_incrementals = 5"
-    for day, change in zip(DATES, DAYS, strict=True):
+    for day, change in zip(DATES, DAYS[: len(DATES)], strict=True):
         change(world.source)
         world.run("backup", "--date", day)
     assert [b["kind"] for b in world.list()] == ["full"] + ["incremental"] * 3

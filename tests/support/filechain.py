@@ -200,7 +200,35 @@ def day3(root: Path) -> None:
         f.write(b"beyond a hole")
 
 
-DAYS: tuple[Day, ...] = (day0, day1, day2, day3)
+def day4(root: Path) -> None:
+    """Reshuffle directories so that btrfs send must order its renames (a parent moved into
+    its former child), replace files by rename, turn a directory into a file, and keep a
+    file only by its hard link."""
+    (root / "p" / "q" / "r").mkdir(parents=True)
+    (root / "p" / "q" / "r" / "leaf.txt").write_text("leaf\n")
+    (root / "p" / "top.txt").write_text("top\n")
+    (root / "victim.txt").write_text("replaced by rename tomorrow\n")
+    (root / "dir-then-file").mkdir()
+    (root / "dir-then-file" / "inside").write_text("x\n")
+    os.link(root / "big-link", root / "only-link")
+
+
+def day5(root: Path) -> None:
+    os.rename(root / "p" / "q", root / "q-top")
+    os.rename(root / "p", root / "q-top" / "r" / "p-below")
+    os.rename(root / "a", root / "q-top" / "a-moved")
+    os.replace(root / "docs" / "readme.txt", root / "victim.txt")
+    (root / "dir-then-file" / "inside").unlink()
+    (root / "dir-then-file").rmdir()
+    (root / "dir-then-file").write_text("now a file\n")
+    os.unlink(root / "big-link")
+    os.unlink(root / "big-copy.bin")
+    with (root / "only-link").open("r+b") as f:
+        f.seek(10)
+        f.write(b"written through the last name")
+
+
+DAYS: tuple[Day, ...] = (day0, day1, day2, day3, day4, day5)
 
 
 # -- the truth ------------------------------------------------------------------------------
