@@ -73,3 +73,25 @@ def test_diff_refuses_a_day_it_cannot_see_into() -> None:
 )  # fmt: skip
 def test_patterns(pattern: str, path: str, matches: bool) -> None:
     assert matcher(pattern)(path) is matches
+
+
+def test_across_a_new_full_backup_paths_are_compared_by_name_and_metadata() -> None:
+    full = Index(
+        Header(1, "d5", "u5", None),
+        (r.Mkfile("b.txt"), r.Mkfile("c.txt"), r.Write("c.txt", 0, 3, 7), r.Mkfile("d.txt")),
+        0,
+    )
+    backups = [*BACKUPS[2:4], row(5, "full", None, 5)]
+    indexes = {**INDEXES, "b5": full}
+
+    def load(backup: Backup) -> Index | None:
+        return indexes.get(backup.id)
+
+    changes = between(backups, backups[1], backups[2], load)
+    assert [e.path for e in changes.added] == ["d.txt"]
+    assert [(a.path, b.path) for a, b in changes.changed] == [("c.txt", "c.txt")]  # its size
+    assert not changes.deleted and not changes.renamed
+    matches = Matches(matcher("*.txt"))
+    for day in replay(backups, load):
+        matches.update(day)
+    assert sorted(matches.entries) == ["b.txt", "c.txt", "d.txt"]
