@@ -176,6 +176,9 @@ class RangeBudget:
             # whole part even for a short last range: untouched pages cost nothing, and the
             # buffer can be kept for any later range.
             buffer = mmap.mmap(-1, self.part_size, flags=mmap.MAP_PRIVATE)
+            # Where transparent huge pages are "always", khugepaged would fill released
+            # pages back in, a whole 2 MiB at a time.
+            buffer.madvise(mmap.MADV_NOHUGEPAGE)
             self.held += len(buffer)
             self.peak = max(self.peak, self.held)
             return index, buffer
