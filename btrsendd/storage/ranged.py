@@ -9,10 +9,14 @@ retry it, and what a failure means; reading, ordering, memory and pacing are don
 Memory is the budget's, by construction: every range is fetched into a buffer that the
 storage's ``RangeBudget`` lends, and it lends at most ``concurrency`` buffers of at most
 ``part_size`` bytes to all the readers of that storage together; a buffer goes back once the
-consumer has read all of it.  Readers are served in the order they were opened: every range
-of one is started before any range of the next, so a reader opened ahead (the next volume of a
-restore) fetches into the buffers the current one gives back, and the pipeline stays full
-across the seam without more memory.  So readers of one storage are read in the order they
+consumer has read all of it.  Buffers are anonymous mappings whose pages are handed back to
+the kernel as the consumer reads past them, so memory is the bytes actually fetched and not
+yet read, not ``concurrency x part_size`` whenever every buffer was once full.
+
+Readers are served in the order they were opened: every range of one is started before any
+range of the next, so a reader opened ahead (the next volume of a restore) fetches into the
+buffers the current one gives back, and the pipeline stays full across the seam without more
+memory.  So readers of one storage are read in the order they
 were opened, or the earlier one closed first: a later one read first would wait for buffers
 that only reading the earlier one gives back.
 
@@ -27,6 +31,7 @@ their next chunk (or retry wait) and waits for them.
 from __future__ import annotations
 
 import io
+import mmap
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -109,13 +114,30 @@ def _readinto_of(body: Readable) -> Callable[[memoryview], int]:
     return copy
 
 
+#: How much the consumer reads of a range before handing those pages back: one system call
+#: per MiB costs nothing next to decoding it, and keeps at most this much read and resident.
+RELEASE_STEP = 1024**2
+
+
+def release(buffer: mmap.mmap, start: int, end: int) -> None:
+    """Hand bytes ``start`` (page-aligned) to ``end`` of ``buffer`` back to the kernel.
+
+    Pages of an anonymous private mapping given up with MADV_DONTNEED read as zeros and are
+    faulted in again by the next write, so a buffer stays usable for the next range.  (Private:
+    a shared one, mmap's default, would keep its pages in shared memory.)
+    """
+    if end > start:
+        buffer.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
 class RangeBudget:
     """The buffers every ranged reader of one storage shares: at most ``concurrency`` at a
-    time, each of at most ``part_size`` bytes.
+    time, each of ``part_size`` bytes of address space.
 
-    A buffer given back is kept for the next range while any reader is open (allocating and
-    faulting in a part's pages for every range costs time), and dropped once none is.
-    ``held`` and ``peak`` count the bytes of every buffer that exists, lent or kept.
+    A buffer given back is kept for the next range while any reader is open, and dropped once
+    none is; its pages are given back to the kernel as it is read (``release``), so a kept
+    buffer costs address space, not memory.  ``held`` and ``peak`` count the bytes of every
+    buffer that exists, lent or kept: the most the buffers can ever hold resident.
     """
 
     def __init__(self, concurrency: int, part_size: int) -> None:
@@ -127,12 +149,12 @@ class RangeBudget:
         self.peak = 0
         self._cond = threading.Condition()
         self._free = concurrency
-        self._spare: list[bytearray] = []
+        self._spare: list[mmap.mmap] = []
         #: Readers with ranges not yet started, in the order they were opened.
         self._queue: list[RangedReader] = []
         self._open = 0
 
-    def _lend(self, reader: RangedReader) -> tuple[int, bytearray] | None:
+    def _lend(self, reader: RangedReader) -> tuple[int, mmap.mmap] | None:
         """A buffer for ``reader``'s next range and that range's index, once it is the
         reader's turn; None when it has no range left to start or has stopped."""
         with self._cond:
@@ -150,16 +172,23 @@ class RangeBudget:
                 self._cond.notify_all()  # the next reader's turn
             if self._spare:
                 return index, self._spare.pop()
-            # Only when none is kept: so no more than ``concurrency`` buffers ever exist.
-            buffer = bytearray(reader._length(index))
+            # Only when none is kept: so no more than ``concurrency`` buffers ever exist.  A
+            # whole part even for a short last range: untouched pages cost nothing, and the
+            # buffer can be kept for any later range.
+            buffer = mmap.mmap(-1, self.part_size, flags=mmap.MAP_PRIVATE)
+            # Where transparent huge pages are "always", khugepaged would fill released
+            # pages back in, a whole 2 MiB at a time.
+            buffer.madvise(mmap.MADV_NOHUGEPAGE)
             self.held += len(buffer)
             self.peak = max(self.peak, self.held)
             return index, buffer
 
-    def _give_back(self, buffer: bytearray) -> None:
+    def _give_back(self, buffer: mmap.mmap) -> None:
+        # Whatever the consumer did not read (a closed or failed reader's ranges) too.
+        release(buffer, 0, len(buffer))
         with self._cond:
             self._free += 1
-            if self._open and len(buffer) == self.part_size:
+            if self._open:
                 self._spare.append(buffer)
             else:
                 self.held -= len(buffer)
@@ -211,13 +240,15 @@ class RangedReader(io.RawIOBase):
         self._count = -(-size // budget.part_size)
         #: Guarded by the budget's lock: ranges started, ranges fetched and not yet read.
         self._started = 0
-        self._ready: dict[int, bytearray] = {}
+        self._ready: dict[int, mmap.mmap] = {}
         self._failure: Exception | None = None
         self._stop = threading.Event()
-        #: The consumer's side: the range being read, its buffer and how far it is read.
+        #: The consumer's side: the range being read, its buffer, how far it is read and how
+        #: much of it is given back to the kernel.
         self._index = 0
-        self._buffer: bytearray | None = None
+        self._buffer: mmap.mmap | None = None
         self._at = 0
+        self._released = 0
         self._ended = False
         budget._add(self)
         self._workers = [
@@ -289,8 +320,13 @@ class RangedReader(io.RawIOBase):
         assert self._buffer is not None
         length = self._length(self._index)
         count = min(len(view), length - self._at)
-        view[:count] = memoryview(self._buffer)[self._at : self._at + count]
+        with memoryview(self._buffer) as whole:
+            view[:count] = whole[self._at : self._at + count]
         self._at += count
+        if self._at - self._released >= RELEASE_STEP:
+            upto = self._at - self._at % RELEASE_STEP
+            release(self._buffer, self._released, upto)
+            self._released = upto
         if self._at == length:
             self._budget._give_back(self._buffer)
             self._buffer = None
@@ -309,7 +345,7 @@ class RangedReader(io.RawIOBase):
                     break
                 if self._index in self._ready:
                     self._buffer = self._ready.pop(self._index)
-                    self._at = 0
+                    self._at = self._released = 0
                     return True
                 self._budget._cond.wait()
         if failure is not None:

@@ -8,6 +8,8 @@ is the storage's range budget, whatever number of objects is open at once.
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 from typing import Any
 
@@ -71,6 +73,40 @@ def test_an_object_is_read_as_ranges_and_reassembled_in_order(s3_server: S3Serve
     assert b"".join(pieces) == data
     assert storage._ranges.peak <= 3 * PART
     assert storage._ranges.held == 0  # nothing kept once no object is open
+
+
+def resident(buffer: mmap.mmap) -> int:
+    """Bytes of ``buffer`` in memory, as the kernel counts them (mincore(2))."""
+    pages = -(-len(buffer) // mmap.PAGESIZE)
+    flags = (ctypes.c_ubyte * pages)()
+    start = ctypes.c_char.from_buffer(buffer)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), len(buffer), flags):
+            raise OSError(ctypes.get_errno(), "mincore")
+    finally:
+        del start  # the mapping's export, or it could not be unmapped
+    return sum(flag & 1 for flag in flags) * mmap.PAGESIZE
+
+
+def test_bytes_read_are_given_back_to_the_kernel_and_the_buffer_is_reused(
+    s3_server: S3Server,
+) -> None:
+    """Memory is the bytes fetched and not yet read, not every buffer that was once full."""
+    storage = storage_at(s3_server.endpoint_url, s3_server.new_bucket(), concurrency=1)
+    data = os.urandom(2 * PART)
+    storage.put_stream(KEY, Dribble(data, step=MiB))
+    with storage.open_read(KEY) as body:
+        head = body.read(3 * MiB + 100)
+        # One buffer: the first range, fetched whole, read up to 3 MiB and a bit; the fetch of
+        # the second waits for it.
+        buffer = body.raw._buffer  # type: ignore[attr-defined]
+        assert isinstance(buffer, mmap.mmap)
+        assert resident(buffer) == PART - 3 * MiB
+        # The second range is fetched into the same buffer, whose pages were given back.
+        rest = body.read()
+        assert storage._ranges.peak == PART
+    assert head + rest == data
 
 
 def test_objects_opened_ahead_share_one_memory_budget(moto_server: S3Server) -> None:
