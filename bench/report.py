@@ -112,7 +112,7 @@ def targets(summaries: Sequence[Summary]) -> list[Target]:
             found.append(
                 Target(
                     f"{s.group}, {s.name} vs the per-connection cap",
-                    f"{s.cap_multiple:.1f} x",
+                    f"{s.cap_multiple:.2f} x",
                     f">= {MIN_CAP_MULTIPLE} x",
                     s.cap_multiple >= MIN_CAP_MULTIPLE,
                 )
