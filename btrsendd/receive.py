@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
 from pathlib import Path
+from typing import IO
 
 from btrsendd.catalog import Catalog
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
@@ -66,23 +67,22 @@ def _stored_sha256(storage: Storage, vol: Located, throttle: Throttle) -> str | 
         return None
 
 
-def _receive_volume(
+def decode_checked(
     storage: Storage,
     vol: Located,
-    out: int,
+    out: IO[bytes] | int,
     gnupg_home: Path | None,
-    checker: StreamChecker,
-    progress: Progress,
+    inspect: Callable[[memoryview], None],
     throttle: Throttle,
 ) -> None:
-    """Decode one volume into ``out`` (btrfs receive's stdin) through ``checker``, and check
-    both its hashes; ``progress`` counts its raw bytes."""
+    """Decode one volume into ``out`` (btrfs receive's stdin), showing every decoded chunk
+    to ``inspect`` first, and check both its hashes against the catalog's.
+
+    Everything the volume gave is void unless this returns: its hashes are known only at
+    its end.  ``restore --path`` (``fileindex/fetch.py``) decodes its volumes through this
+    too, so both restores check every stored and raw byte the same way.
+    """
     expected = vol.volume
-
-    def inspect(chunk: memoryview) -> None:
-        checker.feed(chunk)
-        progress.advance(len(chunk))
-
     try:
         with storage.open_read(vol.key, vol.version) as body:
             got = decode_volume(
@@ -132,6 +132,11 @@ def _receive_backup(
     # The stream was checked when it was stored; it is checked again on its way back, since
     # the bucket it came from may have been written by someone else since.
     checker = StreamChecker(partial(_expect_restored, row))
+
+    def inspect(chunk: memoryview) -> None:
+        checker.feed(chunk)
+        progress.advance(len(chunk))
+
     before = set(work.subvolumes())
     with btrfs.Receive(work.fd) as receive:
         current: Located | None = None
@@ -139,9 +144,7 @@ def _receive_backup(
             for vol in volumes:
                 current = vol
                 progress.next_volume()
-                _receive_volume(
-                    storage, vol, receive.stdin, gnupg_home, checker, progress, throttle
-                )
+                decode_checked(storage, vol, receive.stdin, gnupg_home, inspect, throttle)
             current = None
             checker.finish()
             receive.finish()

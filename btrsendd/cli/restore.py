@@ -20,6 +20,7 @@ from btrsendd.units import human_bytes
 if TYPE_CHECKING:
     from btrsendd.catalog import Catalog
     from btrsendd.cli.common import Commands
+    from btrsendd.restore import RestoreJob
     from btrsendd.restore_plan import RestorePlan
 
 
@@ -43,7 +44,15 @@ def register(commands: Commands) -> None:
         type=Path,
         metavar="DIR",
         required=True,
-        help="an existing directory on a btrfs filesystem",
+        help="an existing directory on a btrfs filesystem (with --path: on any filesystem)",
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        dest="paths",
+        metavar="PATH",
+        help="restore only PATH (a file or a directory tree, relative to the source; "
+        "repeatable; / is the whole tree), from the volumes that hold it, onto any filesystem",
     )
     p.add_argument(
         "--tier",
@@ -146,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     config.source(args.source)
+    if args.paths is not None:
+        from btrsendd.cli.restore_paths import run_paths
+
+        return run_paths(args, config)
     prices = pricing.Prices.from_config(config.restore)
     with open_repository(config) as repo, contextlib.ExitStack() as opened:
         day = _newest(repo.catalog, args.source) if args.date is None else args.date
@@ -165,33 +178,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"Restore {args.source} as of {wanted.date} ({which}) into {args.target}:")
         for line in plan_lines(job.plan(prices, args.tier)):
             print(line)
-        if not args.yes and not confirm("Proceed?"):
-            print("nothing requested")
-            return 1
-        waiting = job.survey.waiting
-        if waiting and args.no_wait:
-            job.thaw(args.tier, wait=False)
-            print(
-                f"{len(waiting)} object(s) are being restored from cold storage; run the same "
-                "command again later to download them (nothing will be requested twice)"
-            )
-            return 0
-        if waiting:
-            print(
-                f"waiting for {len(waiting)} object(s) to be restored from cold storage; "
-                "interrupting is safe: the same command later keeps waiting, without new requests",
-                flush=True,
-            )
-            try:
-                job.thaw(args.tier, wait=True)
-            except Interrupted as exc:
-                exc.tell(
-                    "the retrievals requested so far go on and are recorded: run the same "
-                    "command again later, nothing is requested twice"
-                )
-                raise
+        stop = proceed(args, job)
+        if stop is not None:
+            return stop
         path = job.receive(target, args.gnupg_home, writable, rate_limit=args.rate_limit)
     print(f"restored {args.source} {wanted.date} to {path}")
     if args.writable:
         print(f"writable snapshot at {args.writable}")
     return 0
+
+
+def proceed(args: argparse.Namespace, job: RestoreJob) -> int | None:
+    """Ask (unless ``--yes``), then request and wait for what is archived (``--no-wait``:
+    only request); None to go on and download, else the exit status to stop with."""
+    if not args.yes and not confirm("Proceed?"):
+        print("nothing requested")
+        return 1
+    waiting = job.survey.waiting
+    if waiting and args.no_wait:
+        job.thaw(args.tier, wait=False)
+        print(
+            f"{len(waiting)} object(s) are being restored from cold storage; run the same "
+            "command again later to download them (nothing will be requested twice)"
+        )
+        return 0
+    if waiting:
+        print(
+            f"waiting for {len(waiting)} object(s) to be restored from cold storage; "
+            "interrupting is safe: the same command later keeps waiting, without new requests",
+            flush=True,
+        )
+        try:
+            job.thaw(args.tier, wait=True)
+        except Interrupted as exc:
+            exc.tell(
+                "the retrievals requested so far go on and are recorded: run the same "
+                "command again later, nothing is requested twice"
+            )
+            raise
+    return None
