@@ -74,6 +74,8 @@ class Refused:
     #: xattr name -> how many entries it was refused on, and why.
     xattrs: dict[str, tuple[int, str]] = field(default_factory=dict)
     owners: int = 0
+    #: Device nodes not made: only root may.
+    devices: int = 0
     #: Entries with btrfs inode flags (``chattr``), which are not carried over.
     fileattrs: int = 0
 
@@ -91,6 +93,8 @@ class Refused:
         ]
         if self.owners:
             lines.append(f"owners not restored on {self.owners} entries: changing them needs root")
+        if self.devices:
+            lines.append(f"{self.devices} device node(s) not created: making them needs root")
         if self.fileattrs:
             lines.append(
                 f"btrfs inode flags (chattr) not restored on {self.fileattrs} entries: only "
@@ -156,6 +160,13 @@ class Extractor:
                 continue
             try:
                 self._make(entry, parts)
+            except PermissionError:
+                if entry.kind not in ("chardev", "blockdev"):
+                    raise OperationalError(
+                        f"cannot create {entry.path!r} in the restore: permission denied"
+                    ) from None
+                self.refused.devices += 1
+                del self._entries[parts]
             except OSError as exc:
                 raise OperationalError(
                     f"cannot create {entry.path!r} in the restore: {exc.strerror}"

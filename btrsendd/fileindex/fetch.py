@@ -106,31 +106,33 @@ class _Volumes:
         return found
 
 
-def needed_volumes(volumes: Sequence[Located], wants: Iterable[Wanted]) -> list[Located]:
+@dataclass(frozen=True)
+class VolumeWants:
+    """A volume to read, and the wanted pieces whose bytes (some or all) it holds."""
+
+    volume: Located
+    wants: list[Wanted]
+
+
+def needed_volumes(volumes: Sequence[Located], wants: Iterable[Wanted]) -> list[VolumeWants]:
     """The volumes of ``volumes`` (a chain's, in restore order) that hold ``wants``'s bytes,
-    in that order."""
+    in that order, each with the pieces it holds."""
     chain = _Volumes(volumes)
-    keys = {vol.key for want in wants for vol in chain.holding(want)}
-    return [vol for vol in volumes if vol.key in keys]
+    held: dict[str, list[Wanted]] = {}
+    for want in wants:
+        for vol in chain.holding(want):
+            held.setdefault(vol.key, []).append(want)
+    return [VolumeWants(vol, held[vol.key]) for vol in volumes if vol.key in held]
 
 
 class _Router:
     """Sees one volume's raw bytes go by and hands the parts that are pieces to the sink."""
 
-    def __init__(self, vol: Located, wants: Sequence[Wanted], sink: Sink) -> None:
-        start, end = vol.volume.raw_offset, vol.volume.raw_offset + vol.volume.raw_length
+    def __init__(self, needed: VolumeWants, sink: Sink) -> None:
         # Last to start first: ``pop`` takes the next one to start.
-        self._pending = sorted(
-            (
-                w
-                for w in wants
-                if w.piece.backup_id == vol.backup.id and w.start < end and w.end > start
-            ),
-            key=lambda w: w.start,
-            reverse=True,
-        )
+        self._pending = sorted(needed.wants, key=lambda w: w.start, reverse=True)
         self._active: list[Wanted] = []
-        self._position = start
+        self._position = needed.volume.volume.raw_offset
         self._sink = sink
 
     def __call__(self, chunk: memoryview) -> None:
@@ -151,36 +153,36 @@ class _Router:
 
 def fetch(
     storage: Storage,
-    volumes: Sequence[Located],
-    wants: Sequence[Wanted],
+    needed: Sequence[VolumeWants],
     sink: Sink,
     *,
     gnupg_home: Path | None,
     throttle: Throttle = UNLIMITED,
 ) -> None:
-    """Decode each of ``volumes`` (``needed_volumes``'s) and give ``sink`` every byte of
-    ``wants`` they hold; an ``OperationalError`` names the volume that failed."""
-    newest = volumes[-1].backup if volumes else None
-    label = f"{newest.source} {newest.date}" if newest else "restore"
-    log = get_logger(source=newest.source if newest else None)
+    """Decode each volume of ``needed`` and give ``sink`` every byte of its pieces; an
+    ``OperationalError`` names the volume that failed."""
+    if not needed:
+        return
+    newest = needed[-1].volume.backup
     with (
         Progress(
-            label,
-            log,
+            f"{newest.source} {newest.date}",
+            get_logger(source=newest.source),
             event="restore.progress",
-            total=Total(sum(v.volume.raw_length for v in volumes)),
-            volumes=len(volumes),
+            total=Total(sum(n.volume.volume.raw_length for n in needed)),
+            volumes=len(needed),
         ) as progress,
         open(os.devnull, "wb") as nowhere,
     ):
-        for vol in volumes:
+        for each in needed:
             progress.next_volume()
-            route = _Router(vol, wants, sink)
+            route = _Router(each, sink)
 
             def inspect(chunk: memoryview, route: _Router = route) -> None:
                 route(chunk)
                 progress.advance(len(chunk))
 
+            vol = each.volume
             try:
                 # The decoded bytes are only inspected: the pieces leave by the sink.
                 decode_checked(storage, vol, nowhere, gnupg_home, inspect, throttle)

@@ -26,7 +26,7 @@ from pathlib import Path
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.fileindex.entries import Entry, Piece
 from btrsendd.fileindex.extract import Extractor, Refused
-from btrsendd.fileindex.fetch import Wanted, fetch, needed_volumes, wanted
+from btrsendd.fileindex.fetch import VolumeWants, fetch, needed_volumes, wanted
 from btrsendd.fileindex.records import EncodedWrite, Index
 from btrsendd.fileindex.stored import load_index
 from btrsendd.fileindex.tree import Tree
@@ -73,7 +73,7 @@ class PathRestore:
 
     job: RestoreJob
     entries: list[Entry]
-    wants: list[Wanted]
+    needed: list[VolumeWants]
     chain_volumes: list[Located]
 
     @classmethod
@@ -101,9 +101,9 @@ class PathRestore:
         wants = wanted(_contents(entries))
         chain_volumes = repo.volumes(chain)
         check_names(chain_volumes)
-        volumes = needed_volumes(chain_volumes, wants)
-        job = RestoreJob.prepare(repo, chain, gnupg_home, volumes)
-        return cls(job, entries, wants, chain_volumes)
+        needed = needed_volumes(chain_volumes, wants)
+        job = RestoreJob.prepare(repo, chain, gnupg_home, [n.volume for n in needed])
+        return cls(job, entries, needed, chain_volumes)
 
     def plan(self, prices: Prices, tier: str) -> PathPlan:
         fetches = [
@@ -136,8 +136,7 @@ class PathRestore:
                 extractor.create(self.entries)
                 fetch(
                     self.job.repo.storage,
-                    self.job.volumes,
-                    self.wants,
+                    self.needed,
                     extractor.write,
                     gnupg_home=gnupg_home,
                     throttle=throttle,

@@ -21,7 +21,7 @@ import pytest
 from btrsendd.errors import OperationalError
 from btrsendd.fileindex.entries import Entry, Piece
 from btrsendd.fileindex.extract import BLOCK, Extractor, components
-from btrsendd.fileindex.fetch import Wanted, fetch, needed_volumes, wanted
+from btrsendd.fileindex.fetch import VolumeWants, Wanted, fetch, needed_volumes, wanted
 from btrsendd.fileindex.records import FileIndexError
 from btrsendd.layout import Located
 from btrsendd.model import Backup
@@ -149,12 +149,12 @@ def expected_big() -> bytes:
 def restore(tmp_path: Path, into: Path, entries: list[Entry], raw: bytes = PUNCHED) -> Extractor:
     storage, volumes = stored(tmp_path, raw)
     wants = wanted((e.path, e.pieces) for e in entries if e.kind == "file")
-    selected = needed_volumes(volumes, wants)
+    needed = needed_volumes(volumes, wants)
     root = os.open(into, os.O_RDONLY | os.O_DIRECTORY)
     extractor = Extractor(root)
     try:
         extractor.create(entries)
-        fetch(storage, selected, wants, extractor.write, gnupg_home=None)
+        fetch(storage, needed, extractor.write, gnupg_home=None)
         extractor.finish()
     finally:
         extractor.close()
@@ -251,7 +251,9 @@ def test_only_the_volumes_holding_pieces_are_selected(tmp_path: Path) -> None:
     assert len(volumes) == 5  # 300,000 bytes in volumes of 65,536
     # 10,000..110,000 spans volumes 0 and 1; 200,000.. is in volume 3.
     wants = wanted([("d/big", BIG_PIECES)])
-    assert [v.index for v in needed_volumes(volumes, wants)] == [0, 1, 3]
+    needed = needed_volumes(volumes, wants)
+    assert [n.volume.index for n in needed] == [0, 1, 3]
+    assert [len(n.wants) for n in needed] == [1, 1, 1]
     assert needed_volumes(volumes, []) == []
     beyond = Wanted("x", piece(0, 10, len(RAW) - 5))
     with pytest.raises(FileIndexError, match="its volumes do not hold"):
@@ -265,8 +267,9 @@ def test_a_damaged_volume_fails_the_fetch(tmp_path: Path) -> None:
     storage, volumes = stored(tmp_path)
     damaged = replace(volumes[1], volume=replace(volumes[1].volume, raw_sha256="0" * 64))
     wants = wanted([("f", (piece(0, 100_000, 10_000),))])
+    needed = [VolumeWants(volumes[0], wants), VolumeWants(damaged, wants)]
     with pytest.raises(OperationalError, match=r"volume 1 .*decoded bytes differ"):
-        fetch(storage, [volumes[0], damaged], wants, lambda *_: None, gnupg_home=None)
+        fetch(storage, needed, lambda *_: None, gnupg_home=None)
 
 
 @pytest.mark.parametrize("bad", ["..", "a/../b", "/abs", "a//b", "a/", ".", "a/\0b"])
