@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,9 +111,18 @@ def _newest(catalog: Catalog, source: str) -> date:
     return complete[-1].date
 
 
-def plan_lines(plan: RestorePlan) -> list[str]:
-    """The chain, where its objects stand, and what going on costs at each tier."""
-    lines = [
+def plan_lines(
+    plan: RestorePlan,
+    *,
+    members: list[str] | None = None,
+    whole: Mapping[str, float] | None = None,
+) -> list[str]:
+    """The chain, where its objects stand, and what going on costs at each tier.
+
+    ``restore --path`` (``cli/restore_paths.py``) words the chain's rows itself
+    (``members``) and adds what a whole-chain restore would cost at each tier (``whole``).
+    """
+    lines = members or [
         f"  {r.date}  {r.kind:<11}  {human_bytes(r.stored_bytes):>10}  "
         f"{r.volume_count:>3} volume(s)  {r.storage_class}  {r.id}"
         for r in plan.chain
@@ -131,14 +141,24 @@ def plan_lines(plan: RestorePlan) -> list[str]:
     lines.append(
         f"  {plan.objects} object(s), {human_bytes(plan.stored_bytes)} stored: {', '.join(state)}"
     )
+
+    def beside(tier: str) -> str:
+        cost = (whole or {}).get(tier)
+        return "" if cost is None else f"  (whole chain: ${cost:.2f})"
+
     if not plan.to_request:
-        if plan.download_cost:
-            lines.append(f"  estimated cost (download): ${plan.download_cost:.2f}")
+        if plan.download_cost or whole:
+            lines.append(
+                f"  estimated cost (download): ${plan.download_cost:.2f}{beside(plan.tier)}"
+            )
         return lines
     lines.append(f"  {'tier':<10} {'wait':<18} estimated cost")
     for option in plan.options:
         mark = "  <- --tier" if option.tier == plan.tier else ""
-        lines.append(f"  {option.tier:<10} {', '.join(option.waits):<18} ${option.cost:.2f}{mark}")
+        lines.append(
+            f"  {option.tier:<10} {', '.join(option.waits):<18} ${option.cost:.2f}"
+            f"{beside(option.tier)}{mark}"
+        )
     lines.append(
         f"  Thawed copies stay readable for {plan.thawed_days} days.  Estimates from AWS list "
         "prices (us-east-1) or [restore] in the configuration."

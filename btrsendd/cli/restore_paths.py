@@ -23,15 +23,21 @@ if TYPE_CHECKING:
 
 
 def path_plan_lines(plan: PathPlan) -> list[str]:
-    """The plan of the volumes to read, and the whole chain's beside it."""
+    """Per backup of the chain, the volumes read of all; their state and cost, beside the
+    whole chain's."""
     selected = plan.selected
+    members = []
+    for r in selected.chain:
+        count, size = plan.reads[r.id]
+        members.append(
+            f"  {r.date}  {r.kind:<11}  {count:>3} of {r.volume_count:>3} volume(s)  "
+            f"{human_bytes(size):>10} of {human_bytes(r.stored_bytes):>10}  "
+            f"{r.storage_class}  {r.id}"
+        )
     return [
-        *plan_lines(selected),
-        f"  reads {selected.objects} of the chain's {plan.chain_objects} object(s): "
-        f"{human_bytes(selected.stored_bytes)} of {human_bytes(plan.chain_stored_bytes)} stored",
-        f"  a whole-chain restore instead: {plan.chain_objects} object(s), "
-        f"{human_bytes(plan.chain_stored_bytes)}, estimated ${plan.chain_cost:.2f} "
-        f"at tier {selected.tier}",
+        *plan_lines(selected, members=members, whole=plan.chain_costs),
+        f"  A whole-chain restore would read {plan.chain_objects} object(s), "
+        f"{human_bytes(plan.chain_stored_bytes)} stored.",
     ]
 
 

@@ -19,7 +19,7 @@ import errno
 import os
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +58,15 @@ def wanted_path(text: str) -> str:
 
 @dataclass(frozen=True)
 class PathPlan:
-    """The plan of the volumes to read, and what a whole-chain restore would read and cost."""
+    """The plan of the volumes to read, beside what a whole-chain restore would read and cost."""
 
     selected: RestorePlan
+    #: Per backup of the chain: how many of its volumes are read, and their stored bytes.
+    reads: dict[str, tuple[int, int]]
     chain_objects: int
     chain_stored_bytes: int
-    #: Thawing every volume of the chain at the tier asked for, and downloading it.
-    chain_cost: float
+    #: Per tier: thawing every volume of the chain (as if none were) and downloading it.
+    chain_costs: dict[str, float]
 
 
 @dataclass
@@ -106,17 +108,24 @@ class PathRestore:
         return cls(job, entries, needed, chain_volumes)
 
     def plan(self, prices: Prices, tier: str) -> PathPlan:
+        selected = self.job.plan(prices, tier)
         fetches = [
             Fetch(
                 v.backup.storage_class, v.volume.stored_size, v.backup.storage_class in prices.thaw
             )
             for v in self.chain_volumes
         ]
+        tiers = [o.tier for o in selected.options] or [tier]
+        reads: dict[str, tuple[int, int]] = {row.id: (0, 0) for row in self.job.chain}
+        for vol in self.job.volumes:
+            count, size = reads[vol.backup.id]
+            reads[vol.backup.id] = (count + 1, size + vol.volume.stored_size)
         return PathPlan(
-            selected=self.job.plan(prices, tier),
+            selected=selected,
+            reads=reads,
             chain_objects=len(self.chain_volumes),
             chain_stored_bytes=sum(v.volume.stored_size for v in self.chain_volumes),
-            chain_cost=prices.estimate(fetches, tier),
+            chain_costs=dict(_costs(prices, fetches, tiers)),
         )
 
     def extract(
@@ -158,6 +167,15 @@ class PathRestore:
             raise
         self.job.repo.catalog.forget_restore_requests(v.key for v in self.job.volumes)
         return extractor.refused
+
+
+def _costs(prices: Prices, fetches: list[Fetch], tiers: list[str]) -> Iterator[tuple[str, float]]:
+    """Each of ``tiers`` that every class among ``fetches`` offers, with its estimate."""
+    for tier in tiers:
+        try:
+            yield tier, prices.estimate(fetches, tier)
+        except UsageError:
+            continue
 
 
 def _refuse_encoded(row: Backup, index: Index) -> None:

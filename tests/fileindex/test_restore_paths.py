@@ -103,9 +103,10 @@ def only_these(restored: Path, paths: list[str]) -> None:
 
 def planned(output: str) -> tuple[int, int]:
     """The volumes the plan says it reads, of how many in the chain."""
-    found = re.search(r"reads (\d+) of the chain's (\d+) object", output)
-    assert found, output
-    return int(found[1]), int(found[2])
+    selected = re.search(r"^  (\d+) object\(s\), .* stored: ", output, re.MULTILINE)
+    chain = re.search(r"whole-chain restore would read (\d+) object", output)
+    assert selected and chain, output
+    return int(selected[1]), int(chain[1])
 
 
 def test_random_paths_restore_onto_ext4_and_tmpfs_reading_only_their_volumes(
