@@ -300,20 +300,24 @@ def _allocate(fd: int, offset: int, length: int) -> None:
 
 
 def _nonzero_runs(offset: int, data: memoryview) -> Sequence[tuple[int, int]]:
-    """The ranges of ``data`` (at file ``offset``) to write: all but the whole, aligned
-    ``BLOCK``s of zeros."""
+    """The ranges of ``data`` (at file ``offset``) to write: all but its blocks (whole, or
+    the parts at its ends) that hold only zeros.
+
+    What is not written reads as zeros: the file was made by ``ftruncate`` and no byte of
+    it is written twice (a file's pieces do not overlap).  Skipping zeros in the parts of a
+    block too matters: the codec's chunks and the volumes do not end at block boundaries,
+    so a punched hole sent as zeros arrives in parts.
+    """
     runs: list[tuple[int, int]] = []
     start = 0
-    # The first aligned block boundary within data.
-    block = (-offset) % BLOCK
-    while block + BLOCK <= len(data):
-        if data[block : block + BLOCK] == _ZEROS:
-            if block > start:
-                runs.append((start, block))
-            start = block + BLOCK
-        block += BLOCK
-    if start < len(data):
-        runs.append((start, len(data)))
+    edge = min(len(data), (-offset) % BLOCK or BLOCK)
+    while start < len(data):
+        if data[start:edge] != _ZEROS[: edge - start]:
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], edge)
+            else:
+                runs.append((start, edge))
+        start, edge = edge, min(len(data), edge + BLOCK)
     return runs
 
 

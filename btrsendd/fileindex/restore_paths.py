@@ -27,7 +27,6 @@ from btrsendd.errors import OperationalError, UsageError
 from btrsendd.fileindex.entries import Entry, Piece
 from btrsendd.fileindex.extract import Extractor, Refused
 from btrsendd.fileindex.fetch import VolumeWants, fetch, needed_volumes, wanted
-from btrsendd.fileindex.records import EncodedWrite, Index
 from btrsendd.fileindex.stored import load_index
 from btrsendd.fileindex.tree import Tree
 from btrsendd.interrupt import Interrupted
@@ -96,10 +95,9 @@ class PathRestore:
         check_private_keys(chain, gnupg_home)
         tree = Tree()
         for row in chain:
-            index = load_index(repo, row, gnupg_home)
-            _refuse_encoded(row, index)
-            tree.apply(row.id, index)
+            tree.apply(row.id, load_index(repo, row, gnupg_home))
         entries = _entries(tree, paths, wanted_day)
+        _refuse_unrestorable(entries)
         wants = wanted(_contents(entries))
         chain_volumes = repo.volumes(chain)
         check_names(chain_volumes)
@@ -178,13 +176,16 @@ def _costs(prices: Prices, fetches: list[Fetch], tiers: list[str]) -> Iterator[t
             continue
 
 
-def _refuse_encoded(row: Backup, index: Index) -> None:
-    if any(isinstance(r, EncodedWrite) for r in index.records):
-        raise OperationalError(
-            f"backup {row.id} ({row.date}) was sent with compressed extents (btrfs send "
-            "--compressed-data), which restore --path cannot write; restore the whole day "
-            "instead (without --path, into a directory on btrfs)"
-        )
+def _refuse_unrestorable(entries: Sequence[Entry]) -> None:
+    """Refuse, before anything is spent, a file whose data the streams do not hold as bytes
+    to write (sent compressed as is, or not sent at all)."""
+    for entry in entries:
+        for piece in entry.pieces:
+            if piece.unrestorable is not None:
+                raise OperationalError(
+                    f"the data of {entry.path!r} was {piece.unrestorable}; restore the whole "
+                    "day instead (without --path, into a directory on btrfs)"
+                )
 
 
 def _entries(tree: Tree, paths: Sequence[str], day: Backup) -> list[Entry]:

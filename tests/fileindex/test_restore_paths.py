@@ -29,8 +29,8 @@ from tests.support.filechain import Day
 from tests.support.restored import differences, loop_ext4, restored_paths
 from tests.support.world import World, make_world
 
-#: One backup day per day of the chain builder.
-DAYS = [date(2000, 1, 1 + n) for n in range(len(CHANGES))]
+#: One backup day (the schedule's ``backup_days``) per day of the chain builder.
+DAYS = [date(2000, 1, d) for d in (1, 7, 14, 21)][: len(CHANGES)]
 PADDING = 2_500_000
 
 
@@ -132,7 +132,8 @@ def test_random_paths_restore_onto_ext4_and_tmpfs_reading_only_their_volumes(
                     *(a for p in paths for a in ("--path", p)),
                 ).stdout.decode()
                 restored = target / day.isoformat()
-                assert differences(snapshot, restored, paths) == [], (where, paths)
+                problems = differences(snapshot, restored, paths)
+                assert not problems, f"{where}, {paths}:\n" + "\n".join(problems)
                 only_these(restored, paths)
                 got, thawed = reads(counting, since)
                 selected, chain = planned(output)
@@ -173,7 +174,8 @@ def test_the_whole_tree_restores_onto_ext4(world: World, tmp_path: Path) -> None
         snapshot = world.snapshots / day.isoformat()
         # ext4 cannot hold btrfs's inode flags (chattr +C, +c: btrfs send v1 does not even
         # carry them) or a creation time it did not make; nothing compared here differs.
-        assert differences(snapshot, target / day.isoformat(), [""]) == []
+        problems = differences(snapshot, target / day.isoformat(), [""])
+        assert not problems, "\n".join(problems)
     selected, chain = planned(output)
     assert selected <= chain
 

@@ -116,10 +116,9 @@ def state(root: Path, paths: Sequence[str]) -> dict[str, Shape]:
     return result
 
 
-def _holes_kept(snapshot: Shape, restored: Shape) -> bool:
+def _holes_kept(snapshot: Sequence[tuple[int, int]], restored: Sequence[tuple[int, int]]) -> bool:
     """Whether every data block of the restored file is one in the snapshot."""
-    have = [(s, e) for s, e in snapshot]  # type: ignore[misc]
-    return all(any(s <= lo and hi <= e for s, e in have) for lo, hi in restored)  # type: ignore[misc]
+    return all(any(s <= lo and hi <= e for s, e in snapshot) for lo, hi in restored)
 
 
 def differences(snapshot: Path, restored: Path, paths: Sequence[str]) -> list[str]:
@@ -129,7 +128,7 @@ def differences(snapshot: Path, restored: Path, paths: Sequence[str]) -> list[st
     problems += [f"extra {k!r}" for k in sorted(set(got) - set(want))]
     for key in sorted(set(want) & set(got)):
         if key.startswith("data:"):
-            if not _holes_kept(want[key], got[key]):
+            if not _holes_kept(want[key], got[key]):  # type: ignore[arg-type]
                 problems.append(f"{key[5:]!r}: holes filled: {want[key]} -> {got[key]}")
         elif want[key] != got[key]:
             problems.append(f"{key!r}: {want[key]} != {got[key]}")
