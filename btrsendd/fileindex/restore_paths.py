@@ -92,6 +92,9 @@ class PathRestore:
                 "so single paths cannot be found in it; restore the whole day instead "
                 "(without --path, into a directory on btrfs)"
             )
+        # The names become keys (the indexes') before anything else does.
+        chain_volumes = repo.volumes(chain)
+        check_names(chain_volumes)
         check_private_keys(chain, gnupg_home)
         tree = Tree()
         for row in chain:
@@ -99,8 +102,6 @@ class PathRestore:
         entries = _entries(tree, paths, wanted_day)
         _refuse_unrestorable(entries)
         wants = wanted(_contents(entries))
-        chain_volumes = repo.volumes(chain)
-        check_names(chain_volumes)
         needed = needed_volumes(chain_volumes, wants)
         job = RestoreJob.prepare(repo, chain, gnupg_home, [n.volume for n in needed])
         return cls(job, entries, needed, chain_volumes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+import sqlite3
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -27,7 +28,7 @@ from tests.support.backups import error_lines
 from tests.support.filechain import DAYS as CHANGES
 from tests.support.filechain import Day
 from tests.support.restored import differences, loop_ext4, restored_paths
-from tests.support.world import World, make_world
+from tests.support.world import World, local_world, make_world
 
 #: One backup day (the schedule's ``backup_days``) per day of the chain builder.
 DAYS = [date(2000, 1, d) for d in (1, 7, 14, 21)][: len(CHANGES)]
@@ -155,6 +156,7 @@ def test_a_file_written_on_one_day_comes_from_that_days_volumes(
             *world.restore_args(day, target), "--tier", "Bulk", "--path", path
         ).stdout.decode()
         assert differences(snapshot, target / day.isoformat(), [path]) == []
+    print(output)  # the README's example
     got, thawed = reads(counting, since)
     # Thawed and read: the volumes of that day's backup that hold its 2.5 MB, no others.
     assert got == thawed
@@ -185,12 +187,62 @@ def test_the_target_is_refused_before_anything_is_spent(world: World, tmp_path: 
     day = DAYS[-1]
     target = tmp_path / "target"
     (target / day.isoformat()).mkdir(parents=True)
-    proc = world.run(*world.restore_args(day, target), "--path", "/", check=False)
+    for paths, problem in [
+        (["/"], f"already contains {day}"),
+        (["../etc"], "must name a path inside the backed-up subvolume"),
+    ]:
+        proc = world.run(
+            *world.restore_args(day, target),
+            *(a for p in paths for a in ("--path", p)),
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr.decode()
+        [line] = error_lines(proc)
+        assert problem in line, line
+    other = tmp_path / "other"
+    other.mkdir()
+    proc = world.run(*world.restore_args(day, other), "--path", "no/such/file", check=False)
     assert proc.returncode == 2
     [line] = error_lines(proc)
-    assert f"already contains {day}" in line
-    proc = world.run(*world.restore_args(day, target), "--path", "../etc", check=False)
-    assert proc.returncode == 2
-    assert "inside the backed-up subvolume" in error_lines(proc)[0]
-    proc = world.run(*world.restore_args(day, tmp_path / "t2"), "--path", "nope", check=False)
-    assert proc.returncode == 2
+    assert f"no/such/file did not exist in data on {day}" in line, line
+    assert list(other.iterdir()) == []
+
+
+def test_a_chain_without_index_is_refused_with_the_way_out(world: World, tmp_path: Path) -> None:
+    back_up_chain(world)
+    # As if the full backup had been made by a btrsendd that kept no index.
+    with sqlite3.connect(world.work / "state" / "catalog.db") as db:
+        db.execute(
+            "UPDATE backups SET index_name = NULL, index_stored_size = NULL, "
+            "index_stored_sha256 = NULL, index_raw_size = NULL, index_version = NULL "
+            "WHERE kind = 'full'"
+        )
+    target = tmp_path / "target"
+    target.mkdir()
+    proc = world.run(*world.restore_args(DAYS[-1], target), "--path", "docs", check=False)
+    assert proc.returncode == 2, proc.stderr.decode()
+    [line] = error_lines(proc)
+    assert "has no file index" in line and "restore the whole day instead" in line, line
+    assert list(target.iterdir()) == []
+
+
+def test_a_damaged_volume_leaves_nothing_in_the_target(
+    make_btrfs: MakeBtrfs, gpg_key: GpgKey, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    w = local_world(make_btrfs("src", size="2G"), work, gpg_key)
+    w.schedule = "max_incrementals = 10"
+    back_up_chain(w)
+    # Same size, other bytes: only decoding finds it, halfway through the restore.
+    [damaged] = (work / "archive").glob(f"data/{DAYS[1]}-inc-*/vol-00001.*")
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    target = tmp_path / "target"
+    target.mkdir()
+    proc = w.run(*w.restore_args(DAYS[-1], target), "--path", "/", check=False)
+    assert proc.returncode == 1, proc.stderr.decode()
+    [line] = error_lines(proc)
+    assert "volume 1" in line and f"nothing was left in {target}" in line, line
+    assert list(target.iterdir()) == []
