@@ -147,7 +147,7 @@ def plan_lines(
         return "" if cost is None else f"  (whole chain: ${cost:.2f})"
 
     if not plan.to_request:
-        if plan.download_cost or whole:
+        if plan.download_cost or any((whole or {}).values()):
             lines.append(
                 f"  estimated cost (download): ${plan.download_cost:.2f}{beside(plan.tier)}"
             )

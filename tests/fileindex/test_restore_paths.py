@@ -115,9 +115,9 @@ def test_random_paths_restore_onto_ext4_and_tmpfs_reading_only_their_volumes(
 ) -> None:
     back_up_chain(world)
     rng = random.Random(16)
-    for day in (DAYS[1], DAYS[-1]):
+    for day in DAYS[1:]:
         snapshot = world.snapshots / day.isoformat()
-        paths = chosen_paths(snapshot, rng, 4)
+        paths = chosen_paths(snapshot, rng, 5)
         for where in ("ext4", "tmpfs"):
             mount = (
                 loop_ext4(tmp_path, f"ext4-{day}")
