@@ -36,6 +36,10 @@ _FILE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: system allocates in (btrfs's sector size on x86-64, ext4's and tmpfs's default block).
 BLOCK = 4096
 _ZEROS = memoryview(bytes(BLOCK))
+#: How a file system says it will not hold an xattr: a namespace it lacks or keeps for
+#: others (``trusted.*`` needs root, tmpfs before Linux 6.6 has no ``user.*``), or no room
+#: (ext4 keeps an inode's xattrs in one block).
+_XATTR_REFUSALS = (errno.EPERM, errno.EOPNOTSUPP, errno.EACCES, errno.ENOSPC, errno.E2BIG)
 #: Descriptors kept open at once (directories and files each): the stream visits a file's
 #: pieces together, so a few suffice, and a day of a million files must not exhaust them.
 _OPEN_MAX = 64
@@ -278,7 +282,7 @@ class Extractor:
             try:
                 os.setxattr(where, key, value, follow_symlinks=False)
             except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EACCES, errno.ENOSPC):
+                if exc.errno not in _XATTR_REFUSALS:
                     raise
                 self.refused.xattr(key, exc)
         if entry.fileattr:
