@@ -153,7 +153,7 @@ class PathRestore:
             finally:
                 extractor.close()
                 os.close(root)
-            _rename_new(target, work, name, target_path)
+            rename_new(target, work, name, target_path)
         except (OperationalError, OSError) as exc:
             shutil.rmtree(work, dir_fd=target, ignore_errors=True)
             raise OperationalError(f"{exc}; nothing was left in {target_path}") from None
@@ -222,7 +222,7 @@ def _contents(entries: Sequence[Entry]) -> list[tuple[str, Sequence[Piece]]]:
     return files
 
 
-def _rename_new(directory: int, old: str, new: str, where: Path) -> None:
+def rename_new(directory: int, old: str, new: str, where: Path) -> None:
     """Rename ``old`` to ``new`` in ``directory``, refusing to replace anything there."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.renameat2(directory, os.fsencode(old), directory, os.fsencode(new), _RENAME_NOREPLACE):

@@ -10,6 +10,7 @@ snapshot.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import sqlite3
@@ -246,3 +247,19 @@ def test_a_damaged_volume_leaves_nothing_in_the_target(
     [line] = error_lines(proc)
     assert "volume 1" in line and f"nothing was left in {target}" in line, line
     assert list(target.iterdir()) == []
+
+
+def test_the_final_rename_never_replaces_what_appeared_meanwhile(tmp_path: Path) -> None:
+    from btrsendd.errors import OperationalError
+    from btrsendd.fileindex.restore_paths import rename_new
+
+    (tmp_path / ".work").mkdir()
+    (tmp_path / "2000-01-21").mkdir()  # empty: a plain rename(2) would replace it
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OperationalError, match="appeared during the restore"):
+            rename_new(fd, ".work", "2000-01-21", tmp_path)
+        rename_new(fd, ".work", "2000-01-22", tmp_path)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2000-01-21", "2000-01-22"]
