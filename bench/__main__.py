@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import report, world
+from bench import report, s3suite, world
 from bench.dataset import GiB, MiB, parse_size
 from bench.suite import Suite
 
@@ -26,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
         "--size",
         type=parse_size,
         default=GiB,
-        help="dataset size, e.g. 256MiB for a quick run (default: 1GiB, about 10 minutes in all "
-        "on 2 cores; each further GiB adds about 8, most of it gzip)",
+        help="dataset size, e.g. 256MiB for a quick run (default: 1GiB, about 17 minutes in all "
+        "on 2 cores; each further GiB adds about 15, most of it gzip and the capped S3 restore)",
     )
     parser.add_argument(
         "--runs", type=int, default=3, help="runs per case; medians are reported (default: 3)"
@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         type=parse_size,
         default=parse_size("512MiB"),
         help="stream size per SeaweedFS upload run; 0 skips the upload sweep (default: 512MiB)",
+    )
+    parser.add_argument(
+        "--cap",
+        type=parse_size,
+        default=16 * MiB,
+        help="per-connection rate cap of the S3 proxy, bytes/s (e.g. 16MiB); the full backup is "
+        "uploaded to and restored from SeaweedFS through it; 0 skips those runs (default: 16MiB)",
     )
     parser.add_argument(
         "--workdir",
@@ -72,19 +79,25 @@ def main(argv: list[str] | None = None) -> int:
         suite = Suite(w, args.runs, args.seed, say)
         say("backups")
         suite.backups()
-        say("stream check")
+        say("stream check and file index")
         suite.stream_checks()
         say("restores")
         suite.restores()
         say("memory")
         suite.memory(args.memory_sizes)
-        if args.upload_size:
-            say("uploads to SeaweedFS")
-            suite.uploads(args.upload_size)
+        if args.upload_size or args.cap:
+            with s3suite.seaweedfs() as server:
+                if args.upload_size:
+                    say("uploads to SeaweedFS")
+                    s3suite.uploads(suite, server, args.upload_size)
+                if args.cap:
+                    say(f"S3 behind a cap of {args.cap / MiB:g} MiB/s per connection")
+                    s3suite.capped(suite, server, args.cap)
         dataset = w.dataset
     summaries = report.summarize(suite.cases)
     found = report.targets(summaries)
     print(report.table(summaries, found))
+    print(f"file index sizes: {report.index_sizes(suite.index_bytes, dataset.files)}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"bench-{stamp}.json"
     report.write_json(
@@ -100,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": args.seed,
                 "memory_sizes": args.memory_sizes,
                 "upload_size": args.upload_size,
+                "cap": args.cap,
             },
             "dataset": {
                 "files": dataset.files,
@@ -107,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 "apparent_bytes": dataset.apparent_bytes,
             },
             "stream_check": [asdict(cost) for cost in report.check_costs(summaries)],
+            "file_index": report.index_sizes(suite.index_bytes, dataset.files),
         },
         suite.cases,
         summaries,

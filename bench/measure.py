@@ -20,10 +20,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from btrsendd.pipeline.readers import CHUNK
-from btrsendd.pipeline.sendstream import StreamChecker
 
 #: How often ``VmHWM`` is read.
 POLL_SECONDS = 0.01
@@ -121,20 +120,24 @@ def shell(pipeline: str, *, log: Path) -> Sample:
     return run(["bash", "-c", f"set -euo pipefail; {pipeline}"], log=log)
 
 
-def stream_check(path: Path) -> Sample:
-    """Feed the send stream saved at ``path`` to a ``StreamChecker`` as the pipeline does
-    (reads of ``CHUNK`` into one reused buffer), in this process; only the checking is
-    timed, not the reads.  CPU is this thread's alone."""
-    checker = StreamChecker()
+class _Fed(Protocol):
+    def feed(self, data: memoryview | bytes) -> None: ...
+    def finish(self) -> object: ...
+
+
+def fed_in_process(path: Path, consumer: _Fed) -> Sample:
+    """Feed the send stream saved at ``path`` to ``consumer`` (a ``StreamChecker`` or a
+    ``StreamIndexer``) as the pipeline does (reads of ``CHUNK`` into one reused buffer), in
+    this process; only the feeding is timed, not the reads.  CPU is this thread's alone."""
     buffer = memoryview(bytearray(CHUNK))
     seconds = cpu = 0.0
     with path.open("rb", buffering=0) as stream:
         while count := stream.readinto(buffer):
             started, started_cpu = time.perf_counter(), time.thread_time()
-            checker.feed(buffer[:count])
+            consumer.feed(buffer[:count])
             seconds += time.perf_counter() - started
             cpu += time.thread_time() - started_cpu
-    checker.finish()
+    consumer.finish()
     return Sample(seconds=seconds, cpu_seconds=cpu, peak_rss=None)
 
 

@@ -1,5 +1,5 @@
-"""Medians, the targets of issue 7, the stream check's cost, the printed tables and the JSON
-results file."""
+"""Medians, the targets, the stream check's and the file index's costs, the printed tables
+and the JSON results file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.dataset import GiB, MiB
-from bench.suite import STREAM_CHECK, Case
+from bench.s3suite import CAPPED_BACKUP, CAPPED_RESTORE
+from bench.suite import FILE_INDEX, STREAM_CHECK, Case
 
 #: Throughput btrsendd must keep of the bare pipeline with the same compressor.
 MIN_RATIO = 0.9
@@ -24,6 +25,8 @@ MAX_RSS = 128 * MiB
 MAX_RSS_GROWTH = 8 * MiB
 #: zstd against btrsend's gzip -4 | gpg (with gpg's own compression).
 MIN_BTRSEND_SPEEDUP = 3.5
+#: Issue 15: S3 transfers behind a per-connection cap, as a multiple of that cap.
+MIN_CAP_MULTIPLE = 3.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Summary:
     #: Throughput as a fraction of the baseline case's: the median over rounds of the ratio
     #: within a round, where both ran back to back under the same conditions.
     vs_baseline: float | None
+    #: Throughput as a multiple of the per-connection cap the case ran behind.
+    cap_multiple: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ def summarize(cases: Sequence[Case]) -> list[Summary]:
                 cpu_seconds=statistics.median(s.cpu_seconds for s in case.samples),
                 peak_rss=max(peaks) if peaks else None,
                 vs_baseline=ratio,
+                cap_multiple=None if case.cap is None else case.raw_bytes / seconds / case.cap,
             )
         )
     return out
@@ -87,13 +93,28 @@ def targets(summaries: Sequence[Summary]) -> list[Target]:
     found: list[Target] = []
     get = {(s.group, s.name): s for s in summaries}
     for s in summaries:
-        if s.vs_baseline is not None and s.group in ("backup full", "restore full"):
+        if s.vs_baseline is not None and s.group in (
+            "backup full",
+            "restore full",
+            CAPPED_BACKUP,
+            CAPPED_RESTORE,
+        ):
+            against = "the plain client" if s.group in (CAPPED_BACKUP, CAPPED_RESTORE) else "bare"
             found.append(
                 Target(
-                    f"{s.group}, {s.name} vs bare",
+                    f"{s.group}, {s.name} vs {against}",
                     f"{s.vs_baseline:.2f} x",
                     f">= {MIN_RATIO} x",
                     s.vs_baseline >= MIN_RATIO,
+                )
+            )
+        if s.cap_multiple is not None and s.name.startswith("btrsendd"):
+            found.append(
+                Target(
+                    f"{s.group}, {s.name} vs the per-connection cap",
+                    f"{s.cap_multiple:.1f} x",
+                    f">= {MIN_CAP_MULTIPLE} x",
+                    s.cap_multiple >= MIN_CAP_MULTIPLE,
                 )
             )
     zstd, ancestor = (
@@ -110,7 +131,12 @@ def targets(summaries: Sequence[Summary]) -> list[Target]:
                 speedup >= MIN_BTRSEND_SPEEDUP,
             )
         )
-    default_runs = [s for s in summaries if s.peak_rss is not None and s.group != "upload"]
+    # The plain S3 client's peak is its own, not btrsendd's.
+    default_runs = [
+        s
+        for s in summaries
+        if s.peak_rss is not None and s.group != "upload" and not s.name.startswith("plain")
+    ]
     default_runs += [
         s for s in summaries if s.group == "upload" and s.name == "concurrency 4, part 16 MiB"
     ]
@@ -147,33 +173,48 @@ def targets(summaries: Sequence[Summary]) -> list[Target]:
 
 @dataclass(frozen=True)
 class CheckCost:
-    """What checking a send stream costs, set against backing up the same stream."""
+    """What checking (or indexing) a send stream costs, set against backing it up."""
 
+    #: ``stream check`` or ``file index``.
+    work: str
     stream: str
-    #: The checker's throughput alone.
+    #: The work's throughput alone.
     gib_per_s: float
-    #: The checker's time as a share of each btrsendd backup's wall-clock time (medians):
-    #: what it would add to the backup if nothing else ran meanwhile, an upper bound, since
-    #: it runs on the thread that feeds the compressor.
+    #: Its time as a share of each btrsendd backup's wall-clock time (medians): what it would
+    #: add to the backup if nothing else ran meanwhile, an upper bound, since it runs on the
+    #: thread that feeds the compressor.
     share_of_backup: dict[str, float]
 
 
 def check_costs(summaries: Sequence[Summary]) -> list[CheckCost]:
-    """The stream check's cost for each stream the run checked."""
+    """The stream check's and the file index's cost for each stream the run fed them."""
     costs = []
-    for check in (s for s in summaries if s.group == STREAM_CHECK):
+    for check in (s for s in summaries if s.group in (STREAM_CHECK, FILE_INDEX)):
         kind = check.name.removesuffix(" stream")
         backups = [
             s for s in summaries if s.group == f"backup {kind}" and s.name.startswith("btrsendd")
         ]
         costs.append(
             CheckCost(
+                check.group,
                 kind,
                 check.raw_bytes / check.seconds / GiB,
                 {b.name: check.seconds / b.seconds for b in backups},
             )
         )
     return costs
+
+
+def index_sizes(index_bytes: dict[str, tuple[int, int]], files: int) -> dict[str, Any]:
+    """The file indexes' sizes, and the full one's per million files of the dataset."""
+    found: dict[str, Any] = {
+        kind: {"raw_bytes": raw, "zstd_bytes": stored}
+        for kind, (raw, stored) in index_bytes.items()
+    }
+    if "full" in index_bytes and files:
+        found["files"] = files
+        found["zstd_bytes_per_million_files"] = round(index_bytes["full"][1] / files * 1e6)
+    return found
 
 
 def table(summaries: Sequence[Summary], found: Sequence[Target]) -> str:
@@ -183,24 +224,29 @@ def table(summaries: Sequence[Summary], found: Sequence[Target]) -> str:
         rows = [s for s in summaries if s.group == group]
         stream = rows[0].raw_bytes
         lines.append(f"{group} ({_size(stream)} stream, median of {rows[0].runs})")
-        header = ("seconds", "MiB/s", "vs bare", "CPU s", "peak RSS")
+        capped = rows[0].cap_multiple is not None
+        header = ["seconds", "MiB/s", "vs plain" if capped else "vs bare", "CPU s", "peak RSS"]
+        header += ["x cap"] if capped else []
         lines.append(f"  {'case':<30} " + " ".join(f"{h:>8}" for h in header))
         for s in rows:
             ratio = "" if s.vs_baseline is None else f"{s.vs_baseline:.2f}"
             rss = "" if s.peak_rss is None else f"{s.peak_rss / MiB:.0f} MiB"
+            cap = "" if s.cap_multiple is None else f" {s.cap_multiple:>8.2f}"
             lines.append(
                 f"  {s.name:<30} {s.seconds:>8.2f} {s.mib_per_s:>8.1f} {ratio:>8} "
-                f"{s.cpu_seconds:>8.2f} {rss:>8}"
+                f"{s.cpu_seconds:>8.2f} {rss:>8}{cap}"
             )
         lines.append("")
     costs = check_costs(summaries)
     if costs:
-        lines.append("stream check against the backups (its time / the backup's, medians)")
+        lines.append("stream check and file index against the backups (time / backup's, medians)")
         for cost in costs:
             shares = ", ".join(
                 f"{share:.1%} of {name}" for name, share in cost.share_of_backup.items()
             )
-            lines.append(f"  {cost.stream} stream: {cost.gib_per_s:.2f} GiB/s; {shares or '-'}")
+            lines.append(
+                f"  {cost.work}, {cost.stream} stream: {cost.gib_per_s:.2f} GiB/s; {shares or '-'}"
+            )
         lines.append("")
     lines.append("targets")
     for t in found:

@@ -8,12 +8,11 @@ archive and runs the real command line, as a user would.
 
 from __future__ import annotations
 
-import contextlib
-import os
+import io
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -23,7 +22,8 @@ from bench import measure
 from bench.dataset import GiB, MiB
 from bench.measure import Sample
 from bench.world import FULL_DAY, INCREMENTAL_DAY, SOURCE, World
-from tests.fixtures.s3servers import FAKE_CREDENTIALS, REGION, S3Server, weed_mini
+from btrsendd.pipeline.sendindex import StreamIndexer
+from btrsendd.pipeline.sendstream import StreamChecker
 
 BTRSENDD = str(Path(sys.executable).with_name("btrsendd"))
 
@@ -37,14 +37,12 @@ DECOMPRESS = {"gzip": "pigz -dc", "zstd": "zstd -dc -q"}
 #: stricter baseline for "zstd at least 3.5 x btrsend".
 BTRSEND_COMPRESS = "gzip -4 -c"
 
-#: The upload sweep, (concurrency, part size in MiB): concurrency at the default part size,
-#: then part sizes at the default concurrency.
-UPLOAD_SETTINGS = ((1, 16), (2, 16), (4, 16), (8, 16), (4, 5), (4, 64))
-
 Step = Callable[[], None]
 
 #: The group of the checker's own runs, which the report also sets against the backups.
 STREAM_CHECK = "stream check"
+#: The group of the file indexer's own runs.
+FILE_INDEX = "file index"
 
 
 @dataclass
@@ -59,6 +57,9 @@ class Case:
     raw_bytes: int
     #: The name of the bare case in the same group this one is compared with.
     baseline: str | None = None
+    #: The per-connection rate cap (bytes/s) the case ran behind, if any: the report gives
+    #: its throughput as a multiple of it.
+    cap: int | None = None
     samples: list[Sample] = field(default_factory=list)
 
 
@@ -71,25 +72,33 @@ class Suite:
         self.seed = seed
         self.say = say
         self.cases: list[Case] = []
+        #: Each stream's file index: its raw size and its size as zstd -3 stores it.
+        self.index_bytes: dict[str, tuple[int, int]] = {}
 
-    def _case(
-        self, group: str, name: str, command: str, raw_bytes: int, baseline: str | None = None
+    def add_case(
+        self,
+        group: str,
+        name: str,
+        command: str,
+        raw_bytes: int,
+        baseline: str | None = None,
+        cap: int | None = None,
     ) -> Case:
-        case = Case(group, name, command, raw_bytes, baseline)
+        case = Case(group, name, command, raw_bytes, baseline, cap)
         self.cases.append(case)
         return case
 
-    def _alternate(self, steps: Sequence[Step]) -> None:
+    def alternate(self, steps: Sequence[Step]) -> None:
         """Run every step ``runs`` times, in turn, reversing the order every other round."""
         for round_ in range(self.runs):
             for step in steps if round_ % 2 == 0 else reversed(steps):
                 step()
 
-    def _log(self, case: Case) -> Path:
+    def log_path(self, case: Case) -> Path:
         name = re.sub(r"[^A-Za-z0-9]+", "-", f"{case.group}-{case.name}")
         return self.world.work / "logs" / f"{name}.log"
 
-    def _record(self, case: Case, sample: Sample) -> None:
+    def record(self, case: Case, sample: Sample) -> None:
         case.samples.append(sample)
         rss = "" if sample.peak_rss is None else f", peak RSS {sample.peak_rss / MiB:.0f} MiB"
         self.say(
@@ -125,10 +134,10 @@ class Suite:
     def _send(self, kind: str) -> str:
         return " ".join(quote(arg) for arg in self._send_argv(kind))
 
-    def _btrsendd(self, config: Path, *args: str) -> list[str]:
+    def btrsendd(self, config: Path, *args: str) -> list[str]:
         return [BTRSENDD, "--config", str(config), "--log-format", "json", *args]
 
-    def _stream(self, size: int, kind: str) -> list[str]:
+    def stream(self, size: int, kind: str) -> list[str]:
         return [sys.executable, "-m", "bench.stream", str(size), kind, str(self.seed)]
 
     # -- backup ------------------------------------------------------------------------------
@@ -141,13 +150,13 @@ class Suite:
         for compression, compress in COMPRESS.items():
             bare, ours = {}, {}
             for kind, raw_bytes in sizes.items():
-                bare[kind] = self._case(
+                bare[kind] = self.add_case(
                     f"backup {kind}",
                     f"bare {compression}",
                     f"btrfs send | {compress} | gpg --compress-algo none --encrypt > FILE",
                     raw_bytes,
                 )
-                ours[kind] = self._case(
+                ours[kind] = self.add_case(
                     f"backup {kind}",
                     f"btrsendd {compression}",
                     f"btrsendd backup --date {days[kind]}, local backend, fresh state",
@@ -156,14 +165,14 @@ class Suite:
                 )
             steps.append(self._bare_backup(compression, bare))
             steps.append(self._btrsendd_backup(compression, ours, days))
-        ancestor = self._case(
+        ancestor = self.add_case(
             "backup full",
             "btrsend gzip -4 | gpg",
             f"btrfs send | {BTRSEND_COMPRESS} | gpg --encrypt > FILE (gpg compresses as well)",
             sizes["full"],
         )
         steps.append(self._btrsend_backup(ancestor))
-        self._alternate(steps)
+        self.alternate(steps)
 
     def _bare_backup(self, compression: str, cases: dict[str, Case]) -> Step:
         def step() -> None:
@@ -171,7 +180,7 @@ class Suite:
             for kind, case in cases.items():
                 pipeline = f"{self._send(kind)} | {COMPRESS[compression]} | {self._encrypt()}"
                 target = quote(str(out / f"{kind}.gpg"))
-                self._record(case, measure.shell(f"{pipeline} > {target}", log=self._log(case)))
+                self.record(case, measure.shell(f"{pipeline} > {target}", log=self.log_path(case)))
 
         return step
 
@@ -182,8 +191,8 @@ class Suite:
             home = self.world.fresh_dir(f"btrsendd-{compression}")
             config = self.world.config(home, compression=compression)
             for kind, case in cases.items():
-                argv = self._btrsendd(config, "backup", "--date", days[kind].isoformat())
-                self._record(case, measure.run(argv, log=self._log(case), watch_rss=True))
+                argv = self.btrsendd(config, "backup", "--date", days[kind].isoformat())
+                self.record(case, measure.run(argv, log=self.log_path(case), watch_rss=True))
 
         return step
 
@@ -194,37 +203,58 @@ class Suite:
                 f"{self._send('full')} | {BTRSEND_COMPRESS} | {self._encrypt(gpg_compresses=True)}"
             )
             target = quote(str(out / "full.gpg"))
-            self._record(case, measure.shell(f"{pipeline} > {target}", log=self._log(case)))
+            self.record(case, measure.shell(f"{pipeline} > {target}", log=self.log_path(case)))
 
         return step
 
-    # -- the stream check ----------------------------------------------------------------------
+    # -- the stream check and the file index ---------------------------------------------
 
     def stream_checks(self) -> None:
-        """btrsendd's send-stream checker alone, on the benchmark's own full and incremental
-        streams (saved to the tmpfs first): its throughput, and for the report its share of a
-        backup's time.  In a backup it runs on the thread that feeds the compressor."""
+        """btrsendd's send-stream checker and its file indexer alone, on the benchmark's own
+        full and incremental streams (saved to the tmpfs first): their throughput, and for the
+        report their share of a backup's time (in a backup both run on the thread that feeds
+        the compressor), and how large each stream's index is, raw and as zstd stores it."""
         steps: list[Step] = []
         streams = {"full": self.world.full_bytes, "incremental": self.world.incremental_bytes}
         for kind, raw_bytes in streams.items():
             path = self.world.scratch / f"{kind}.stream"
             with path.open("wb") as out:
                 subprocess.run(self._send_argv(kind), stdout=out, check=True)
-            case = self._case(
+            check = self.add_case(
                 STREAM_CHECK,
                 f"{kind} stream",
                 "sendstream.StreamChecker.feed, 1 MiB at a time, in-process (reads not timed)",
                 raw_bytes,
             )
-            steps.append(self._stream_check(case, path))
+            index = self.add_case(
+                FILE_INDEX,
+                f"{kind} stream",
+                "sendindex.StreamIndexer.feed, 1 MiB at a time, in-process (reads not timed)",
+                raw_bytes,
+            )
+            steps += [self._fed(check, path, StreamChecker), self._fed(index, path, None)]
         try:
-            self._alternate(steps)
+            self.alternate(steps)
         finally:
             for kind in streams:
                 (self.world.scratch / f"{kind}.stream").unlink(missing_ok=True)
 
-    def _stream_check(self, case: Case, path: Path) -> Step:
-        return lambda: self._record(case, measure.stream_check(path))
+    def _fed(self, case: Case, path: Path, checker: type[StreamChecker] | None) -> Step:
+        def step() -> None:
+            if checker is not None:
+                self.record(case, measure.fed_in_process(path, checker()))
+                return
+            index = io.BytesIO()
+            self.record(case, measure.fed_in_process(path, StreamIndexer(index)))
+            stored = subprocess.run(
+                ["zstd", "-3", "-q", "-c"], input=index.getvalue(), capture_output=True, check=True
+            ).stdout
+            self.index_bytes[case.name.removesuffix(" stream")] = (
+                len(index.getvalue()),
+                len(stored),
+            )
+
+        return step
 
     # -- restore -----------------------------------------------------------------------------
 
@@ -233,29 +263,31 @@ class Suite:
         self._warm_gpg_agent()
         steps: list[Step] = []
         for compression, decompress in DECOMPRESS.items():
-            bare = self._case(
+            bare = self.add_case(
                 "restore full",
                 f"bare {compression}",
                 f"cat FILE | gpg --decrypt | {decompress} | btrfs receive -e DIR",
                 self.world.full_bytes,
             )
-            ours = self._case(
+            ours = self.add_case(
                 "restore full",
                 f"btrsendd {compression}",
                 f"btrsendd restore --date {FULL_DAY} --target DIR --yes",
                 self.world.full_bytes,
                 baseline=bare.name,
             )
-            steps.append(self._restore(bare, self._bare_restore(compression, bare)))
-            steps.append(self._restore(ours, self._btrsendd_restore(compression, ours)))
-        self._alternate(steps)
+            steps.append(self.restore_step(bare, self._bare_restore(compression, bare)))
+            steps.append(self.restore_step(ours, self._btrsendd_restore(compression, ours)))
+        self.alternate(steps)
 
     def _bare_restore(self, compression: str, case: Case) -> Callable[[Path], Sample]:
         stored = quote(str(self.world.scratch / f"bare-{compression}" / "full.gpg"))
         pipeline = (
             f"cat {stored} | {self._decrypt()} | {DECOMPRESS[compression]} | btrfs receive -e"
         )
-        return lambda target: measure.shell(f"{pipeline} {quote(str(target))}", log=self._log(case))
+        return lambda target: measure.shell(
+            f"{pipeline} {quote(str(target))}", log=self.log_path(case)
+        )
 
     def _btrsendd_restore(self, compression: str, case: Case) -> Callable[[Path], Sample]:
         config = self.world.scratch / f"btrsendd-{compression}" / "btrsendd.toml"
@@ -263,18 +295,18 @@ class Suite:
         day = FULL_DAY.isoformat()
 
         def restore(target: Path) -> Sample:
-            argv = self._btrsendd(config, "restore", "--source", SOURCE, "--date", day)
+            argv = self.btrsendd(config, "restore", "--source", SOURCE, "--date", day)
             argv += ["--target", str(target), "--yes", "--gnupg-home", secret]
-            return measure.run(argv, log=self._log(case), watch_rss=True)
+            return measure.run(argv, log=self.log_path(case), watch_rss=True)
 
         return restore
 
-    def _restore(self, case: Case, restore: Callable[[Path], Sample]) -> Step:
+    def restore_step(self, case: Case, restore: Callable[[Path], Sample]) -> Step:
         def step() -> None:
             target = self.world.target_fs / "restore"
             target.mkdir()
             try:
-                self._record(case, restore(target))
+                self.record(case, restore(target))
             finally:
                 self._clear(target)
 
@@ -306,7 +338,7 @@ class Suite:
         """btrsendd's peak RSS as the stream grows: ``backup-stdin`` fed a synthetic stream
         (``bench.stream``, kind ``sparse``), zstd, gpg, local backend; one run per size."""
         for size in sizes:
-            case = self._case(
+            case = self.add_case(
                 "memory",
                 f"{size / GiB:g} GiB stream",
                 "python -m bench.stream SIZE sparse | btrsendd backup-stdin (zstd, gpg, local)",
@@ -314,93 +346,9 @@ class Suite:
             )
             home = self.world.fresh_dir("btrsendd-memory")
             config = self.world.config(home, compression="zstd")
-            argv = self._btrsendd(
+            argv = self.btrsendd(
                 config, "backup-stdin", "--source", SOURCE, "--date", str(FULL_DAY)
             )
-            self._record(
-                case, measure.run_fed(self._stream(size, "sparse"), argv, log=self._log(case))
+            self.record(
+                case, measure.run_fed(self.stream(size, "sparse"), argv, log=self.log_path(case))
             )
-
-    # -- upload ------------------------------------------------------------------------------
-
-    def uploads(self, size: int) -> None:
-        """Upload throughput to SeaweedFS over loopback against concurrency and part size.
-
-        Without compression or encryption the stream goes straight to the uploader, so the
-        uploader and the server are measured, not the compressor.
-        """
-        with _aws_credentials(), weed_mini(FAKE_CREDENTIALS) as server:
-            steps = [
-                self._upload(
-                    server,
-                    self._case(
-                        "upload",
-                        f"concurrency {concurrency}, part {part_mib} MiB",
-                        "python -m bench.stream SIZE random | btrsendd backup-stdin (S3, no "
-                        "compression, no encryption)",
-                        size,
-                    ),
-                    size,
-                    f'part_size = "{part_mib}MiB"\nconcurrency = {concurrency}',
-                )
-                for concurrency, part_mib in UPLOAD_SETTINGS
-            ]
-            self._alternate(steps)
-
-    def _upload(self, server: S3Server, case: Case, size: int, tuning: str) -> Step:
-        def step() -> None:
-            bucket = server.new_bucket()
-            home = self.world.fresh_dir("btrsendd-s3")
-            storage = (
-                f'backend = "s3"\nbucket = "{bucket}"\nendpoint_url = "{server.endpoint_url}"\n'
-                f'region = "{REGION}"\nstorage_class = "STANDARD"'
-            )
-            config = self.world.config(
-                home, compression="none", storage=storage, encrypt=False, extra_pipeline=tuning
-            )
-            argv = self._btrsendd(
-                config, "backup-stdin", "--source", SOURCE, "--date", str(FULL_DAY)
-            )
-            self._record(
-                case, measure.run_fed(self._stream(size, "random"), argv, log=self._log(case))
-            )
-            _empty_bucket(server, bucket)
-
-        return step
-
-
-@contextlib.contextmanager
-def _aws_credentials() -> Iterator[None]:
-    """The test suite's fake credentials, and no AWS configuration files, for this block.
-
-    They go into this process's environment, so that the server (which makes them its admin
-    identity), this process's own client and every btrsendd started meanwhile use them; a
-    real ``~/.aws`` is never read.
-    """
-    settings = {
-        **FAKE_CREDENTIALS,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _empty_bucket(server: S3Server, bucket: str) -> None:
-    """Delete a run's objects, so SeaweedFS's disk use does not grow along the sweep."""
-    client = server.client()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-    client.delete_bucket(Bucket=bucket)

@@ -2,23 +2,25 @@
 
 The full backup is received first, then each incremental, each one's volumes streamed
 through gpg, the decompressor and ``btrfs receive`` with both the stored and the raw SHA-256
-of every volume checked against the catalog.  Everything is received into a working
-directory inside the target (``workdir.py``: private, recorded, reached by descriptor), and
-the finished day is put into the target as a read-only snapshot of the last member, so the
-target only ever gains a complete subvolume: a failure (or a kill) leaves nothing there that
-looks whole, and a failure names the backup and volume that failed.
+of every volume checked against the catalog; each volume is fetched (as concurrent ranges,
+where the storage is remote) while the one before it is decoded.  Everything is received
+into a working directory inside the target (``workdir.py``: private, recorded, reached by
+descriptor), and the finished day is put into the target as a read-only snapshot of the last
+member, so the target only ever gains a complete subvolume: a failure (or a kill) leaves
+nothing there that looks whole, and a failure names the backup and volume that failed.
 """
 
 from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from btrsendd.catalog import Catalog
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
@@ -53,7 +55,70 @@ def _compression(name: str) -> Compression:
     raise OperationalError(f"unknown compression {name!r} in the catalog; upgrade btrsendd")
 
 
-def _stored_sha256(storage: Storage, vol: Located, throttle: Throttle) -> str | None:
+#: An object opened for reading: what closes it, and the reader.
+_Opened = tuple[ExitStack, BinaryIO]
+
+
+class Readers:
+    """The chain's volumes opened for reading one ahead: the next volume's ranges are fetched
+    while the current one is decoded.  ``restore --path`` (``fileindex/fetch.py``) reads the
+    volumes it needs through one too.
+
+    The storage lends its download buffers to the readers in the order they were opened
+    (``storage/ranged.py``), so the next volume fetches into the buffers the current one
+    gives back, and memory stays within that one budget.  For the same reason nothing else
+    may read the storage while the next volume is open: a failed volume closes it
+    (``reading``) before its object is read again.  ``throttle`` paces every byte read.
+    """
+
+    def __init__(self, storage: Storage, volumes: Sequence[Located], throttle: Throttle) -> None:
+        self.storage = storage
+        self.throttle = throttle
+        self.volumes = list(volumes)
+        #: The volume opened ahead: its index, and its reader or why it could not be opened.
+        self._ahead: tuple[int, _Opened | BtrsenddError] | None = None
+
+    def _open(self, index: int) -> _Opened | BtrsenddError:
+        vol = self.volumes[index]
+        stack = ExitStack()
+        try:
+            body = stack.enter_context(
+                self.storage.open_read(vol.key, vol.version, throttle=self.throttle)
+            )
+        except BtrsenddError as exc:  # reported when that volume's turn comes
+            return exc
+        return stack, body
+
+    @contextmanager
+    def reading(self, index: int) -> Iterator[BinaryIO]:
+        """Volume ``index``'s stored object, the next one opened meanwhile; on failure both
+        are closed before the error goes on."""
+        if self._ahead is not None and self._ahead[0] == index:
+            opened = self._ahead[1]
+            self._ahead = None
+        else:
+            self.close()
+            opened = self._open(index)
+        if isinstance(opened, BtrsenddError):
+            raise opened
+        stack, body = opened
+        with stack:
+            if index + 1 < len(self.volumes):
+                self._ahead = (index + 1, self._open(index + 1))
+            try:
+                yield body
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Close the volume opened ahead, if any."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and not isinstance(ahead[1], BtrsenddError):
+            ahead[1][0].close()
+
+
+def _stored_sha256(readers: Readers, vol: Located) -> str | None:
     """The SHA-256 of a stored object, read afresh; ``None`` if it cannot be read again.
 
     Only a failed decode needs it, to tell damage of the stored bytes from trouble with the
@@ -61,32 +126,33 @@ def _stored_sha256(storage: Storage, vol: Located, throttle: Throttle) -> str | 
     hashes every stored byte once.
     """
     try:
-        with storage.open_read(vol.key, vol.version) as body:
-            return sha256_of(throttle.reader(body))
+        with readers.storage.open_read(vol.key, vol.version, throttle=readers.throttle) as body:
+            return sha256_of(body)
     except (BtrsenddError, OSError):
         return None
 
 
 def decode_checked(
-    storage: Storage,
-    vol: Located,
+    readers: Readers,
+    index: int,
     out: IO[bytes] | int,
     gnupg_home: Path | None,
     inspect: Callable[[memoryview], None],
-    throttle: Throttle,
 ) -> None:
-    """Decode one volume into ``out`` (btrfs receive's stdin), showing every decoded chunk
-    to ``inspect`` first, and check both its hashes against the catalog's.
+    """Decode volume ``index`` of ``readers`` into ``out`` (btrfs receive's stdin), showing
+    every decoded chunk to ``inspect`` first, and check both its hashes against the
+    catalog's.
 
     Everything the volume gave is void unless this returns: its hashes are known only at
     its end.  ``restore --path`` (``fileindex/fetch.py``) decodes its volumes through this
     too, so both restores check every stored and raw byte the same way.
     """
+    vol = readers.volumes[index]
     expected = vol.volume
     try:
-        with storage.open_read(vol.key, vol.version) as body:
+        with readers.reading(index) as body:
             got = decode_volume(
-                throttle.reader(body),
+                body,
                 _codec(vol.backup),
                 out,
                 gnupg_home=gnupg_home,
@@ -95,7 +161,7 @@ def decode_checked(
     except PipelineError as exc:
         # gpg and zstd fail on damaged input before its end, so the decode's own hash of
         # the stored bytes is incomplete: read the object again to know which it was.
-        if _stored_sha256(storage, vol, throttle) not in (expected.stored_sha256, None):
+        if _stored_sha256(readers, vol) not in (expected.stored_sha256, None):
             raise OperationalError(
                 "the stored object is damaged: its SHA-256 differs from the one recorded "
                 f"when it was backed up ({exc})"
@@ -113,14 +179,15 @@ def decode_checked(
 
 
 def _receive_backup(
-    storage: Storage,
+    readers: Readers,
+    first: int,
     volumes: Sequence[Located],
     work: Workdir,
     gnupg_home: Path | None,
     progress: Progress,
-    throttle: Throttle,
 ) -> str:
-    """Receive one backup's volumes into ``work``; return the new subvolume's name.
+    """Receive one backup's volumes, from the chain's volume ``first`` on, into ``work``;
+    return the new subvolume's name.
 
     ``progress`` is the whole chain's: each volume is a step of it.
 
@@ -141,10 +208,10 @@ def _receive_backup(
     with btrfs.Receive(work.fd) as receive:
         current: Located | None = None
         try:
-            for vol in volumes:
+            for index, vol in enumerate(volumes, first):
                 current = vol
                 progress.next_volume()
-                decode_checked(storage, vol, receive.stdin, gnupg_home, inspect, throttle)
+                decode_checked(readers, index, receive.stdin, gnupg_home, inspect)
             current = None
             checker.finish()
             receive.finish()
@@ -283,18 +350,23 @@ def _receive_members(
     log = get_logger(source=newest.source)
     previous: str | None = None
     # One progress for the whole chain: its raw bytes are known, so percent and ETA are too.
-    with Progress(
-        f"{newest.source} {newest.date}",
-        log,
-        event="restore.progress",
-        total=Total(sum(v.volume.raw_length for v in volumes)),
-        volumes=len(volumes),
-    ) as progress:
+    with (
+        Progress(
+            f"{newest.source} {newest.date}",
+            log,
+            event="restore.progress",
+            total=Total(sum(v.volume.raw_length for v in volumes)),
+            volumes=len(volumes),
+        ) as progress,
+        closing(Readers(storage, volumes, throttle)) as readers,
+    ):
+        first = 0
         for _, group in groupby(volumes, key=lambda v: v.backup.id):
             members = list(group)
             row = members[0].backup
             started = time.monotonic()
-            received = _receive_backup(storage, members, work, gnupg_home, progress, throttle)
+            received = _receive_backup(readers, first, members, work, gnupg_home, progress)
+            first += len(members)
             log.info(
                 "restore.received",
                 backup_id=row.id,

@@ -29,7 +29,7 @@ from btrsendd.backup import BackupCycle
 from btrsendd.config import Config, SourceConfig
 from btrsendd.daemon.publisher import Publisher
 from btrsendd.daemon.state import CycleRecord, SourceRecord, now
-from btrsendd.errors import BtrsenddError
+from btrsendd.errors import BtrsenddError, Stopped
 from btrsendd.interrupt import Cancelled
 from btrsendd.interruptions import read_interruptions
 from btrsendd.log import get_logger
@@ -163,15 +163,14 @@ class CycleWorker:
         error: str | None = None
         try:
             outcome = cycle.run(src, day, force=forced)
+        except Stopped:
+            # Not a failure: the upload recorded what it left (`interruptions.py`).  An error
+            # that happens while the daemon is stopping is still one, and reported as one.
+            with self.published.lock:
+                record.last_run_at = started
+                record.last_result = f"interrupted: the daemon was stopped by {self.stop_signal}"
+            return "aborted"
         except BtrsenddError as exc:
-            if self.stopping.is_set():
-                # Not a failure: the upload recorded what it left (`interruptions.py`).
-                with self.published.lock:
-                    record.last_run_at = started
-                    record.last_result = (
-                        f"interrupted: the daemon was stopped by {self.stop_signal}"
-                    )
-                return "aborted"
             self.log.error("backup.failed", source=name, reason=str(exc))
             result, error = "failed", str(exc)
         except Exception as exc:  # a bug in one source must not stop the others or the daemon

@@ -3,8 +3,9 @@
 A file's contents are pieces of backups' raw send streams (``entries.Piece``); the catalog
 says which raw range each volume holds (``raw_offset``, ``raw_length``).  So the volumes a
 set of files needs are known before anything is read: those whose range meets a piece's
-(a piece may span two).  Each is decoded as ``receive.py`` decodes one for ``btrfs receive``
-(gpg, the decompressor, both SHA-256s checked against the catalog, every byte), and as its
+(a piece may span two).  Each is read and decoded as ``receive.py`` does for ``btrfs receive``
+(the next one fetched meanwhile; gpg, the decompressor, both SHA-256s checked against the
+catalog, every byte), and as its
 raw bytes go by, the parts that are some piece's go to a sink with the file and offset they
 belong at.  Nothing holds a whole volume: the bytes pass in the codec's chunks.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from btrsendd.fileindex.records import FileIndexError
 from btrsendd.layout import Located
 from btrsendd.log import get_logger
 from btrsendd.progress import Progress, Total
-from btrsendd.receive import decode_checked
+from btrsendd.receive import Readers, decode_checked
 from btrsendd.storage.base import Storage
 from btrsendd.storage.throttle import UNLIMITED, Throttle
 
@@ -173,8 +175,9 @@ def fetch(
             volumes=len(needed),
         ) as progress,
         open(os.devnull, "wb") as nowhere,
+        closing(Readers(storage, [n.volume for n in needed], throttle)) as readers,
     ):
-        for each in needed:
+        for index, each in enumerate(needed):
             progress.next_volume()
             route = _Router(each, sink)
 
@@ -182,9 +185,10 @@ def fetch(
                 route(chunk)
                 progress.advance(len(chunk))
 
-            vol = each.volume
             try:
                 # The decoded bytes are only inspected: the pieces leave by the sink.
-                decode_checked(storage, vol, nowhere, gnupg_home, inspect, throttle)
+                decode_checked(readers, index, nowhere, gnupg_home, inspect)
             except OperationalError as exc:
-                raise OperationalError(f"restore of {vol.describe()} failed: {exc}") from None
+                raise OperationalError(
+                    f"restore of {each.volume.describe()} failed: {exc}"
+                ) from None

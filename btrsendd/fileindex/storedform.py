@@ -162,13 +162,15 @@ def decode_record(command: int, attrs: w.Attrs) -> Record:
     if found is None:
         raise w.AttrError("it is not a command a file index holds")
     kind, layout = found
-    values: dict[str, object] = {}
-    for name, attr, how in layout:
+    # Layouts list fields in the record's order (a reference last: length, stream offset).
+    values: list[object] = []
+    for _, attr, how in layout:
         if how == "ref":
-            values["stream_offset"], values["length"] = attrs.data_ref()
+            stream_offset, length = attrs.data_ref()
+            values += (length, stream_offset)
         else:
-            values[name] = _decode(attrs, attr, how)
-    return kind(**values)
+            values.append(_decode(attrs, attr, how))
+    return kind(*values)
 
 
 def file_header(stream_header: bytes) -> bytes:

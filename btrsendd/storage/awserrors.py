@@ -7,6 +7,7 @@ One place decides what a failure means: which errors are worth another try (the 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Collection, Iterator
 from functools import partial
 from typing import TypeVar
@@ -100,8 +101,16 @@ class AwsRequests:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(what, exc) from exc
 
-    def _retrying(self, what: str, func: Callable[[], T], *, attempts: int | None = None) -> T:
-        """``func()`` (one request), retried on transient failures within the budget."""
+    def _retrying(
+        self,
+        what: str,
+        func: Callable[[], T],
+        *,
+        attempts: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> T:
+        """``func()`` (one request), retried on transient failures within the budget;
+        ``sleep`` waits between tries (a ranged download's wait ends when it is closed)."""
         return retry_call(
             func,
             retryable=self._retryable,
@@ -111,4 +120,5 @@ class AwsRequests:
             budget=self.retry_budget,
             jitter=equal_jitter,
             on_retry=partial(log_retry, what),
+            sleep=sleep,
         )

@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, runtime_checkable
 
+from btrsendd.storage.throttle import UNLIMITED, Throttle
+
 if TYPE_CHECKING:
     from btrsendd.config import PipelineConfig, SourceConfig, StorageConfig
     from btrsendd.findings import Finding
@@ -109,8 +111,15 @@ class Storage(Protocol):
         """Read a small, immediately readable object (a manifest)."""
         ...
 
-    def open_read(self, key: str, version: str | None = None) -> AbstractContextManager[BinaryIO]:
-        """Open a stored object for streaming reads; ``NotThawedError`` if still archived."""
+    def open_read(
+        self, key: str, version: str | None = None, *, throttle: Throttle = UNLIMITED
+    ) -> AbstractContextManager[BinaryIO]:
+        """Open a stored object for streaming reads; ``NotThawedError`` if still archived.
+
+        Its bytes are paced by ``throttle`` as they arrive.  Remote backends fetch it as
+        concurrent ranges (``ranged.py``) within one memory budget for all the objects open
+        at once: read objects in the order they were opened (or close the earlier first).
+        """
         ...
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:

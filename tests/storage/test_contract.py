@@ -106,7 +106,7 @@ def _s3(server: S3Server, storage_class: str) -> Subject:
         PIPELINE.part_size,
         storage_class,
         not_thawed,
-        "NoSuchKey",
+        "there is no such object",
         f"upload of s3://{storage.bucket}/h/s/b/vol-00000 failed",
         leave_unfinished,
     )
@@ -203,6 +203,19 @@ def test_a_rate_limit_paces_every_part_together(subject: Subject) -> None:
     readable(storage, "h/s/b/vol-00000")
     with storage.open_read("h/s/b/vol-00000") as body:
         assert body.read() == data
+
+
+def test_a_rate_limit_paces_reads_of_every_range_together(subject: Subject) -> None:
+    """``restore --rate-limit``: an object of several ranges (read several at once where the
+    backend is remote) takes its size over the rate, and reads back as it was stored."""
+    storage, part = subject.storage, subject.part
+    data = os.urandom(3 * part + 77)
+    storage.put_stream("h/s/b/vol-00000", Dribble(data, step=MiB))
+    readable(storage, "h/s/b/vol-00000")
+    started = time.monotonic()
+    with storage.open_read("h/s/b/vol-00000", throttle=Throttle(len(data) // 2)) as body:
+        assert body.read() == data
+    assert 2.0 - TOLERANCE <= time.monotonic() - started < 3.5
 
 
 def test_checksums_are_reported_as_stored(subject: Subject) -> None:

@@ -9,10 +9,10 @@ import hashlib
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, FlexibleChecksumError
+from botocore.exceptions import ClientError
 
 from btrsendd.config import PipelineConfig, StorageConfig
 from btrsendd.errors import StorageError
@@ -23,7 +23,6 @@ from btrsendd.storage.s3 import bucket as s3mod
 from btrsendd.storage.s3 import versions as s3versions
 from btrsendd.storage.s3.bucket import S3Storage, thaw_state_from_head
 from btrsendd.storage.s3.client import sha256_b64
-from btrsendd.storage.s3.download import BodyReader
 from btrsendd.storage.s3.upload import (
     MAX_PART_SIZE,
     MAX_PARTS,
@@ -35,9 +34,6 @@ from btrsendd.storage.s3.upload import (
 )
 from tests.fixtures.s3servers import S3Server, _free_ports
 from tests.storage.helpers import Dribble, client_error
-
-if TYPE_CHECKING:
-    from btrsendd.storage.s3.download import ResumingBody
 
 PART = 5 * MiB
 
@@ -121,21 +117,6 @@ def test_retry_call_raises_the_last_or_first_unretryable_failure(
             sleep=slept.append,
         )
     assert slept == delays
-
-
-def test_download_errors_become_storage_errors() -> None:
-    """A body failing mid-read (reset, or botocore's checksum check) says what failed."""
-
-    class Broken:
-        def read(self, size: int) -> bytes:
-            raise FlexibleChecksumError(error_msg="Expected checksum X did not match")
-
-        def close(self) -> None:
-            pass
-
-    body = BodyReader(cast("ResumingBody", Broken()), StorageError)
-    with pytest.raises(StorageError, match="did not match"):
-        body.read(10)
 
 
 def test_open_storage_builds_s3_from_config() -> None:

@@ -24,7 +24,7 @@ import secrets
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from btrsendd.errors import StorageError
 from btrsendd.storage.base import FreeCheck, Lock, ObjectInfo, Readable, Stored
@@ -265,7 +265,9 @@ class LocalStorage:
                 raise _os_error("read", self._path(key), exc) from exc
 
     @contextlib.contextmanager
-    def open_read(self, key: str, version: str | None = None) -> Iterator[BinaryIO]:
+    def open_read(
+        self, key: str, version: str | None = None, *, throttle: Throttle = UNLIMITED
+    ) -> Iterator[BinaryIO]:
         path = self._path(key)
         parts, name = _split(key)
         with self._directories(parts) as fds:
@@ -286,7 +288,11 @@ class LocalStorage:
                 f"cannot read {path}: it is not a regular file, so not an object btrsendd wrote"
             )
         with open(fd, "rb") as f:
-            yield f
+            if not throttle.limited:
+                yield f
+                return
+            with io.BufferedReader(cast(io.RawIOBase, throttle.reader(f))) as paced:
+                yield paced
 
     def _files(self, prefix: str) -> list[tuple[str, int]]:
         """Every regular file whose key starts with ``prefix``, temporary ones included, by

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -33,19 +33,19 @@ from btrsendd.storage.base import (
     Tier,
 )
 from btrsendd.storage.common import check_key
+from btrsendd.storage.ranged import Part, RangeBudget, RangedReader
 from btrsendd.storage.s3.client import (
     CHECKSUM_PREFIX,
     CONNECT_TIMEOUT,
+    READ_GAVE_UP,
     READ_TIMEOUT,
     version_argument,
 )
-from btrsendd.storage.s3.download import BodyReader, ResumingBody
 from btrsendd.storage.s3.upload import MAX_PART_SIZE, MIN_PART_SIZE, MiB, S3Upload
 from btrsendd.storage.s3.versions import BucketVersions
 from btrsendd.storage.throttle import UNLIMITED, Throttle
 
 if TYPE_CHECKING:
-    from botocore.response import StreamingBody
     from mypy_boto3_s3.literals import StorageClassType
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
@@ -124,6 +124,8 @@ class S3Storage(BucketVersions):
         self.storage_class: StorageClassType = storage_class
         self.part_size = part_size
         self.concurrency = concurrency
+        #: What every download shares: ``concurrency`` ranges of ``part_size`` in memory.
+        self._ranges = RangeBudget(concurrency, part_size)
         #: Whether the configuration locks objects: then the bucket must be able to.
         self.object_lock = object_lock
         # Read here, not at import, so that tests can shorten them.
@@ -168,42 +170,93 @@ class S3Storage(BucketVersions):
             return body.read()
 
     @contextlib.contextmanager
-    def open_read(self, key: str, version: str | None = None) -> Iterator[BinaryIO]:
+    def open_read(
+        self, key: str, version: str | None = None, *, throttle: Throttle = UNLIMITED
+    ) -> Iterator[BinaryIO]:
+        """The object as ``part_size`` ranges fetched ``concurrency`` at a time (``ranged``),
+        each pinned by ``If-Match`` to the ETag the object had when it was opened."""
         what = f"download of {self._url(check_key(key))}"
+        size, etag = self._readable(what, key, version)
+        reader = RangedReader(
+            size,
+            partial(self._fill_range, key, version, etag, size),
+            self._ranges,
+            retrying=lambda attempt, pause: self._retrying(what, attempt, sleep=pause),
+            describe=partial(self._read_error, what, key, etag),
+            throttle=throttle,
+        )
+        with io.BufferedReader(reader) as buffered:
+            yield buffered
+
+    def _readable(self, what: str, key: str, version: str | None) -> tuple[int, str]:
+        """The size and ETag of ``key``, which must be readable now.
+
+        Asked with HEAD, which has no body: opening reads nothing before the budget lends a
+        buffer, so it never waits for one.  Where HEAD says the object is archived, a GET of
+        its first byte decides: S3-compatible servers report cold classes they do not have,
+        and serve the objects anyway.
+        """
         try:
-            # ChecksumMode makes botocore check a whole-object SHA-256 at the end of the
-            # body; multipart objects carry a checksum of checksums, which it skips.
-            response = self._retrying(
+            head = self._retrying(
                 what,
-                lambda: self._client.get_object(
-                    Bucket=self.bucket, Key=key, ChecksumMode="ENABLED", **version_argument(version)
+                lambda: self._client.head_object(
+                    Bucket=self.bucket, Key=key, **version_argument(version)
                 ),
             )
+            size, etag = head["ContentLength"], head["ETag"]
+            state = thaw_state_from_head(head.get("StorageClass"), head.get("Restore"))
+            if size and state != "readable":
+                self._retrying(
+                    what,
+                    lambda: self._client.get_object(
+                        Bucket=self.bucket, Key=key, Range="bytes=0-0", **version_argument(version)
+                    )["Body"].close(),
+                )
         except ClientError as exc:
-            if error_code(exc) == "InvalidObjectState":
-                raise NotThawedError(
-                    f"{self._url(key)} is archived in cold storage; request a restore and "
-                    "wait for it before reading"
-                ) from None
-            raise self._error(what, exc) from exc
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                which = "" if version is None else f" version {version}"
+                raise StorageError(f"{what} failed: there is no such object{which}") from None
+            raise self._read_error(what, key, "", exc) from exc
         except BotoCoreError as exc:
-            raise self._error(what, exc) from exc
-        resuming = ResumingBody(
-            response, partial(self._get_from, key, version), partial(self._retrying, what)
-        )
-        body = BodyReader(resuming, lambda exc: self._error(what, exc))
-        with io.BufferedReader(body) as reader:
-            yield reader
+            raise self._error(what, exc, gave_up=READ_GAVE_UP) from exc
+        return size, etag
 
-    def _get_from(self, key: str, version: str | None, etag: str, start: int) -> StreamingBody:
-        """The rest of ``key`` from byte ``start``, if it is still the object with ``etag``."""
-        return self._client.get_object(
-            Bucket=self.bucket,
-            Key=key,
-            Range=f"bytes={start}-",
-            IfMatch=etag,
-            **version_argument(version),
-        )["Body"]
+    def _not_thawed(self, key: str) -> NotThawedError:
+        return NotThawedError(
+            f"{self._url(key)} is archived in cold storage; request a restore and wait for it "
+            "before reading"
+        )
+
+    def _fill_range(self, key: str, version: str | None, etag: str, size: int, part: Part) -> None:
+        """One attempt at ``part`` of ``key``, if it is still the object with ``etag``.
+
+        An object that is one range is asked for whole, so that botocore checks its SHA-256
+        (``ChecksumMode``) at the end of the body; a range has no checksum of its own, and
+        multipart objects a checksum of checksums, which botocore skips.
+        """
+        asked: dict[str, Any] = {"Range": f"bytes={part.start}-{part.end}"}
+        if part.start == 0 and part.end == size - 1:
+            asked = {"ChecksumMode": "ENABLED"}
+        response = self._client.get_object(
+            Bucket=self.bucket, Key=key, IfMatch=etag, **asked, **version_argument(version)
+        )
+        with contextlib.closing(response["Body"]) as body:
+            part.read_from(body)
+
+    def _read_error(self, what: str, key: str, etag: str, exc: Exception) -> Exception:
+        """The line a download that failed for good ends with."""
+        if isinstance(exc, StorageError):
+            return StorageError(f"{what} failed: {exc}")
+        if isinstance(exc, ClientError):
+            if error_code(exc) == "InvalidObjectState":  # archived since it was opened
+                return self._not_thawed(key)
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412:
+                return StorageError(
+                    f"{what} failed: the object was replaced while it was read (its ETag is no "
+                    f"longer {etag}), so nothing of the new one was mixed in; find out who "
+                    "writes to the bucket, then run the command again"
+                )
+        return self._error(what, exc, gave_up=READ_GAVE_UP)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         what = f"listing {self._url(prefix)}"

@@ -46,6 +46,8 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 #: Said when retrying gave up, after the endpoint's last error.
 _GAVE_UP_ADVICE = "an interrupted backup resumes from its last stored volume at the next cycle"
+#: Said when a download gave up: nothing was changed by reading.
+READ_GAVE_UP = "nothing was changed; run the same command again once the endpoint answers"
 #: ``Stored.checksum`` names its algorithm, so a later change of algorithm reads as a change.
 CHECKSUM_PREFIX = "sha256:"
 
@@ -127,7 +129,7 @@ class BucketClient(AwsRequests):
 
     # -- errors ----------------------------------------------------------------------------
 
-    def _error(self, what: str, exc: Exception) -> StorageError:
+    def _error(self, what: str, exc: Exception, *, gave_up: str = _GAVE_UP_ADVICE) -> StorageError:
         """One line for the user: what failed and, for the usual causes, what to do.
 
         Only the endpoint's error code and message are used, never request details, so no
@@ -135,8 +137,8 @@ class BucketClient(AwsRequests):
         for how long it tried (``retry_call``'s note) and that nothing is lost.
         """
         notes = getattr(exc, "__notes__", [])
-        gave_up = "".join(f"; {note}" for note in [*notes, _GAVE_UP_ADVICE]) if notes else ""
-        return StorageError(self._explain(what, exc) + gave_up)
+        advice = "".join(f"; {note}" for note in [*notes, gave_up]) if notes else ""
+        return StorageError(self._explain(what, exc) + advice)
 
     def _explain(self, what: str, exc: Exception) -> str:
         if isinstance(exc, ClientError):

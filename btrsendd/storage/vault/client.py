@@ -33,6 +33,7 @@ from btrsendd.storage.awserrors import (
     error_code,
     is_transient,
 )
+from btrsendd.storage.ranged import WrongLength
 from btrsendd.storage.throttle import UNLIMITED, Throttle
 
 if TYPE_CHECKING:
@@ -138,8 +139,8 @@ class VaultClient(AwsRequests):
         return StorageError(f"{what} failed: {exc}")
 
     def _retryable(self, exc: Exception) -> bool:
-        """Retryable AWS failures, and a damaged download range (fetched again)."""
-        return isinstance(exc, DamagedRange) or is_transient(exc, _TRANSIENT_CODES)
+        """Retryable AWS failures, and a damaged or cut download range (fetched again)."""
+        return isinstance(exc, DamagedRange | WrongLength) or is_transient(exc, _TRANSIENT_CODES)
 
     # -- archives and jobs -----------------------------------------------------------------
 

@@ -1,102 +1,94 @@
-"""Reading an archive from its retrieval job's output, range by range, each range checked.
+"""Reading an archive from its retrieval job's output, as concurrent ranges, each checked.
 
-Job output is fetched (and held in memory, to be checked before use) in tree-hash-aligned
-ranges; each range is checked against the tree hash the vault sends with it, and the ranges'
-tree hashes combine into the archive's, checked against the index when the last range
-arrives, so a reader that reaches the end has read exactly what was uploaded.
+Job output is fetched in tree-hash-aligned ranges, several at once (``ranged.py``: at most
+``concurrency`` ranges of ``read_range`` bytes in memory); each range is checked against the
+tree hash the vault sends with it, and fetched again while it does not match.  The ranges'
+tree hashes combine into the archive's, checked against the index when the reader reaches
+the end, so a reader that reaches the end has read exactly what was uploaded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from btrsendd.errors import StorageError
+from btrsendd.storage.ranged import Part, RangeBudget, RangedReader
+from btrsendd.storage.throttle import Throttle
 from btrsendd.storage.vault.archives import Archive, MiB
 from btrsendd.storage.vault.client import DamagedRange, VaultClient
 from btrsendd.storage.vault.treehash import combine, tree_hash
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    from collections.abc import Callable
 
 #: Job output is fetched this much at a time by default.  A power of two MiB, so every range
 #: is tree-hash aligned and the ranges' tree hashes combine into the archive's.
 DEFAULT_READ_RANGE = 16 * MiB
 
 
-class JobOutput(io.RawIOBase):
-    """A retrieval job's output as a file: fetched range by range, each checked before use."""
+class JobOutput:
+    """The ranges of one retrieval job's output, fetched and checked for a ``RangedReader``."""
 
-    def __init__(self, client: VaultClient, job_id: str, archive: Archive, range_size: int) -> None:
-        super().__init__()
+    def __init__(self, client: VaultClient, job_id: str, archive: Archive) -> None:
         self._client = client
         self._job_id = job_id
         self._archive = archive
-        self._range_size = range_size
         self._what = f"download of {client._name(archive.key)}"
-        self._offset = 0
-        self._buffer = memoryview(b"")
-        self._digests: list[bytes] = []
+        #: Each range's tree hash by its first byte, as the workers fetch them.
+        self._digests: dict[int, bytes] = {}
 
-    def readable(self) -> bool:
-        return True
+    def reader(self, budget: RangeBudget, throttle: Throttle) -> RangedReader:
+        return RangedReader(
+            self._archive.size,
+            self._fill,
+            budget,
+            retrying=self._retrying,
+            describe=self._describe,
+            throttle=throttle,
+            finish=self._finish,
+        )
 
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        if not self._buffer:
-            if self._offset >= self._archive.size:
-                return 0
-            end = min(self._offset + self._range_size, self._archive.size) - 1
-            data, digest = self._fetch(self._offset, end)
-            self._digests.append(digest)
-            self._offset = end + 1
-            if self._offset >= self._archive.size:
-                whole = combine(self._digests).hex()
-                if whole != self._archive.tree_hash:
-                    raise StorageError(
-                        f"archive of {self._archive.key} has tree hash {whole}, not the "
-                        f"{self._archive.tree_hash} recorded at upload; it is damaged or the "
-                        "vault index is wrong (rebuild it from an inventory)"
-                    )
-            self._buffer = memoryview(data)
-        view = memoryview(buffer).cast("B")
-        count = min(len(view), len(self._buffer))
-        view[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
-        return count
+    def _retrying(self, attempt: Callable[[], None], pause: Callable[[float], None]) -> None:
+        self._client._retrying(self._what, attempt, sleep=pause)
 
-    def _fetch(self, start: int, end: int) -> tuple[bytes, bytes]:
-        """Bytes ``start`` to ``end`` and their tree hash, fetched again while damaged."""
-        try:
-            return self._client._retrying(
-                f"{self._what} (bytes {start}-{end})", lambda: self._fetch_once(start, end)
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise self._client._error(self._what, exc) from exc
+    def _describe(self, exc: Exception) -> Exception:
+        if isinstance(exc, ClientError | BotoCoreError):
+            return self._client._error(self._what, exc)
+        if isinstance(exc, DamagedRange) or not isinstance(exc, StorageError):
+            return exc
+        return StorageError(f"{self._what} failed: {exc}")
 
-    def _fetch_once(self, start: int, end: int) -> tuple[bytes, bytes]:
-        """One range of the job's output and its tree hash, checked against the vault's.
+    def _fill(self, part: Part) -> None:
+        """One range of the job's output, checked against the tree hash the vault sent.
 
         The vault sends the range's tree hash when the range is tree-hash aligned, which ours
         always are; a server that leaves it out (moto) is still checked as a whole at the end.
         """
         client = self._client
         response = client._client.get_job_output(
-            vaultName=client.vault, jobId=self._job_id, range=f"bytes={start}-{end}"
+            vaultName=client.vault, jobId=self._job_id, range=f"bytes={part.start}-{part.end}"
         )
         with contextlib.closing(response["body"]) as body:
-            data = body.read()
-        if len(data) != end - start + 1:
-            raise DamagedRange(
-                f"{self._what} failed: bytes {start}-{end} came back as {len(data)} bytes"
-            )
-        digest = tree_hash(data)
+            part.read_from(body)
+        digest = tree_hash(part.view)
         sent = response.get("checksum")
         if sent and sent != digest.hex():
             raise DamagedRange(
-                f"{self._what} failed: bytes {start}-{end} do not match the tree hash the "
-                "vault sent with them"
+                f"{self._what} failed: bytes {part.start}-{part.end} do not match the tree "
+                "hash the vault sent with them"
             )
-        return data, digest
+        self._digests[part.start] = digest
+
+    def _finish(self) -> None:
+        if not self._archive.size:
+            return
+        whole = combine([self._digests[start] for start in sorted(self._digests)]).hex()
+        if whole != self._archive.tree_hash:
+            raise StorageError(
+                f"archive of {self._archive.key} has tree hash {whole}, not the "
+                f"{self._archive.tree_hash} recorded at upload; it is damaged or the "
+                "vault index is wrong (rebuild it from an inventory)"
+            )

@@ -8,9 +8,9 @@ Each archive's description names its key (``archives.py``), so the index can be 
 a vault inventory (``inventory.py``).
 
 Volumes stream in as multipart uploads (``upload.py``), checked by the vault with tree hashes
-part by part; downloads fetch the job output in checked ranges (``download.py``).  Everything
-here, manifests included, needs a retrieval job before it can be read: vaults have no
-immediately readable class.
+part by part; downloads fetch the job output in checked ranges, several at once
+(``download.py``).  Everything here, manifests included, needs a retrieval job before it can
+be read: vaults have no immediately readable class.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from btrsendd.storage.base import (
     Tier,
 )
 from btrsendd.storage.common import check_key, refuse_lock
+from btrsendd.storage.ranged import RangeBudget
 from btrsendd.storage.throttle import UNLIMITED, Throttle
 from btrsendd.storage.vault import inventory
 from btrsendd.storage.vault.archives import (
@@ -61,7 +62,8 @@ class VaultStorage(VaultClient):
     ``index_path`` is the sqlite index (keep it in the state directory).  ``volume_size`` is
     the largest raw volume the pipeline writes; with ``part_size`` (a wish, rounded up to a
     power of two MiB) it fixes the multipart part size (``choose_part_size``).  Memory is
-    about ``concurrency`` parts on upload and one ``read_range`` on download.
+    about ``concurrency`` parts on upload and ``concurrency`` ranges of ``read_range`` on
+    download.
     """
 
     storage_class = STORAGE_CLASS
@@ -102,6 +104,8 @@ class VaultStorage(VaultClient):
         self.part_size = choose_part_size(volume_size, part_size)
         self.concurrency = concurrency
         self.read_range = read_range
+        #: What every download shares: ``concurrency`` ranges of ``read_range`` in memory.
+        self._ranges = RangeBudget(concurrency, read_range)
         self.index = VaultIndex(index_path)
 
     def _archive(self, key: str) -> Archive:
@@ -159,7 +163,9 @@ class VaultStorage(VaultClient):
             return body.read()
 
     @contextlib.contextmanager
-    def open_read(self, key: str, version: str | None = None) -> Iterator[BinaryIO]:
+    def open_read(
+        self, key: str, version: str | None = None, *, throttle: Throttle = UNLIMITED
+    ) -> Iterator[BinaryIO]:
         archive = self._archive(key)
         job_id = self.index.retrieval(archive.archive_id)
         state = "archived" if job_id is None else self._job_state(archive, job_id)
@@ -168,7 +174,8 @@ class VaultStorage(VaultClient):
                 f"{self._name(key)} needs a retrieval job before it can be read"
                 + (" (requested, still running)" if state == "pending" else "; request one")
             )
-        with io.BufferedReader(JobOutput(self, job_id, archive, self.read_range)) as reader:
+        output = JobOutput(self, job_id, archive).reader(self._ranges, throttle)
+        with io.BufferedReader(output) as reader:
             yield reader
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
