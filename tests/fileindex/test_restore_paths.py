@@ -32,7 +32,7 @@ from tests.support.restored import differences, loop_ext4, restored_paths
 from tests.support.world import World, local_world, make_world
 
 #: One backup day (the schedule's ``backup_days``) per day of the chain builder.
-DAYS = [date(2000, 1, d) for d in (1, 7, 14, 21)][: len(CHANGES)]
+DAYS = [date(2000, m, d) for m in (1, 2, 3) for d in (1, 7, 14, 21)][: len(CHANGES)]
 PADDING = 2_500_000
 
 
