@@ -112,7 +112,9 @@ def state(root: Path, paths: Sequence[str]) -> dict[str, Shape]:
                 content = hashlib.file_digest(f, "sha256").hexdigest()
             result[f"data:{rel}"] = tuple(_data(path))
         result[rel] = (*shape, content)
-    result["<hardlinks>"] = tuple(sorted(tuple(sorted(g)) for g in inodes.values()))
+    # Names outside ``paths`` are not restored: a group is the names among ``paths``.
+    groups = (tuple(sorted(g)) for g in inodes.values() if len(g) > 1)
+    result["<hardlinks>"] = tuple(sorted(groups))
     return result
 
 
