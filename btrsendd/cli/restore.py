@@ -30,7 +30,8 @@ def register(commands: Commands) -> None:
         commands,
         "restore",
         run,
-        "restore the newest backup dated on or before --date into --target (a btrfs directory)",
+        "restore the newest backup dated on or before --date into --target (a btrfs "
+        "directory), or only its --path(s) onto any filesystem",
     )
     p.add_argument("--source", metavar="NAME", required=True, help="the source to restore")
     p.add_argument(
