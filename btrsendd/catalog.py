@@ -22,6 +22,7 @@ from pathlib import Path
 
 from btrsendd.catalog_schema import (
     CATALOG_FILE,
+    INDEX_COLUMNS,
     INSERT_VOLUME,
     MIGRATIONS,
     SCHEMA,
@@ -29,6 +30,7 @@ from btrsendd.catalog_schema import (
     SELECT_BACKUPS,
     STREAM_COLUMNS,
     backup_from_row,
+    index_values,
     stream_values,
     volume_values,
 )
@@ -36,6 +38,7 @@ from btrsendd.errors import OperationalError
 from btrsendd.model import (
     Backup,
     DeferredDeletion,
+    FileIndexRef,
     Kind,
     RestoreRequest,
     State,
@@ -186,6 +189,14 @@ class Catalog:
                 (*stream_values(stream), backup_id),
             )
 
+    def set_file_index(self, backup_id: str, ref: FileIndexRef) -> None:
+        """Record the backup's stored file index, before its manifest (which lists it)."""
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE backups SET ({INDEX_COLUMNS}) = (?, ?, ?, ?, ?) WHERE id = ?",
+                (*index_values(ref), backup_id),
+            )
+
     def complete_backup(
         self, backup_id: str, completed_at: str, manifest_version: str | None = None
     ) -> None:
@@ -287,9 +298,9 @@ class Catalog:
                 "INSERT INTO backups (id, source, date, kind, parent_id, chain, state, snapshot,"
                 " snapshot_uuid, parent_uuid, compression, recipients, storage_class,"
                 f" raw_bytes, stored_bytes, created_at, completed_at, {STREAM_COLUMNS},"
-                " manifest_version, locked_until)"
+                f" manifest_version, locked_until, {INDEX_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?, ?, ?, ?, ?, ?, ?)",
+                " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.id,
                     row.source,
@@ -310,6 +321,7 @@ class Catalog:
                     *stream_values(row.stream),
                     row.manifest_version,
                     _iso(row.locked_until),
+                    *index_values(row.file_index),
                 ),
             )
             db.executemany(INSERT_VOLUME, [volume_values(row.id, v) for v in volumes])

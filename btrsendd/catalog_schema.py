@@ -9,9 +9,9 @@ from __future__ import annotations
 import sqlite3
 from datetime import date, datetime
 
-from btrsendd.model import Backup, State, StreamIdentity, Volume
+from btrsendd.model import Backup, FileIndexRef, State, StreamIdentity, Volume
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CATALOG_FILE = "catalog.db"
 
 SCHEMA = """
@@ -40,7 +40,12 @@ CREATE TABLE backups (
     stream_parent_uuid     TEXT,
     stream_parent_ctransid INTEGER,
     manifest_version       TEXT,
-    locked_until           TEXT
+    locked_until           TEXT,
+    index_name          TEXT,
+    index_stored_size   INTEGER,
+    index_stored_sha256 TEXT,
+    index_raw_size      INTEGER,
+    index_version       TEXT
 );
 CREATE INDEX backups_by_source ON backups(source, date);
 -- At most one live backup per source and day: dates name backups in btrsend's protocol,
@@ -136,6 +141,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE stray_versions (source TEXT PRIMARY KEY, versions INTEGER NOT NULL,"
         " bytes INTEGER NOT NULL, checked_at TEXT NOT NULL)",
     ),
+    # 5: each backup's file index (``FileIndexRef``).  Older backups keep NULLs: they have
+    # none, and find and diff say they cannot see into them.
+    4: tuple(
+        f"ALTER TABLE backups ADD COLUMN {column}"
+        for column in (
+            "index_name TEXT",
+            "index_stored_size INTEGER",
+            "index_stored_sha256 TEXT",
+            "index_raw_size INTEGER",
+            "index_version TEXT",
+        )
+    ),
 }
 
 INSERT_VOLUME = (
@@ -167,7 +184,8 @@ SELECT_BACKUPS = """
            (SELECT COUNT(*) FROM volumes v WHERE v.backup_id = b.id),
            b.created_at, b.completed_at, b.stream_version, b.stream_name, b.stream_uuid,
            b.stream_ctransid, b.stream_parent_uuid, b.stream_parent_ctransid,
-           b.manifest_version, b.locked_until
+           b.manifest_version, b.locked_until, b.index_name, b.index_stored_size,
+           b.index_stored_sha256, b.index_raw_size, b.index_version
     FROM backups b LEFT JOIN backups p ON p.id = b.parent_id
 """
 
@@ -187,6 +205,28 @@ def stream_values(stream: StreamIdentity | None) -> tuple[object, ...]:
         stream.ctransid,
         stream.parent_uuid,
         stream.parent_ctransid,
+    )
+
+
+INDEX_COLUMNS = "index_name, index_stored_size, index_stored_sha256, index_raw_size, index_version"
+
+
+def index_values(ref: FileIndexRef | None) -> tuple[object, ...]:
+    if ref is None:
+        return (None,) * 5
+    return (ref.name, ref.stored_size, ref.stored_sha256, ref.raw_size, ref.version)
+
+
+def _index_from(values: tuple[object, ...]) -> FileIndexRef | None:
+    name, stored_size, stored_sha256, raw_size, version = values
+    if name is None:
+        return None
+    return FileIndexRef(
+        name=str(name),
+        stored_size=int(str(stored_size)),
+        stored_sha256=str(stored_sha256),
+        raw_size=int(str(raw_size)),
+        version=None if version is None else str(version),
     )
 
 
@@ -250,6 +290,7 @@ def backup_from_row(row: sqlite3.Row | tuple[object, ...]) -> Backup:
         stream=_stream_from(values[19:25]),
         manifest_version=None if values[25] is None else str(values[25]),
         locked_until=None if values[26] is None else datetime.fromisoformat(str(values[26])),
+        file_index=_index_from(values[27:32]),
     )
 
 

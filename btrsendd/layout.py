@@ -2,6 +2,7 @@
 
 ```
 <prefix>/<source>/<backup-id>/vol-00000.btrfs.<gz|zst>[.gpg]   the volumes, in order
+<prefix>/<source>/<backup-id>/file-index[.<gz|zst>][.gpg]      the file index, readable at once
 <prefix>/<source>/<backup-id>/manifest.json                    written last: the backup exists
 ```
 
@@ -21,6 +22,8 @@ from btrsendd.model import Backup, Kind, Volume
 from btrsendd.names import UnsafeName, check_name
 
 MANIFEST_NAME = "manifest.json"
+#: The file index's name before the codec's extension (``fileindex/storedform.py``).
+INDEX_STEM = "file-index"
 
 _KIND_IN_ID = {"full": "full", "incremental": "inc"}
 
@@ -44,6 +47,11 @@ def volume_name(index: int, suffix: str) -> str:
     """``vol-00003.btrfs.zst.gpg``: the volume's place in the stream and how it is encoded
     (``suffix`` from the codec), so a volume can be read back from its name alone."""
     return f"vol-{index:05d}.{suffix}"
+
+
+def index_name(extension: str) -> str:
+    """``file-index.zst.gpg``: the file index, encoded as the codec's ``extension`` says."""
+    return INDEX_STEM + extension
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,10 @@ class Layout:
 
     def manifest_key(self, backup: Backup) -> str:
         return self.key(backup, MANIFEST_NAME)
+
+    def index_key(self, backup: Backup) -> str | None:
+        """The key of ``backup``'s file index; None for a backup that has none."""
+        return None if backup.file_index is None else self.key(backup, backup.file_index.name)
 
     def longest_key(self, source: str) -> str:
         """The longest key btrsendd writes for ``source`` (a full backup's volume, encrypted

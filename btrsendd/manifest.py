@@ -24,7 +24,7 @@ from typing import Any
 from btrsendd import __version__
 from btrsendd.errors import OperationalError, StorageError
 from btrsendd.manifest_schema import FORMAT, VERSION, parse
-from btrsendd.model import Backup, StreamIdentity, Volume
+from btrsendd.model import Backup, FileIndexRef, StreamIdentity, Volume
 from btrsendd.storage.base import Storage
 from btrsendd.strictjson import Invalid, Object, loads
 
@@ -57,6 +57,11 @@ class Manifest:
     backup: Backup
     volumes: tuple[Volume, ...]
 
+    def object_names(self) -> list[str]:
+        """The names of the objects it lists in its backup's directory, besides itself."""
+        index = self.backup.file_index
+        return [v.name for v in self.volumes] + ([] if index is None else [index.name])
+
     def to_json(self) -> bytes:
         b = self.backup
         doc: dict[str, Any] = {
@@ -86,6 +91,8 @@ class Manifest:
             # Added within version 1 (absent before btrsendd checked send streams): what the
             # stream said it is, so a rebuilt catalog can check chain links without a thaw.
             "stream": None if b.stream is None else _stream_json(b.stream),
+            # Added within version 1 too: the file index, which find and diff read.
+            "file_index": None if b.file_index is None else _index_json(b.file_index),
             "volumes": [
                 {
                     "index": v.index,
@@ -140,6 +147,15 @@ def oversized(size: int) -> str | None:
     if size <= MAX_MANIFEST_BYTES:
         return None
     return f"{size} bytes, larger than any manifest btrsendd writes (at most {MAX_MANIFEST_BYTES})"
+
+
+def _index_json(ref: FileIndexRef) -> dict[str, Any]:
+    return {
+        "name": ref.name,
+        "stored_size": ref.stored_size,
+        "stored_sha256": ref.stored_sha256,
+        "raw_size": ref.raw_size,
+    }
 
 
 def _stream_json(stream: StreamIdentity) -> dict[str, Any]:

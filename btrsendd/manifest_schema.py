@@ -16,8 +16,8 @@ from datetime import date, timedelta
 from typing import Any, get_args
 
 from btrsendd.config import StorageClass
-from btrsendd.layout import volume_name
-from btrsendd.model import Backup, Kind, StreamIdentity, Volume
+from btrsendd.layout import index_name, volume_name
+from btrsendd.model import Backup, FileIndexRef, Kind, StreamIdentity, Volume
 from btrsendd.names import NameKind, UnsafeName, check_name, is_safe_component
 from btrsendd.pipeline.codec import Codec, Compression
 from btrsendd.pricing import LOCAL_CLASS, THAW
@@ -146,6 +146,9 @@ def parse(doc: Object, today: date) -> tuple[Backup, tuple[Volume, ...]]:
         snapshot=doc.opt("snapshot", _name("snapshot")),
         snapshot_uuid=doc.opt("snapshot_uuid", _UUID),
         stream=doc.opt("stream", _stream, may_be_absent=True),
+        # Added within version 1: manifests written before btrsendd kept file indexes (or
+        # in a Glacier vault) have none.
+        file_index=doc.opt("file_index", _file_index(compression, recipients), may_be_absent=True),
         **_chain_links(doc, backup_id, when, kind),
     )
     for total, part in (("raw_bytes", "raw_length"), ("stored_bytes", "stored_size")):
@@ -254,6 +257,26 @@ def _volumes(
             raise Invalid(v.field("raw_length"), f"the volumes hold more than {MAX_BYTES} bytes")
         volumes.append(volume)
     return tuple(volumes)
+
+
+def _file_index(compression: Compression, recipients: tuple[str, ...]) -> Check[FileIndexRef]:
+    """The file index, named as ``backup`` names it for the backup's codec; its version is
+    the storage's, which the manifest predates."""
+    expected = index_name(Codec(compression, 0, recipients, None).extension)
+
+    def check(field: str, value: object) -> FileIndexRef:
+        doc = Object(value, field)
+        name = doc.req("name", a_string)
+        if name != expected:
+            raise Invalid(doc.field("name"), f"{show(name)}, but this backup's index is {expected}")
+        return FileIndexRef(
+            name=name,
+            stored_size=doc.req("stored_size", integer(1, MAX_BYTES)),
+            stored_sha256=doc.req("stored_sha256", _SHA256),
+            raw_size=doc.req("raw_size", integer(1, MAX_BYTES)),
+        )
+
+    return check
 
 
 def _safe_subvolume(field: str, value: object) -> str:

@@ -89,6 +89,22 @@ class StreamIdentity:
 
 
 @dataclass(frozen=True)
+class FileIndexRef:
+    """A backup's stored file index (``fileindex/records.py``): what ``find``, ``diff`` and
+    ``restore --path`` read instead of the volumes.  Encoded like the volumes, but stored
+    in a class that reads back without a thaw."""
+
+    #: The object's file name inside its backup's directory (``layout.index_name``).
+    name: str
+    stored_size: int
+    stored_sha256: str
+    #: The size of the index before compression and encryption.
+    raw_size: int
+    #: The object's version (``Stored.version``) in a bucket that keeps versions.
+    version: str | None = None
+
+
+@dataclass(frozen=True)
 class Backup:
     """One backup of one source, as the catalog and its manifest record it."""
 
@@ -118,6 +134,9 @@ class Backup:
     #: Until when every object of the backup is locked (Object Lock), as far as btrsendd
     #: locked or extended it; None when it locked nothing.
     locked_until: datetime | None = None
+    #: None for backups stored before btrsendd kept file indexes, in a Glacier vault (which
+    #: has no class readable without a retrieval), or whose index could not be written.
+    file_index: FileIndexRef | None = None
 
 
 #: One chain's backups, the full one first: what restoring its newest member receives.

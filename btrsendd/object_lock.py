@@ -119,9 +119,12 @@ class ObjectLock:
                 )
 
     def _objects(self, row: Backup) -> Iterator[tuple[str, str | None]]:
-        """(key, version) of the manifest and every volume of ``row``; version None (the
-        current one) for objects written before btrsendd recorded versions."""
+        """(key, version) of the manifest, the file index and every volume of ``row``;
+        version None (the current one) for objects written before btrsendd recorded
+        versions."""
         layout = self.repo.layout
         yield layout.manifest_key(row), row.manifest_version
+        if row.file_index is not None:
+            yield layout.key(row, row.file_index.name), row.file_index.version
         for vol in self.repo.catalog.volumes(row.id):
             yield layout.key(row, vol.name), vol.version

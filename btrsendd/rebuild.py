@@ -25,6 +25,7 @@ from btrsendd.catalog import Catalog
 from btrsendd.catalog_schema import CATALOG_FILE
 from btrsendd.errors import NotThawedError, UsageError
 from btrsendd.layout import MANIFEST_NAME, Layout
+from btrsendd.log import get_logger
 from btrsendd.manifest import (
     Manifest,
     ManifestError,
@@ -90,7 +91,27 @@ def _with_versions(
             f"backup {manifest.backup.id} ({manifest.backup.source} {manifest.backup.date}): "
             + ", ".join(problems)
         )
-    return Manifest(manifest.backup, tuple(volumes))
+    return Manifest(_with_index(manifest.backup, layout, objects), tuple(volumes))
+
+
+def _with_index(b: Backup, layout: Layout, objects: dict[str, list[Candidate]]) -> Backup:
+    """``b`` with the stored version of its file index: the oldest with the recorded size
+    (``load_index`` checks its SHA-256).  An index that is not stored costs only what reads
+    it: the backup is adopted without one, with a warning."""
+    if b.file_index is None:
+        return b
+    key = layout.key(b, b.file_index.name)
+    sized = [c for c in objects.get(key, []) if c.size == b.file_index.stored_size]
+    if sized:
+        return replace(b, file_index=replace(b.file_index, version=sized[0].version))
+    get_logger(source=b.source, backup_id=b.id).warning(
+        "rebuild.index_missing",
+        key=key,
+        reason=f"no version of it is stored with the {b.file_index.stored_size} bytes recorded",
+        detail="the backup is adopted and restores as a whole, but find, diff and restore "
+        "--path cannot see into that day",
+    )
+    return replace(b, file_index=None)
 
 
 def _adoptable(
@@ -120,7 +141,7 @@ def _adoptable(
     found = _with_versions(storage, manifest, layout, objects)
     if isinstance(found, str):
         return found
-    return Manifest(replace(b, manifest_version=candidate.version), found.volumes)
+    return Manifest(replace(found.backup, manifest_version=candidate.version), found.volumes)
 
 
 def _stored_backups(

@@ -31,7 +31,7 @@ from btrsendd.log import get_logger
 from btrsendd.model import Backup, StreamIdentity
 from btrsendd.names import is_safe_component
 from btrsendd.pipeline import btrfs
-from btrsendd.pipeline.codec import Codec, Compression, decode_volume
+from btrsendd.pipeline.codec import Codec, decode_volume
 from btrsendd.pipeline.readers import sha256_of
 from btrsendd.pipeline.sendstream import StreamChecker, StreamError
 from btrsendd.progress import Progress, Total
@@ -41,18 +41,7 @@ from btrsendd.workdir import Target, Workdir, remove_leftovers
 
 
 def _codec(row: Backup) -> Codec:
-    return Codec(
-        compression=_compression(row.compression),
-        level=1,
-        recipients=row.recipients,
-        gnupg_home=None,
-    )
-
-
-def _compression(name: str) -> Compression:
-    if name in ("gzip", "zstd", "none"):
-        return name  # type: ignore[return-value]
-    raise OperationalError(f"unknown compression {name!r} in the catalog; upgrade btrsendd")
+    return Codec.stored_as(row.compression, row.recipients)
 
 
 #: An object opened for reading: what closes it, and the reader.

@@ -27,6 +27,9 @@ def _owned(
     repo: Repository, complete: Sequence[Backup], volumes: Sequence[Located]
 ) -> set[tuple[str, str | None]]:
     owned = {(repo.layout.manifest_key(r), r.manifest_version) for r in complete}
+    for r in complete:
+        if r.file_index is not None:
+            owned.add((repo.layout.key(r, r.file_index.name), r.file_index.version))
     return owned | {(v.key, v.version) for v in volumes}
 
 
@@ -62,11 +65,11 @@ def stray_versions(
 ) -> list[Version]:
     """Every version and delete marker in ``listing`` that no backup owns.
 
-    Owned: the recorded versions of complete backups' manifests and volumes (every version,
-    for objects stored before versions were recorded), everything under a backup in
-    flight (``in_flight`` directories), every version of a key only an unknown backup
-    refers to (``referenced`` minus the catalog's keys: a rebuild may adopt it), and the
-    versions a locked deletion deferred (the caller passes their directories in
+    Owned: the recorded versions of complete backups' manifests, file indexes and volumes
+    (every version, for objects stored before versions were recorded), everything under a
+    backup in flight (``in_flight`` directories), every version of a key only an unknown
+    backup refers to (``referenced`` minus the catalog's keys: a rebuild may adopt it), and
+    the versions a locked deletion deferred (the caller passes their directories in
     ``in_flight`` too).  In such storage, orphans are reported here, as versions.
     """
     owned = _owned(repo, complete, volumes)

@@ -26,6 +26,7 @@ from functools import partial
 from btrsendd import planner, snapshots
 from btrsendd.config import SourceConfig
 from btrsendd.errors import OperationalError, StorageError
+from btrsendd.fileindex.stored import IndexBuilder, index_builder, index_problem, store_index
 from btrsendd.interruptions import unfinished_upload
 from btrsendd.layout import new_backup_id, volume_name
 from btrsendd.log import get_logger
@@ -114,7 +115,10 @@ class Uploader:
         get_logger(source=source, backup_id=backup_id).info(
             "backup.started", kind=kind, date=day.isoformat()
         )
-        return self._store_and_finish(backup_id, checked(stream, checker), checker, [], snap)
+        with index_builder(self.repo) as index:
+            return self._store_and_finish(
+                backup_id, _read_through(stream, checker, index), checker, [], snap, index
+            )
 
     def _store_and_finish(
         self,
@@ -123,9 +127,10 @@ class Uploader:
         checker: StreamChecker,
         skipped: Sequence[Volume],
         snap: snapshots.Snapshot | None,
+        index: IndexBuilder | None,
     ) -> Backup:
         """Store the rest of ``stream`` (sent from ``snap``) as volumes after ``skipped``,
-        then the manifest.
+        then its file index (built by ``index`` from the whole stream), then the manifest.
 
         ``stream`` is read through ``checker``: the stream's identity is recorded once it
         has passed, before the manifest (which is built from the row) is written.
@@ -159,6 +164,8 @@ class Uploader:
             ):
                 catalog.add_volume(backup_id, vol)
             catalog.set_stream(backup_id, checker.finish())
+            if (ref := store_index(repo, row, index, codec, lock)) is not None:
+                catalog.set_file_index(backup_id, ref)
             self._check_stored(row)
             catalog.complete_backup(backup_id, *self._write_manifest(backup_id, lock))
         except BaseException as exc:
@@ -208,9 +215,17 @@ class Uploader:
         return {o.key: o.size for o in self.repo.storage.list(self.repo.layout.backup_dir_of(row))}
 
     def _check_stored(self, row: Backup) -> None:
-        """Refuse to write the manifest unless every volume it lists is in storage: a
-        manifest says the backup can be restored, and ``catalog rebuild`` trusts it."""
-        gone = self._gone(row, self._listed(row))
+        """Refuse to write the manifest unless every volume (and the file index) it lists is
+        in storage: a manifest says the backup can be restored, and ``catalog rebuild``
+        trusts it."""
+        listed = self._listed(row)
+        now = self.repo.catalog.backup(row.id)
+        if now is not None and (problem := index_problem(self.repo, now, listed)) is not None:
+            raise StorageError(
+                f"{problem}, although it was stored: something else deletes "
+                "objects there; no manifest was written"
+            )
+        gone = self._gone(row, listed)
         if gone:
             raise StorageError(
                 f"volume {gone[0].index} of backup {row.id} "
@@ -346,8 +361,9 @@ class Uploader:
             event="resume.progress",
             total=Total(sum(v.raw_length for v in done)),
         )
-        with run_send(cmd) as raw, checking:
-            stream = checked(raw, checker)
+        with run_send(cmd) as raw, checking, index_builder(repo) as index:
+            # The skipped prefix is indexed too, as it is hashed: the index covers it all.
+            stream = _read_through(raw, checker, index)
             for vol in done:
                 try:
                     digest = _hash_prefix(stream, vol.raw_length, checking.advance)
@@ -368,7 +384,14 @@ class Uploader:
                 volumes_skipped=len(done),
                 bytes_saved=sum(v.raw_length for v in done),
             )
-            return self._store_and_finish(row.id, stream, checker, done, snap)
+            return self._store_and_finish(row.id, stream, checker, done, snap, index)
+
+
+def _read_through(stream: Readable, checker: StreamChecker, index: IndexBuilder | None) -> Readable:
+    """``stream`` read through ``checker``, then ``index``: the indexer sees only bytes the
+    checker has accepted."""
+    passed = checked(stream, checker)
+    return passed if index is None else index.tap(passed)
 
 
 class _ResumeMismatch(OperationalError):

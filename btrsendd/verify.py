@@ -28,6 +28,7 @@ from btrsendd import snapshots
 from btrsendd.config import SourceConfig
 from btrsendd.damage import free_damage
 from btrsendd.errors import BtrsenddError, NotThawedError, OperationalError
+from btrsendd.fileindex.stored import index_problems
 from btrsendd.layout import MANIFEST_NAME, Located
 from btrsendd.loopfs import loop_btrfs
 from btrsendd.manifest import Manifest, read_manifest, shown
@@ -97,6 +98,8 @@ def _manifest_differences(manifest: Manifest, row: Backup, volumes: list[Volume]
     # Versions are the storage's names for what was written, which the manifest predates.
     if manifest.volumes != tuple(replace(v, version=None) for v in volumes):
         differing.append("volumes")
+    if manifest.backup.file_index != (row.file_index and replace(row.file_index, version=None)):
+        differing.append("file_index")
     return differing
 
 
@@ -178,7 +181,7 @@ def _unknown_backups(
             continue
         when = ""
         if manifest is not None:
-            owned.update(directory + v.name for v in manifest.volumes)
+            owned.update(directory + n for n in manifest.object_names())
             when = f" ({manifest.backup.date})"
         report.problems.append(
             f"backup {backup_id}{when} is in storage but not in the catalog; "
@@ -226,12 +229,13 @@ def check_source(repo: Repository, source: str, *, rehash: bool, idle: bool) -> 
     if listing is not None:
         sizes = recorded_sizes(repo, sizes, listing, complete, volumes)
     damage = free_damage(repo.storage, volumes, rehash=rehash, sizes=sizes)
-    report.problems += [str(d) for d in damage]
+    report.problems += [str(d) for d in damage] + index_problems(repo, complete, sizes)
     archived = _check_manifests(repo, complete, volumes, sizes, report)
     # Deleted backups whose objects wait for their lock to end are no strangers either.
     waiting = {d.key.rpartition("/")[0] + "/" for d in repo.catalog.deferred_deletions(source)}
     known = {r.id for r in rows} | {d[len(root) : -1] for d in waiting}
     referenced = {v.key for v in volumes} | {repo.layout.manifest_key(r) for r in complete}
+    referenced |= {k for r in complete if (k := repo.layout.index_key(r)) is not None}
     referenced |= _unknown_backups(repo, root, sizes, known, report)
     # Backups in flight (or interrupted) own their whole directory: the repo cleans them.
     in_flight = [repo.layout.backup_dir_of(r) for r in rows if r.state != "complete"]

@@ -12,7 +12,7 @@ import pytest
 from btrsendd.catalog import Catalog
 from btrsendd.catalog_schema import SCHEMA_VERSION
 from btrsendd.errors import OperationalError
-from btrsendd.model import DeferredDeletion, StreamIdentity, Volume
+from btrsendd.model import DeferredDeletion, FileIndexRef, StreamIdentity, Volume
 
 
 def begin(cat: Catalog, bid: str, day: str, parent: str | None = None) -> None:
@@ -88,11 +88,20 @@ _VOLUMES_V1 = """CREATE TABLE volumes (
     raw_length INTEGER NOT NULL, raw_sha256 TEXT NOT NULL, stored_size INTEGER NOT NULL,
     stored_sha256 TEXT NOT NULL, PRIMARY KEY (backup_id, idx))"""
 
+#: What schema 5 added: each backup's file index.
+_DOWN_TO_V4 = "".join(
+    f"ALTER TABLE backups DROP COLUMN index_{c};"
+    for c in ("name", "stored_size", "stored_sha256", "raw_size", "version")
+)
+
 #: What schema 4 added: object versions, locks and deferred deletions.
-_DOWN_TO_V3 = """DROP TABLE deferred_deletions; DROP TABLE stray_versions;
+_DOWN_TO_V3 = (
+    _DOWN_TO_V4
+    + """DROP TABLE deferred_deletions; DROP TABLE stray_versions;
     ALTER TABLE volumes DROP COLUMN version;
     ALTER TABLE backups DROP COLUMN manifest_version;
     ALTER TABLE backups DROP COLUMN locked_until;"""
+)
 
 #: What schema 3 added: each backup's stream identity, and restore's working directories.
 _DOWN_TO_V2 = (
@@ -158,6 +167,35 @@ def test_catalog_of_version_3_reads_its_backups_as_unversioned_and_unlocked(
         assert (old.manifest_version, old.locked_until) == (None, None)
         assert cat.volumes("c1") == [vol(0)]
         assert cat.deferred_deletions() == []
+
+
+def test_catalog_of_version_4_reads_its_backups_as_unindexed(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+        cat.complete_backup("c1", "2000-01-01T00:10:00+00:00")
+    db = sqlite3.connect(tmp_path / "catalog.db")
+    db.executescript(f"{_DOWN_TO_V4} PRAGMA user_version = 4;")
+    db.close()
+    ref = FileIndexRef("file-index.zst", 50, "a" * 64, 300, "v9")
+    with Catalog.open(tmp_path) as cat:
+        [old] = cat.backups("home")
+        assert old.file_index is None  # stored before btrsendd kept file indexes
+        begin(cat, "i1", "2000-01-07", parent="c1")
+        cat.set_file_index("i1", ref)
+        cat.complete_backup("i1", "2000-01-07T00:10:00+00:00")
+        assert cat.backups("home")[1].file_index == ref
+
+
+def test_a_rebuilt_row_keeps_its_file_index(tmp_path: Path) -> None:
+    ref = FileIndexRef("file-index.gz.gpg", 50, "b" * 64, 300, None)
+    with Catalog.open(tmp_path) as cat:
+        begin(cat, "c1", "2000-01-01")
+        cat.set_file_index("c1", ref)
+        cat.complete_backup("c1", "2000-01-01T00:10:00+00:00")
+        [row] = cat.backups("home")
+    with Catalog.open(tmp_path / "other") as fresh:
+        fresh.insert_complete(row, [])
+        assert fresh.backups("home") == [row]
 
 
 def test_locked_backups_leave_the_catalog_with_their_versions_deferred(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from btrsendd.manifest import (
     shown,
 )
 from btrsendd.storage.local.directory import LocalStorage
-from tests.support.manifests import FULL, INC, TODAY, good, parse, stored_volumes
+from tests.support.manifests import FILE_INDEX, FULL, INC, TODAY, good, parse, stored_volumes
 
 
 def test_a_manifest_reads_back_as_written() -> None:
@@ -37,18 +37,23 @@ def test_a_manifest_reads_back_as_written() -> None:
         assert json.loads(manifest.to_json()) == doc
         assert manifest.volumes == stored_volumes()
         assert manifest.backup.stream is not None
+        assert manifest.backup.file_index == FILE_INDEX
         assert manifest.backup.volume_count == 2
 
 
 def test_manifests_of_earlier_version_1_writers_still_read() -> None:
-    """Written before volumes carried the backend's checksum, and before stream identities."""
+    """Written before volumes carried the backend's checksum, before stream identities, and
+    before file indexes."""
     doc = good()
     for volume in doc["volumes"]:
         del volume["stored_checksum"]
     del doc["stream"]
+    del doc["file_index"]
     old = parse(doc)
     assert old.volumes == tuple(replace(v, stored_checksum=None) for v in stored_volumes())
     assert old.backup.stream is None
+    assert old.backup.file_index is None
+    assert parse({**good(), "file_index": None}).backup.file_index is None
     # Fields a later writer adds within version 1 are ignored, not refused.
     assert parse({**good(), "added_later": {"x": 1}}) == parse(good())
 

@@ -196,6 +196,41 @@ BAD = {
         setting("stream", "cd" * 16),
         "stream: expected an object, got a string",
     ),
+    "an index named for another codec": (
+        setting("file_index.name", "file-index.gz"),
+        "file_index.name: 'file-index.gz', but this backup's index is file-index.zst.gpg",
+    ),
+    "an index name that is a path": (
+        setting("file_index.name", "../../etc/file-index.zst.gpg"),
+        "file_index.name: '../../etc/file-index.zst.gpg', but this backup's index is",
+    ),
+    "an empty index": (
+        setting("file_index.stored_size", 0),
+        "file_index.stored_size: 0 is out of range (1 to 9007199254740992)",
+    ),
+    "an index of a boolean size": (
+        setting("file_index.raw_size", True),
+        "file_index.raw_size: expected an integer, got a boolean",
+    ),
+    "an index without its checksum": (
+        setting("file_index.stored_sha256", None),
+        "file_index.stored_sha256: expected a string, got null",
+    ),
+    "an index without its raw size": (
+        lambda doc: {
+            **doc,
+            "file_index": {
+                "name": "file-index.zst.gpg",
+                "stored_size": 1,
+                "stored_sha256": "e" * 64,
+            },
+        },
+        "file_index.raw_size: missing",
+    ),
+    "an index that is not an object": (
+        setting("file_index", ["file-index.zst.gpg"]),
+        "file_index: expected an object, got a list",
+    ),
     "a missing field": (dropping("chain"), "chain: missing"),
     "an unknown format": (
         setting("format", "restic"),

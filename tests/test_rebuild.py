@@ -18,6 +18,7 @@ import pytest
 
 from btrsendd.config import load_config
 from btrsendd.manifest import MAX_MANIFEST_BYTES, shown
+from btrsendd.model import FileIndexRef
 from btrsendd.restore import POLL_SECONDS_ENV
 from btrsendd.storage.vault import archives as vault
 from btrsendd.strictjson import Invalid, Object
@@ -36,6 +37,7 @@ from tests.support.backups import (
     stored_volumes,
     world_storage,
 )
+from tests.support.indexes import repository, stored_index
 from tests.support.trees import assert_same_tree
 from tests.support.world import World, make_world
 
@@ -70,6 +72,36 @@ def test_disaster_recovery(
     assert "not empty (4 backup(s)); pass --force" in line
     w.run("catalog", "rebuild", "--force")
     assert w.list() == before
+
+
+@pytest.mark.parametrize("backend", ["local", "moto"])
+def test_a_new_machine_adopts_every_file_index(on_backend: OnBackend, backend: str) -> None:
+    w = on_backend(backend)
+    before = back_up(w, TEN_DAYS[:3])
+    refs = file_indexes(w)
+    indexes = [stored_index(w, b["id"]) for b in before]
+    shutil.rmtree(w.work / "state")
+    assert w.run("catalog", "rebuild").stderr == b""
+    assert file_indexes(w) == refs and None not in refs
+    assert [stored_index(w, b["id"]) for b in before] == indexes
+
+    # An index lost costs only what reads it: its backup is adopted without one, and said.
+    storage = world_storage(w)
+    [key] = [
+        o.key for o in storage.list(f"{backup_prefix(w)}{before[1]['id']}/") if "index" in o.key
+    ]
+    storage.delete([key])
+    shutil.rmtree(w.work / "state")
+    proc = w.run("catalog", "rebuild")
+    [event] = events(proc, "rebuild.index_missing")
+    assert event["backup_id"] == before[1]["id"] and event["key"] == key
+    assert file_indexes(w) == [refs[0], None, refs[2]]
+    assert w.list() == before
+
+
+def file_indexes(world: World) -> list[FileIndexRef | None]:
+    with repository(world) as repo:
+        return [b.file_index for b in repo.catalog.backups("data")]
 
 
 def test_rebuild_adopts_only_restorable_backups(on_backend: OnBackend) -> None:

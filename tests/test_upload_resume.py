@@ -14,6 +14,7 @@ from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.support.backups import events
 from tests.support.faults import faulty_zstd, kill_all, start
+from tests.support.indexes import fresh_index, stored_index
 from tests.support.trees import assert_same_tree, populate
 from tests.support.world import World, local_world
 
@@ -50,6 +51,20 @@ def test_failed_upload_resumes_from_first_missing_volume(
     target = make_btrfs("dst")
     world.restore(date(2000, 1, 1), target)
     assert_same_tree(world.snapshots / "2000-01-01", target / "2000-01-01")
+
+
+def test_a_resumed_upload_indexes_the_whole_stream(world: World) -> None:
+    """The skipped volumes' bytes are replayed to be hashed: they are indexed too, so the
+    index is the same as if nothing had been interrupted."""
+    faulty_zstd(world, nth=4, action="echo 'zstd: simulated crash' >&2; exit 1")
+    assert world.run("backup", "--date", "2000-01-01", check=False).returncode == 1
+    world.env.pop("PATH")
+    resumed = world.run("backup", "--date", "2000-01-01")
+    assert events(resumed, "backup.resumed")[0]["volumes_skipped"] == 3
+    [done] = world.list()
+    resumed_index = stored_index(world, done["id"])
+    assert resumed_index == fresh_index(world.snapshots / "2000-01-01")
+    assert resumed_index.stream_size == done["raw_bytes"]
 
 
 def test_kill_9_mid_upload_then_resume(world: World, make_btrfs: MakeBtrfs) -> None:

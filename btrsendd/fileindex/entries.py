@@ -24,6 +24,10 @@ class Piece:
     length: int
     backup_id: str | None
     stream_offset: int = 0
+    #: Why these bytes cannot be restored from the stream, or None when they can: data sent
+    #: compressed as is (``btrfs send --compressed-data``, whose ``stream_offset`` is then
+    #: that of the encoded extent) or not sent at all (``--no-data``).
+    unrestorable: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
-from btrsendd.errors import StorageError
+from btrsendd.errors import OperationalError, StorageError
 from btrsendd.layout import volume_name
 from btrsendd.model import Volume
 from btrsendd.pipeline import gpg
@@ -55,10 +55,26 @@ class Codec:
             gnupg_home=encryption.gnupg_home,
         )
 
+    @classmethod
+    def stored_as(cls, compression: str, recipients: tuple[str, ...]) -> Codec:
+        """The codec that reads back what a backup recorded it was stored with (catalog
+        values, from a checked manifest or this btrsendd)."""
+        for known in _EXTENSIONS:
+            if known == compression:
+                return cls(known, 1, recipients, None)
+        raise OperationalError(
+            f"unknown compression {compression!r} in the catalog; upgrade btrsendd"
+        )
+
+    @property
+    def extension(self) -> str:
+        """What encoding adds to an object's name, e.g. ``.gz.gpg`` (nothing for none)."""
+        return _EXTENSIONS[self.compression] + (".gpg" if self.recipients else "")
+
     @property
     def suffix(self) -> str:
         """The object-name suffix, e.g. ``btrfs.gz.gpg``: says how to read a volume back."""
-        return "btrfs" + _EXTENSIONS[self.compression] + (".gpg" if self.recipients else "")
+        return "btrfs" + self.extension
 
 
 @dataclass(frozen=True)

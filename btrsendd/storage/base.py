@@ -78,6 +78,9 @@ class Storage(Protocol):
 
     #: A short description for messages and logs, e.g. ``s3://bucket/prefix``.
     description: str
+    #: Whether ``put_stream(..., readable=True)`` stores an object that reads back at once
+    #: whatever ``storage_class`` is (a file index); a Glacier vault archives everything.
+    has_readable_class: bool
 
     @property
     def storage_class(self) -> str:
@@ -90,13 +93,17 @@ class Storage(Protocol):
         """How stored volumes can be checked without paying for a retrieval."""
         ...
 
-    def put_stream(self, key: str, stream: Readable, lock: Lock | None = None) -> Stored:
-        """Store everything ``stream`` yields under ``key`` in the configured (cold) class.
+    def put_stream(
+        self, key: str, stream: Readable, lock: Lock | None = None, *, readable: bool = False
+    ) -> Stored:
+        """Store everything ``stream`` yields under ``key`` in the configured (cold) class,
+        or with ``readable`` in one that reads back without a thaw (STANDARD on S3).
 
         Streams of any length with bounded memory; returns the bytes stored and the
         backend's checksum of them.  On any failure nothing is left under ``key``
         (multipart uploads are aborted, temporary files removed) and ``StorageError`` is
-        raised.  ``lock`` is only ever given to storage that is ``Locking``.
+        raised.  ``lock`` is only ever given to storage that is ``Locking``, ``readable``
+        only to storage that ``has_readable_class``.
         """
         ...
 

@@ -22,6 +22,8 @@ WELL_FORMED = {
     "backup": ["--source", "data", "--date", "2000-01-01", "--dry-run"],
     "backup-stdin": ["--source", "data", "--date", "2000-01-01"],
     "list": ["--source", "data"],
+    "find": ["--source", "data", "*.txt"],
+    "diff": ["--source", "data", "--from", "2000-01-01", "--to", "2000-01-02"],
     "restore": ["--source", "data", "--date", "2000-01-01", "--target", "/nonexistent", "--yes"],
     "forget": ["--source", "data", "--date", "2000-01-01", "--dry-run"],
     "run": [],

@@ -9,6 +9,7 @@ retention cannot be shortened, multipart uploads are locked too), unlike moto.  
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,15 +23,18 @@ from tests.fixtures.btrfs import MakeBtrfs
 from tests.fixtures.gpg import GpgKey
 from tests.fixtures.s3servers import S3Server
 from tests.support.backups import events
+from tests.support.indexes import stored_index
 from tests.support.lockbucket import (
     PREFIX,
     backup_dir,
     lock_storage,
 )
 from tests.support.lockworld import (
+    INDEX,
     LockWorlds,
     ago,
     back_up_checking_locks,
+    overwrite,
 )
 from tests.support.world import make_world
 
@@ -128,13 +132,35 @@ def test_verify_reports_versions_no_backup_owns_and_clean_deletes_the_unlocked(
     assert (f"{PREFIX}/data/locked", False) in left
     assert not any(key == f"{PREFIX}/data/stray" or marker for key, marker in left), left
     # What is left of the backup is exactly what it wrote; only the locked stray remains.
-    assert len(lw.locks(backup)) == 1 + backup["volumes"]
+    assert len(lw.locks(backup)) == 2 + backup["volumes"]  # the manifest, the file index
     again = lw.world.run("verify", check=False).stdout.decode()
     assert [line for line in again.splitlines() if "ORPHAN" in line] == [
         line for line in orphans if f"{PREFIX}/data/locked" in line
     ], again
     [source] = json.loads(lw.world.run("status", "--json").stdout)["sources"]
     assert source["stray_versions"] == {**source["stray_versions"], "versions": 1, "bytes": 6}
+
+
+def test_the_file_index_is_locked_and_read_by_its_recorded_version(
+    lock_world: LockWorlds,
+) -> None:
+    lw = lock_world("governance", lifetime=30)
+    lw.back_up(ago(1))
+    [backup] = lw.world.list()
+    index = stored_index(lw.world, backup["id"])
+    key = backup_dir(backup) + INDEX
+    [(genuine, (mode, _))] = [(v, lock) for v, lock in lw.locks(backup).items() if v.key == key]
+    assert mode == "GOVERNANCE"
+
+    # Written over (same size), the index read is still the one stored, here and on a new
+    # machine, which finds its version again; verify sees nothing wrong with the backup.
+    overwrite(lw.bucket, key, genuine.size)
+    assert stored_index(lw.world, backup["id"]) == index
+    shutil.rmtree(lw.world.work / "state")
+    lw.world.run("catalog", "rebuild")
+    assert stored_index(lw.world, backup["id"]) == index
+    checked = lw.world.run("verify", check=False).stdout.decode()
+    assert "PROBLEM" not in checked and "ORPHAN" in checked, checked
 
 
 def test_expiry_and_forget_of_locked_backups_wait_for_the_lock_to_end(

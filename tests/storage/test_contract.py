@@ -371,6 +371,25 @@ def test_thaw_states(subject: Subject) -> None:
         assert body.read() == data
 
 
+def test_a_readable_stream_reads_back_at_once_whatever_the_class(subject: Subject) -> None:
+    """A file index: stored like a volume (in parts), but never archived; a vault, which
+    archives everything, refuses rather than store one that cannot be read."""
+    storage = subject.storage
+    data = os.urandom(2 * subject.part + 5)
+    if not storage.has_readable_class:
+        with pytest.raises(StorageError, match="no class readable without a retrieval"):
+            storage.put_stream("h/s/b/file-index", Dribble(data, step=MiB), readable=True)
+        assert keys(storage, "h/") == []
+        return
+    stored = storage.put_stream("h/s/b/file-index", Dribble(data, step=MiB), readable=True)
+    assert stored.size == len(data)
+    assert thawing(storage).thaw_state("h/s/b/file-index") == "readable"
+    with storage.open_read("h/s/b/file-index") as body:
+        assert body.read() == data
+    [listed] = storage.list("h/s/b/")
+    assert listed.storage_class in ("STANDARD", "local")
+
+
 # -- the registry --------------------------------------------------------------------------
 
 

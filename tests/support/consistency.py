@@ -36,8 +36,9 @@ def open_uploads(client: S3Client, bucket: str) -> list[str]:
 def assert_complete_backups_are_stored(
     world: World, client: S3Client, bucket: str
 ) -> tuple[list[Any], dict[str, int]]:
-    """Every backup the catalog calls complete has its manifest and every volume the manifest
-    lists, at the recorded sizes: true at any moment, even right after a crash.
+    """Every backup the catalog calls complete has its manifest and every volume (and the
+    file index) the manifest lists, at the recorded sizes: true at any moment, even right
+    after a crash.
 
     Returns the catalog's backups (``list --json``) and the objects they account for.
     """
@@ -52,7 +53,7 @@ def assert_complete_backups_are_stored(
         assert (manifest["id"], len(manifest["volumes"])) == (backup["id"], backup["volumes"])
         assert manifest["stored_bytes"] == backup["stored_bytes"]
         accounted[key] = stored[key]
-        for volume in manifest["volumes"]:
+        for volume in [*manifest["volumes"], *filter(None, [manifest.get("file_index")])]:
             accounted[f"{directory}/{volume['name']}"] = volume["stored_size"]
     wrong = sorted(k for k in accounted if stored.get(k) != accounted[k])
     assert not wrong, f"volumes of complete backups missing or of the wrong size: {wrong}"

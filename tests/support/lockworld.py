@@ -32,6 +32,8 @@ from tests.support.lockbucket import (
 from tests.support.trees import assert_same_tree, mutate, populate
 from tests.support.world import World, make_world
 
+#: The file index of every backup in these worlds (zstd, encrypted).
+INDEX = "file-index.zst.gpg"
 EVERY_DAY = "backup_days = [" + ", ".join(str(d) for d in range(1, 32)) + "]"
 
 
@@ -59,13 +61,14 @@ class LockWorld:
 
     def locks(self, backup: dict[str, Any]) -> dict[Stored, tuple[str, datetime]]:
         """Mode and retain-until of every version of one backup, which must hold exactly one
-        version of each of its keys (the manifest and every volume) and no delete marker."""
+        version of each of its keys (the manifest, the file index and every volume) and no
+        delete marker."""
         found = self.bucket.everything(backup_dir(backup))
         assert not [v for v in found if v.marker], found
         names = sorted(v.key.rpartition("/")[2] for v in found)
         volumes = [n for n in names if n.startswith("vol-")]
         assert len(set(volumes)) == len(volumes) == backup["volumes"], names
-        assert names == sorted([MANIFEST_NAME, *volumes]), names
+        assert names == sorted([MANIFEST_NAME, INDEX, *volumes]), names
         return {v: self.bucket.retention(v) for v in found}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from btrsendd.catalog import Catalog
 from btrsendd.manifest import Manifest
-from btrsendd.model import StreamIdentity, Volume
+from btrsendd.model import FileIndexRef, StreamIdentity, Volume
 
 FULL = "2000-01-01-full-1b4684"
 INC = "2000-01-07-inc-0a1b2c"
@@ -22,6 +22,10 @@ def stored_volumes(suffix: str = "btrfs.zst.gpg") -> tuple[Volume, ...]:
         Volume(0, f"vol-00000.{suffix}", 0, 100, "a" * 64, 60, "b" * 64, "c2hh-2"),
         Volume(1, f"vol-00001.{suffix}", 100, 50, "c" * 64, 31, "d" * 64, None),
     )
+
+
+#: The file index ``good`` lists.
+FILE_INDEX = FileIndexRef("file-index.zst.gpg", 40, "e" * 64, 400)
 
 
 def good(kind: str = "incremental") -> dict[str, Any]:
@@ -61,6 +65,7 @@ def good(kind: str = "incremental") -> dict[str, Any]:
             cat.add_volume(bid, volume)
         parent = ("ab" * 16, 7) if kind == "incremental" else (None, None)
         cat.set_stream(bid, StreamIdentity(1, "2000-01-07", "cd" * 16, 9, *parent))
+        cat.set_file_index(bid, FILE_INDEX)
         cat.complete_backup(bid, "2000-01-07T00:10:00+00:00")
         row = cat.backup(bid)
         assert row is not None

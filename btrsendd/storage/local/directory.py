@@ -155,6 +155,8 @@ class LocalStorage:
     storage_class = STORAGE_CLASS
     #: Reading a file again costs nothing but time, so verify re-hashes every volume.
     free_check: FreeCheck = "rehash"
+    #: Files: everything reads back at once.
+    has_readable_class = True
 
     def __init__(self, path: Path, throttle: Throttle = UNLIMITED) -> None:
         self.root = path
@@ -214,7 +216,9 @@ class LocalStorage:
             for fd in fds:
                 os.close(fd)
 
-    def put_stream(self, key: str, stream: Readable, lock: Lock | None = None) -> Stored:
+    def put_stream(
+        self, key: str, stream: Readable, lock: Lock | None = None, *, readable: bool = False
+    ) -> Stored:
         refuse_lock(lock, self.description)
         target = self._path(key)
         parts, name = _split(key)

@@ -88,6 +88,7 @@ class S3Storage(BucketVersions):
 
     #: HEAD reports the SHA-256 checksum recorded at upload, even for archived objects.
     free_check: FreeCheck = "checksum"
+    has_readable_class = True
 
     def __init__(
         self,
@@ -134,11 +135,13 @@ class S3Storage(BucketVersions):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put_stream(self, key: str, stream: Readable, lock: Lock | None = None) -> Stored:
+    def put_stream(
+        self, key: str, stream: Readable, lock: Lock | None = None, *, readable: bool = False
+    ) -> Stored:
         upload = S3Upload(
             self,
             check_key(key),
-            storage_class=self.storage_class,
+            storage_class="STANDARD" if readable else self.storage_class,
             part_size=self.part_size,
             concurrency=self.concurrency,
             lock=lock,

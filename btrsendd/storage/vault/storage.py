@@ -70,6 +70,8 @@ class VaultStorage(VaultClient):
     #: Glacier checks the tree hash on upload but reports it only in an inventory (a
     #: retrieval job), so there is nothing to compare later for free but sizes.
     free_check: FreeCheck = "size"
+    #: Every archive needs a retrieval job before it can be read, manifests included.
+    has_readable_class = False
 
     def __init__(
         self,
@@ -120,8 +122,13 @@ class VaultStorage(VaultClient):
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put_stream(self, key: str, stream: Readable, lock: Lock | None = None) -> Stored:
+    def put_stream(
+        self, key: str, stream: Readable, lock: Lock | None = None, *, readable: bool = False
+    ) -> Stored:
         refuse_lock(lock, self.description)
+        if readable:
+            # A last guard, as for locks: an archive is never readable without a retrieval.
+            raise StorageError(f"{self.description} has no class readable without a retrieval")
         what = f"upload of {self._name(check_key(key))}"
         try:
             description = archive_description(key)
