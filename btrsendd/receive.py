@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from btrsendd.catalog import Catalog
 from btrsendd.errors import BtrsenddError, OperationalError, PipelineError
@@ -48,9 +48,10 @@ def _codec(row: Backup) -> Codec:
 _Opened = tuple[ExitStack, BinaryIO]
 
 
-class _Readers:
+class Readers:
     """The chain's volumes opened for reading one ahead: the next volume's ranges are fetched
-    while the current one is decoded.
+    while the current one is decoded.  ``restore --path`` (``fileindex/fetch.py``) reads the
+    volumes it needs through one too.
 
     The storage lends its download buffers to the readers in the order they were opened
     (``storage/ranged.py``), so the next volume fetches into the buffers the current one
@@ -62,12 +63,12 @@ class _Readers:
     def __init__(self, storage: Storage, volumes: Sequence[Located], throttle: Throttle) -> None:
         self.storage = storage
         self.throttle = throttle
-        self._volumes = list(volumes)
+        self.volumes = list(volumes)
         #: The volume opened ahead: its index, and its reader or why it could not be opened.
         self._ahead: tuple[int, _Opened | BtrsenddError] | None = None
 
     def _open(self, index: int) -> _Opened | BtrsenddError:
-        vol = self._volumes[index]
+        vol = self.volumes[index]
         stack = ExitStack()
         try:
             body = stack.enter_context(
@@ -91,7 +92,7 @@ class _Readers:
             raise opened
         stack, body = opened
         with stack:
-            if index + 1 < len(self._volumes):
+            if index + 1 < len(self.volumes):
                 self._ahead = (index + 1, self._open(index + 1))
             try:
                 yield body
@@ -106,7 +107,7 @@ class _Readers:
             ahead[1][0].close()
 
 
-def _stored_sha256(readers: _Readers, vol: Located) -> str | None:
+def _stored_sha256(readers: Readers, vol: Located) -> str | None:
     """The SHA-256 of a stored object, read afresh; ``None`` if it cannot be read again.
 
     Only a failed decode needs it, to tell damage of the stored bytes from trouble with the
@@ -120,23 +121,23 @@ def _stored_sha256(readers: _Readers, vol: Located) -> str | None:
         return None
 
 
-def _receive_volume(
-    readers: _Readers,
+def decode_checked(
+    readers: Readers,
     index: int,
-    vol: Located,
-    out: int,
+    out: IO[bytes] | int,
     gnupg_home: Path | None,
-    checker: StreamChecker,
-    progress: Progress,
+    inspect: Callable[[memoryview], None],
 ) -> None:
-    """Decode volume ``index`` of the chain into ``out`` (btrfs receive's stdin) through
-    ``checker``, and check both its hashes; ``progress`` counts its raw bytes."""
+    """Decode volume ``index`` of ``readers`` into ``out`` (btrfs receive's stdin), showing
+    every decoded chunk to ``inspect`` first, and check both its hashes against the
+    catalog's.
+
+    Everything the volume gave is void unless this returns: its hashes are known only at
+    its end.  ``restore --path`` (``fileindex/fetch.py``) decodes its volumes through this
+    too, so both restores check every stored and raw byte the same way.
+    """
+    vol = readers.volumes[index]
     expected = vol.volume
-
-    def inspect(chunk: memoryview) -> None:
-        checker.feed(chunk)
-        progress.advance(len(chunk))
-
     try:
         with readers.reading(index) as body:
             got = decode_volume(
@@ -167,7 +168,7 @@ def _receive_volume(
 
 
 def _receive_backup(
-    readers: _Readers,
+    readers: Readers,
     first: int,
     volumes: Sequence[Located],
     work: Workdir,
@@ -187,6 +188,11 @@ def _receive_backup(
     # The stream was checked when it was stored; it is checked again on its way back, since
     # the bucket it came from may have been written by someone else since.
     checker = StreamChecker(partial(_expect_restored, row))
+
+    def inspect(chunk: memoryview) -> None:
+        checker.feed(chunk)
+        progress.advance(len(chunk))
+
     before = set(work.subvolumes())
     with btrfs.Receive(work.fd) as receive:
         current: Located | None = None
@@ -194,7 +200,7 @@ def _receive_backup(
             for index, vol in enumerate(volumes, first):
                 current = vol
                 progress.next_volume()
-                _receive_volume(readers, index, vol, receive.stdin, gnupg_home, checker, progress)
+                decode_checked(readers, index, receive.stdin, gnupg_home, inspect)
             current = None
             checker.finish()
             receive.finish()
@@ -341,7 +347,7 @@ def _receive_members(
             total=Total(sum(v.volume.raw_length for v in volumes)),
             volumes=len(volumes),
         ) as progress,
-        closing(_Readers(storage, volumes, throttle)) as readers,
+        closing(Readers(storage, volumes, throttle)) as readers,
     ):
         first = 0
         for _, group in groupby(volumes, key=lambda v: v.backup.id):

@@ -282,9 +282,19 @@ class RestoreJob:
     survey: Survey
 
     @classmethod
-    def prepare(cls, repo: Repository, chain: list[Backup], gnupg_home: Path | None) -> RestoreJob:
-        """Run every check that costs nothing, and survey the volumes' thaw states."""
-        volumes = repo.volumes(chain)
+    def prepare(
+        cls,
+        repo: Repository,
+        chain: list[Backup],
+        gnupg_home: Path | None,
+        volumes: list[Located] | None = None,
+    ) -> RestoreJob:
+        """Run every check that costs nothing, and survey the volumes' thaw states.
+
+        ``volumes`` are the ones to read, when not all of the chain's (``restore --path``
+        reads those holding its paths: ``fileindex/restore_paths.py``).
+        """
+        volumes = repo.volumes(chain) if volumes is None else volumes
         check_names(volumes)
         # Not rehashed even where reading is free: the receive checks every byte anyway.
         damage = free_damage(repo.storage, volumes, rehash=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from btrsendd.units import human_bytes
 if TYPE_CHECKING:
     from btrsendd.catalog import Catalog
     from btrsendd.cli.common import Commands
+    from btrsendd.restore import RestoreJob
     from btrsendd.restore_plan import RestorePlan
 
 
@@ -28,7 +30,8 @@ def register(commands: Commands) -> None:
         commands,
         "restore",
         run,
-        "restore the newest backup dated on or before --date into --target (a btrfs directory)",
+        "restore the newest backup dated on or before --date into --target (a btrfs "
+        "directory), or only its --path(s) onto any filesystem",
     )
     p.add_argument("--source", metavar="NAME", required=True, help="the source to restore")
     p.add_argument(
@@ -43,7 +46,15 @@ def register(commands: Commands) -> None:
         type=Path,
         metavar="DIR",
         required=True,
-        help="an existing directory on a btrfs filesystem",
+        help="an existing directory on a btrfs filesystem (with --path: on any filesystem)",
+    )
+    p.add_argument(
+        "--path",
+        action="append",
+        dest="paths",
+        metavar="PATH",
+        help="restore only PATH (a file or a directory tree, relative to the source; "
+        "repeatable; / is the whole tree), from the volumes that hold it, onto any filesystem",
     )
     p.add_argument(
         "--tier",
@@ -101,9 +112,18 @@ def _newest(catalog: Catalog, source: str) -> date:
     return complete[-1].date
 
 
-def plan_lines(plan: RestorePlan) -> list[str]:
-    """The chain, where its objects stand, and what going on costs at each tier."""
-    lines = [
+def plan_lines(
+    plan: RestorePlan,
+    *,
+    members: list[str] | None = None,
+    whole: Mapping[str, float] | None = None,
+) -> list[str]:
+    """The chain, where its objects stand, and what going on costs at each tier.
+
+    ``restore --path`` (``cli/restore_paths.py``) words the chain's rows itself
+    (``members``) and adds what a whole-chain restore would cost at each tier (``whole``).
+    """
+    lines = members or [
         f"  {r.date}  {r.kind:<11}  {human_bytes(r.stored_bytes):>10}  "
         f"{r.volume_count:>3} volume(s)  {r.storage_class}  {r.id}"
         for r in plan.chain
@@ -122,14 +142,24 @@ def plan_lines(plan: RestorePlan) -> list[str]:
     lines.append(
         f"  {plan.objects} object(s), {human_bytes(plan.stored_bytes)} stored: {', '.join(state)}"
     )
+
+    def beside(tier: str) -> str:
+        cost = (whole or {}).get(tier)
+        return "" if cost is None else f"  (whole chain: ${cost:.2f})"
+
     if not plan.to_request:
-        if plan.download_cost:
-            lines.append(f"  estimated cost (download): ${plan.download_cost:.2f}")
+        if plan.download_cost or any((whole or {}).values()):
+            lines.append(
+                f"  estimated cost (download): ${plan.download_cost:.2f}{beside(plan.tier)}"
+            )
         return lines
     lines.append(f"  {'tier':<10} {'wait':<18} estimated cost")
     for option in plan.options:
         mark = "  <- --tier" if option.tier == plan.tier else ""
-        lines.append(f"  {option.tier:<10} {', '.join(option.waits):<18} ${option.cost:.2f}{mark}")
+        lines.append(
+            f"  {option.tier:<10} {', '.join(option.waits):<18} ${option.cost:.2f}"
+            f"{beside(option.tier)}{mark}"
+        )
     lines.append(
         f"  Thawed copies stay readable for {plan.thawed_days} days.  Estimates from AWS list "
         "prices (us-east-1) or [restore] in the configuration."
@@ -146,6 +176,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args)
     config.source(args.source)
+    if args.paths is not None:
+        from btrsendd.cli.restore_paths import run_paths
+
+        return run_paths(args, config)
     prices = pricing.Prices.from_config(config.restore)
     with open_repository(config) as repo, contextlib.ExitStack() as opened:
         day = _newest(repo.catalog, args.source) if args.date is None else args.date
@@ -165,33 +199,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"Restore {args.source} as of {wanted.date} ({which}) into {args.target}:")
         for line in plan_lines(job.plan(prices, args.tier)):
             print(line)
-        if not args.yes and not confirm("Proceed?"):
-            print("nothing requested")
-            return 1
-        waiting = job.survey.waiting
-        if waiting and args.no_wait:
-            job.thaw(args.tier, wait=False)
-            print(
-                f"{len(waiting)} object(s) are being restored from cold storage; run the same "
-                "command again later to download them (nothing will be requested twice)"
-            )
-            return 0
-        if waiting:
-            print(
-                f"waiting for {len(waiting)} object(s) to be restored from cold storage; "
-                "interrupting is safe: the same command later keeps waiting, without new requests",
-                flush=True,
-            )
-            try:
-                job.thaw(args.tier, wait=True)
-            except Interrupted as exc:
-                exc.tell(
-                    "the retrievals requested so far go on and are recorded: run the same "
-                    "command again later, nothing is requested twice"
-                )
-                raise
+        stop = proceed(args, job)
+        if stop is not None:
+            return stop
         path = job.receive(target, args.gnupg_home, writable, rate_limit=args.rate_limit)
     print(f"restored {args.source} {wanted.date} to {path}")
     if args.writable:
         print(f"writable snapshot at {args.writable}")
     return 0
+
+
+def proceed(args: argparse.Namespace, job: RestoreJob) -> int | None:
+    """Ask (unless ``--yes``), then request and wait for what is archived (``--no-wait``:
+    only request); None to go on and download, else the exit status to stop with."""
+    if not args.yes and not confirm("Proceed?"):
+        print("nothing requested")
+        return 1
+    waiting = job.survey.waiting
+    if waiting and args.no_wait:
+        job.thaw(args.tier, wait=False)
+        print(
+            f"{len(waiting)} object(s) are being restored from cold storage; run the same "
+            "command again later to download them (nothing will be requested twice)"
+        )
+        return 0
+    if waiting:
+        print(
+            f"waiting for {len(waiting)} object(s) to be restored from cold storage; "
+            "interrupting is safe: the same command later keeps waiting, without new requests",
+            flush=True,
+        )
+        try:
+            job.thaw(args.tier, wait=True)
+        except Interrupted as exc:
+            exc.tell(
+                "the retrievals requested so far go on and are recorded: run the same "
+                "command again later, nothing is requested twice"
+            )
+            raise
+    return None
