@@ -26,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
         "--size",
         type=parse_size,
         default=GiB,
-        help="dataset size, e.g. 256MiB for a quick run (default: 1GiB, about 17 minutes in all "
-        "on 2 cores; each further GiB adds about 15, most of it gzip and the capped S3 restore)",
+        help="dataset size, e.g. 256MiB for a quick run (default: 1GiB, about 13 minutes in all "
+        "on 2 cores; each further GiB adds about 10, most of it gzip)",
     )
     parser.add_argument(
         "--runs", type=int, default=3, help="runs per case; medians are reported (default: 3)"
