@@ -10,13 +10,14 @@ contents cannot move an access time before it is compared.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import stat
-import subprocess
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+
+from btrsendd.loopfs import loop_filesystem
 
 BLOCK = 4096
 
@@ -24,23 +25,11 @@ BLOCK = 4096
 Shape = tuple[object, ...]
 
 
-@contextlib.contextmanager
-def loop_ext4(workdir: Path, name: str = "ext4", size: int = 1024**3) -> Iterator[Path]:
+def loop_ext4(
+    workdir: Path, name: str = "ext4", size: int = 1024**3
+) -> AbstractContextManager[Path]:
     """A fresh ext4 on a sparse loop image, mounted; unmounted and deleted at the end."""
-    image, mnt = workdir / f"{name}.img", workdir / name
-    mnt.mkdir()
-    try:
-        with image.open("wb") as f:
-            f.truncate(size)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
-        subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-        try:
-            yield mnt
-        finally:
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-    finally:
-        image.unlink(missing_ok=True)
+    return loop_filesystem(workdir / f"{name}.img", workdir / name, size, ("mkfs.ext4", "-q", "-F"))
 
 
 def _data(path: Path) -> list[tuple[int, int]]:
