@@ -25,7 +25,7 @@ from pathlib import Path
 
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.fileindex.entries import Entry, Piece
-from btrsendd.fileindex.extract import Extractor, Refused
+from btrsendd.fileindex.extract import Extractor, Refused, check_entries
 from btrsendd.fileindex.fetch import VolumeWants, fetch, needed_volumes, wanted
 from btrsendd.fileindex.stored import load_index
 from btrsendd.fileindex.tree import Tree
@@ -100,6 +100,7 @@ class PathRestore:
         for row in chain:
             tree.apply(row.id, load_index(repo, row, gnupg_home))
         entries = _entries(tree, paths, wanted_day)
+        check_entries(entries)
         _refuse_unrestorable(entries)
         wants = wanted(_contents(entries))
         needed = needed_volumes(chain_volumes, wants)

@@ -20,7 +20,7 @@ import pytest
 
 from btrsendd.errors import OperationalError
 from btrsendd.fileindex.entries import Entry, Piece
-from btrsendd.fileindex.extract import BLOCK, Extractor, components
+from btrsendd.fileindex.extract import BLOCK, Extractor, check_entries, components
 from btrsendd.fileindex.fetch import VolumeWants, Wanted, fetch, needed_volumes, wanted
 from btrsendd.fileindex.records import FileIndexError
 from btrsendd.layout import Located
@@ -291,3 +291,24 @@ def test_a_restored_symlink_never_redirects_a_later_write(tmp_path: Path) -> Non
     with pytest.raises(OperationalError, match="cannot create 'evil/f'"):
         restore(tmp_path, into, entries)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        # A time's nanoseconds are a u32: seconds at the i64 limit carry past time_t.
+        ({"mtime_ns": (2**63 - 1) * 10**9 + 4_294_967_295}, "the times"),
+        ({"uid": 2**32}, "the owner"),
+        ({"size": 2**64 + 1}, "a size of"),
+        ({"pieces": (piece(2**63 - 10, 20, 0),)}, "a size of"),
+        ({"xattrs": ((b"user." + b"x" * 251, b"v"),)}, "an xattr named"),
+    ],
+)
+def test_entries_no_system_call_takes_are_refused_before_anything_is_made(
+    tmp_path: Path, bad: dict[str, object], problem: str
+) -> None:
+    hostile = entry("f", "file", stat.S_IFREG | 0o644, **bad)
+    with pytest.raises(FileIndexError, match=f"gives 'f' {problem}.*damaged or forged"):
+        check_entries([entry("", "dir", stat.S_IFDIR | 0o755), hostile])
+    with pytest.raises(FileIndexError, match="a symlink with no target"):
+        check_entries([entry("s", "symlink", stat.S_IFLNK | 0o777, target="")])
