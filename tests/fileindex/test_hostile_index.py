@@ -4,6 +4,7 @@ and ``restore --path`` answer with one error line, before anything is thawed or 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def test_records_no_file_system_holds_are_one_error_line_before_anything_is_spen
     genuine = stored_index(world, backup["id"])
     for number, (record, problem) in enumerate(HOSTILE):
         records = (*genuine.records, r.Mkfile("evil"), record)
-        plant(world, backup["id"], genuine.header, records)
+        plant(world, backup["id"], replace(genuine, records=records))
         target = tmp_path / f"target-{number}"
         target.mkdir()
         proc = world.run(*world.restore_args(DAY, target), "--path", "evil", check=False)
@@ -57,3 +58,25 @@ def test_records_no_file_system_holds_are_one_error_line_before_anything_is_spen
         home = str(world.key.secret_home)
         found = world.run("find", "--source", "data", "--gnupg-home", home, "evil", check=False)
         assert found.returncode == 0, (record, found.stderr.decode())
+
+
+def test_the_index_of_another_stream_is_refused(world: World, tmp_path: Path) -> None:
+    """A manifest adopted by ``catalog rebuild`` may pair this backup's volumes with some
+    other backup's index (its SHA-256 and size): its pieces would name offsets in these
+    volumes, which hold other bytes that every volume check passes."""
+    [backup] = back_up(world, [DAY])
+    genuine = stored_index(world, backup["id"])
+    for other in (
+        replace(genuine, header=replace(genuine.header, uuid="ab" * 16)),
+        replace(genuine, stream_size=genuine.stream_size + 1),
+    ):
+        plant(world, backup["id"], other)
+        target = tmp_path / "target"
+        target.mkdir(exist_ok=True)
+        proc = world.run(*world.restore_args(DAY, target), "--path", "/", check=False)
+        assert proc.returncode == 1, proc.stderr.decode()
+        [line] = error_lines(proc)
+        assert "describes another send stream" in line, line
+        assert list(target.iterdir()) == []
+    plant(world, backup["id"], genuine)
+    world.run(*world.restore_args(DAY, target), "--path", "/")

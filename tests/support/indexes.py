@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 from btrsendd.config import load_config
-from btrsendd.fileindex.records import Header, Index, Record
+from btrsendd.fileindex.records import Index
 from btrsendd.fileindex.stored import load_index
 from btrsendd.fileindex.storedform import IndexWriter, read_index
 from btrsendd.model import Backup
@@ -50,15 +50,15 @@ def fresh_index(snapshot: Path, parent: Path | None = None) -> Index:
     return read_index(out, str(snapshot))
 
 
-def plant(world: World, backup_id: str, header: Header, records: Sequence[Record]) -> None:
-    """Store an index of ``records`` as the backup's, encrypted to the world's key, and make
+def plant(world: World, backup_id: str, index: Index) -> None:
+    """Store ``index`` as the backup's, encrypted to the world's key, and make
     the catalog record it (as a forged manifest adopted by ``catalog rebuild`` would): what
     an intruder who can write to the archive and knows the public key can make a reader see."""
     out = io.BytesIO()
-    writer = IndexWriter(out, header)
-    for record in records:
+    writer = IndexWriter(out, index.header)
+    for record in index.records:
         writer.write(record)
-    writer.end(0)
+    writer.end(index.stream_size)
     zstd = subprocess.run(
         ["zstd", "-q", "-c"], input=out.getvalue(), capture_output=True, check=True
     ).stdout
