@@ -248,12 +248,16 @@ class Extractor:
             os.mknod(name, _NODES[entry.kind] | 0o600, entry.rdev, dir_fd=parent)
 
     def _dir(self, parts: tuple[str, ...]) -> int:
-        """The directory at ``parts``, opened without following a symlink anywhere."""
-        if not parts:
-            return self._root
-        fd = self._dirs.get(parts)
+        """The directory at ``parts``, opened without following a symlink anywhere: from
+        its nearest ancestor still open, down.  A loop, not recursion: a path of 4,095
+        bytes can be 2,048 levels deep, past Python's recursion limit."""
+        opened, fd = len(parts), None
+        while opened and (fd := self._dirs.get(parts[:opened])) is None:
+            opened -= 1
         if fd is None:
-            fd = self._dirs.put(parts, os.open(parts[-1], _DIR, dir_fd=self._dir(parts[:-1])))
+            fd = self._root
+        for depth in range(opened + 1, len(parts) + 1):
+            fd = self._dirs.put(parts[:depth], os.open(parts[depth - 1], _DIR, dir_fd=fd))
         return fd
 
     # -- contents ----------------------------------------------------------------------

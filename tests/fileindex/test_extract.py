@@ -312,3 +312,24 @@ def test_entries_no_system_call_takes_are_refused_before_anything_is_made(
         check_entries([entry("", "dir", stat.S_IFDIR | 0o755), hostile])
     with pytest.raises(FileIndexError, match="a symlink with no target"):
         check_entries([entry("s", "symlink", stat.S_IFLNK | 0o777, target="")])
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_recreated(tmp_path: Path) -> None:
+    # 2,000 levels of one-letter names: a 3,999-byte path, which btrfs holds and sends.
+    depth = 2000
+    paths = ["/".join("d" * depth)[: 2 * n + 1] for n in range(depth)]
+    entries = [entry("", "dir", stat.S_IFDIR | 0o755)]
+    entries += [entry(p, "dir", stat.S_IFDIR | 0o755, mtime_ns=T0 + n) for n, p in enumerate(paths)]
+    entries.append(entry(paths[-1] + "/f", "file", stat.S_IFREG | 0o600, size=3))
+    into = tmp_path / "into"
+    into.mkdir()
+    restore(tmp_path, into, entries)
+    fd = os.open(into, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):  # each level as restored, with its own time
+            fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(parent)
+        assert os.stat("f", dir_fd=fd).st_size == 3
+    finally:
+        os.close(fd)
+    assert (into / "d").stat().st_mtime_ns == T0
