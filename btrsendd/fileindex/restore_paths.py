@@ -48,9 +48,9 @@ _RENAME_NOREPLACE = 1
 
 def wanted_path(text: str) -> str:
     """A ``--path`` as the tree names it: relative to the subvolume, no leading '/' ("/"
-    is the root, "")."""
-    parts = [p for p in text.strip("/").split("/") if p]
-    if any(p in (".", "..") for p in parts) or "\0" in text:
+    is the root, ""); '.' and empty components mean nothing, as in a shell ('./docs/')."""
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if ".." in parts or "\0" in text:
         raise UsageError(f"--path {text!r} must name a path inside the backed-up subvolume")
     return "/".join(parts)
 

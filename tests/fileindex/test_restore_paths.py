@@ -263,3 +263,23 @@ def test_the_final_rename_never_replaces_what_appeared_meanwhile(tmp_path: Path)
     finally:
         os.close(fd)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2000-01-21", "2000-01-22"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "path"),
+    [("docs/", "docs"), ("/docs//a.txt", "docs/a.txt"), ("./docs", "docs"), ("docs/./a", "docs/a"),
+     (".", ""), ("/", "")],
+)  # fmt: skip
+def test_a_path_is_read_as_people_type_it(typed: str, path: str) -> None:
+    from btrsendd.fileindex.restore_paths import wanted_path
+
+    assert wanted_path(typed) == path
+
+
+@pytest.mark.parametrize("typed", ["..", "docs/../../etc", "../etc"])
+def test_a_path_leaving_the_subvolume_is_a_usage_error(typed: str) -> None:
+    from btrsendd.errors import UsageError
+    from btrsendd.fileindex.restore_paths import wanted_path
+
+    with pytest.raises(UsageError, match="must name a path inside the backed-up subvolume"):
+        wanted_path(typed)
