@@ -12,6 +12,7 @@ import io
 import os
 import random
 import stat
+import subprocess
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -312,6 +313,8 @@ def test_entries_no_system_call_takes_are_refused_before_anything_is_made(
         check_entries([entry("", "dir", stat.S_IFDIR | 0o755), hostile])
     with pytest.raises(FileIndexError, match="a symlink with no target"):
         check_entries([entry("s", "symlink", stat.S_IFLNK | 0o777, target="")])
+    with pytest.raises(FileIndexError, match="a name of 256 bytes"):
+        check_entries([entry("d/" + "é" * 128, "dir", stat.S_IFDIR | 0o755)])
 
 
 def test_a_tree_deeper_than_the_recursion_limit_is_recreated(tmp_path: Path) -> None:
@@ -323,13 +326,17 @@ def test_a_tree_deeper_than_the_recursion_limit_is_recreated(tmp_path: Path) -> 
     entries.append(entry(paths[-1] + "/f", "file", stat.S_IFREG | 0o600, size=3))
     into = tmp_path / "into"
     into.mkdir()
-    restore(tmp_path, into, entries)
-    fd = os.open(into, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for _ in range(depth):  # each level as restored, with its own time
-            fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
-            os.close(parent)
-        assert os.stat("f", dir_fd=fd).st_size == 3
+        restore(tmp_path, into, entries)
+        fd = os.open(into, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(depth):
+                fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+                os.close(parent)
+            assert os.stat("f", dir_fd=fd).st_size == 3
+        finally:
+            os.close(fd)
+        assert (into / "d").stat().st_mtime_ns == T0
     finally:
-        os.close(fd)
-    assert (into / "d").stat().st_mtime_ns == T0
+        # Too deep for shutil.rmtree (recursive, as pytest's own clean-up of tmp_path is).
+        subprocess.run(["rm", "-rf", "--", str(into)], check=True)
