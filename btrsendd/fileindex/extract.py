@@ -72,11 +72,13 @@ def components(path: str) -> tuple[str, ...]:
 
 
 #: The largest file offset and size (``off_t``), user or group id (``uid_t``), time in
-#: seconds (``time_t``) and xattr name (``XATTR_NAME_MAX``) the system calls take.
+#: seconds (``time_t``), xattr name (``XATTR_NAME_MAX``) and file name (``NAME_MAX``) the
+#: system calls take.
 _OFF_MAX = 2**63 - 1
 _ID_MAX = 2**32 - 1
 _SECONDS = range(-(2**63), 2**63)
 _XATTR_NAME_MAX = 255
+_NAME_MAX = 255
 
 
 def check_entries(entries: Iterable[Entry]) -> None:
@@ -97,6 +99,9 @@ def check_entries(entries: Iterable[Entry]) -> None:
 
 
 def _problem(entry: Entry) -> str | None:
+    longest = max((len(os.fsencode(name)) for name in entry.path.split("/")), default=0)
+    if longest > _NAME_MAX:
+        return f"a name of {longest} bytes"
     if entry.size > _OFF_MAX or any(p.offset + p.length > _OFF_MAX for p in entry.pieces):
         return f"a size of {entry.size} bytes"
     if entry.uid > _ID_MAX or entry.gid > _ID_MAX:
