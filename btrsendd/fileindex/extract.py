@@ -71,6 +71,51 @@ def components(path: str) -> tuple[str, ...]:
     return parts
 
 
+#: The largest file offset and size (``off_t``), user or group id (``uid_t``), time in
+#: seconds (``time_t``), xattr name (``XATTR_NAME_MAX``) and file name (``NAME_MAX``) the
+#: system calls take.
+_OFF_MAX = 2**63 - 1
+_ID_MAX = 2**32 - 1
+_SECONDS = range(-(2**63), 2**63)
+_XATTR_NAME_MAX = 255
+_NAME_MAX = 255
+
+
+def check_entries(entries: Iterable[Entry]) -> None:
+    """Refuse, before anything is spent, entries no system call could recreate.
+
+    Every number in an index is a u64 and every xattr name any bytes: an index that is
+    damaged or forged can say what no file system holds (a file of 2**64 bytes, a NUL in
+    a name), which would otherwise surface only at the end of a thaw, as a crash.
+    """
+    for entry in entries:
+        components(entry.path)
+        problem = _problem(entry)
+        if problem is not None:
+            raise FileIndexError(
+                f"the file index gives {entry.path!r} {problem}, which no file system "
+                "holds; the index is damaged or forged"
+            )
+
+
+def _problem(entry: Entry) -> str | None:
+    longest = max((len(os.fsencode(name)) for name in entry.path.split("/")), default=0)
+    if longest > _NAME_MAX:
+        return f"a name of {longest} bytes"
+    if entry.size > _OFF_MAX or any(p.offset + p.length > _OFF_MAX for p in entry.pieces):
+        return f"a size of {entry.size} bytes"
+    if entry.uid > _ID_MAX or entry.gid > _ID_MAX:
+        return f"the owner {entry.uid}:{entry.gid}"
+    if any(t // 1_000_000_000 not in _SECONDS for t in (entry.atime_ns, entry.mtime_ns)):
+        return f"the times {entry.atime_ns}, {entry.mtime_ns} ns"
+    for name, _ in entry.xattrs:
+        if not name or b"\0" in name or len(name) > _XATTR_NAME_MAX:
+            return f"an xattr named {name[:64]!r}"
+    if entry.kind == "symlink" and not entry.target:
+        return "a symlink with no target"
+    return None
+
+
 @dataclass
 class Refused:
     """What the target file system would not hold: told as warnings, not failures."""
@@ -208,12 +253,16 @@ class Extractor:
             os.mknod(name, _NODES[entry.kind] | 0o600, entry.rdev, dir_fd=parent)
 
     def _dir(self, parts: tuple[str, ...]) -> int:
-        """The directory at ``parts``, opened without following a symlink anywhere."""
-        if not parts:
-            return self._root
-        fd = self._dirs.get(parts)
+        """The directory at ``parts``, opened without following a symlink anywhere: from
+        its nearest ancestor still open, down.  A loop, not recursion: a path of 4,095
+        bytes can be 2,048 levels deep, past Python's recursion limit."""
+        opened, fd = len(parts), None
+        while opened and (fd := self._dirs.get(parts[:opened])) is None:
+            opened -= 1
         if fd is None:
-            fd = self._dirs.put(parts, os.open(parts[-1], _DIR, dir_fd=self._dir(parts[:-1])))
+            fd = self._root
+        for depth in range(opened + 1, len(parts) + 1):
+            fd = self._dirs.put(parts[:depth], os.open(parts[depth - 1], _DIR, dir_fd=fd))
         return fd
 
     # -- contents ----------------------------------------------------------------------

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import os
 import secrets
-import shutil
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from btrsendd.errors import OperationalError, UsageError
 from btrsendd.fileindex.entries import Entry, Piece
-from btrsendd.fileindex.extract import Extractor, Refused
+from btrsendd.fileindex.extract import Extractor, Refused, check_entries
 from btrsendd.fileindex.fetch import VolumeWants, fetch, needed_volumes, wanted
 from btrsendd.fileindex.stored import load_index
 from btrsendd.fileindex.tree import Tree
@@ -48,9 +49,9 @@ _RENAME_NOREPLACE = 1
 
 def wanted_path(text: str) -> str:
     """A ``--path`` as the tree names it: relative to the subvolume, no leading '/' ("/"
-    is the root, "")."""
-    parts = [p for p in text.strip("/").split("/") if p]
-    if any(p in (".", "..") for p in parts) or "\0" in text:
+    is the root, ""); '.' and empty components mean nothing, as in a shell ('./docs/')."""
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if ".." in parts or "\0" in text:
         raise UsageError(f"--path {text!r} must name a path inside the backed-up subvolume")
     return "/".join(parts)
 
@@ -100,6 +101,7 @@ class PathRestore:
         for row in chain:
             tree.apply(row.id, load_index(repo, row, gnupg_home))
         entries = _entries(tree, paths, wanted_day)
+        check_entries(entries)
         _refuse_unrestorable(entries)
         wants = wanted(_contents(entries))
         needed = needed_volumes(chain_volumes, wants)
@@ -155,14 +157,14 @@ class PathRestore:
                 os.close(root)
             rename_new(target, work, name, target_path)
         except (OperationalError, OSError) as exc:
-            shutil.rmtree(work, dir_fd=target, ignore_errors=True)
+            remove_tree(target, work)
             raise OperationalError(f"{exc}; nothing was left in {target_path}") from None
         except Interrupted as exc:
-            shutil.rmtree(work, dir_fd=target, ignore_errors=True)
+            remove_tree(target, work)
             exc.tell(f"nothing was left in {target_path}; run the same restore again")
             raise
         except BaseException:
-            shutil.rmtree(work, dir_fd=target, ignore_errors=True)
+            remove_tree(target, work)
             raise
         self.job.repo.catalog.forget_restore_requests(v.key for v in self.job.volumes)
         return extractor.refused
@@ -245,3 +247,60 @@ def rename_new(directory: int, old: str, new: str, where: Path) -> None:
                 f"{where / new} appeared during the restore; delete it or choose another --target"
             )
         raise OperationalError(f"cannot create {where / new}: {os.strerror(code)}")
+
+
+def remove_tree(directory: int, name: str) -> None:
+    """Remove ``name`` in ``directory`` and all in it, as far as it can, through descriptors
+    and without following a symlink.  Not ``shutil.rmtree``: it recurses once per level, and
+    a day's tree may be 2,048 levels deep (a path of 4,095 bytes).  The directories in each
+    of ``name``'s directories are moved up into ``name`` before it goes, so the tree gets
+    shallower with every pass and no more than two descriptors are open."""
+    try:
+        top = os.open(name, _DIR, dir_fd=directory)
+    except OSError:
+        with suppress(OSError):
+            os.unlink(name, dir_fd=directory)
+        return
+    spare = itertools.count()
+    try:
+        progress = True
+        while progress:
+            progress = False
+            for sub in _clear(top):
+                with suppress(OSError):
+                    fd = os.open(sub, _DIR, dir_fd=top)
+                    try:
+                        for inner in _clear(fd):
+                            progress |= _hoist(fd, inner, top, spare)
+                    finally:
+                        os.close(fd)
+                    os.rmdir(sub, dir_fd=top)
+                    progress = True
+    finally:
+        os.close(top)
+    with suppress(OSError):
+        os.rmdir(name, dir_fd=directory)
+
+
+def _clear(fd: int) -> list[str]:
+    """Unlink everything in directory ``fd`` but directories; their names."""
+    dirs = []
+    with suppress(OSError), os.scandir(fd) as found:
+        for entry in found:
+            if entry.is_dir(follow_symlinks=False):
+                dirs.append(entry.name)
+            else:
+                with suppress(OSError):
+                    os.unlink(entry.name, dir_fd=fd)
+    return dirs
+
+
+def _hoist(fd: int, name: str, top: int, spare: Iterator[int]) -> bool:
+    """Move directory ``name`` from ``fd`` into ``top`` under a name not in use there."""
+    while True:
+        try:
+            os.rename(name, f".{next(spare)}", src_dir_fd=fd, dst_dir_fd=top)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                return False

@@ -215,7 +215,27 @@ def load_index(repo: Repository, backup: Backup, gnupg_home: Path | None) -> Ind
         if decoded != ref.raw_size:
             raise FileIndexError(f"{where}: it decodes to {decoded} bytes, {ref.raw_size} recorded")
         raw.seek(0)
-        return read_index(raw, where)
+        index = read_index(raw, where)
+    _check_same_stream(index, backup, where)
+    return index
+
+
+def _check_same_stream(index: Index, backup: Backup, where: str) -> None:
+    """Refuse the index of another stream: its pieces would name offsets in this backup's
+    volumes, which hold other bytes, and the volumes' own checks could not tell.  The SHA-256
+    recorded ties an index to a manifest, but a manifest adopted by ``catalog rebuild``
+    may pair one backup's volumes with another's index."""
+    header, stream = index.header, backup.stream
+    said = (header.uuid, header.parent_uuid)
+    if index.stream_size != backup.raw_bytes or (
+        stream is not None and said != (stream.uuid, stream.parent_uuid)
+    ):
+        theirs = f" of subvolume {stream.uuid}" if stream is not None else ""
+        raise FileIndexError(
+            f"{where} describes another send stream ({index.stream_size} bytes of subvolume "
+            f"{header.uuid}) than the backup's ({backup.raw_bytes} bytes{theirs}): damaged "
+            "or replaced"
+        )
 
 
 def _download(repo: Repository, key: str, ref: FileIndexRef, out: IO[bytes], where: str) -> None:

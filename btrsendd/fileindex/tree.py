@@ -134,7 +134,7 @@ class Tree(Namespace):
         return inode
 
     def _mknod(self, rec: r.Mknod) -> None:
-        kind = _MKNOD_KINDS.get(stat.S_IFMT(rec.mode))
+        kind = _MKNOD_KINDS.get(stat.S_IFMT(_mode(rec.mode)))
         if kind is None:
             raise Refused(f"mode {rec.mode:o} is not a fifo, socket or device")
         self._create(rec.path, kind, stat.S_IFMT(rec.mode)).rdev = rec.rdev
@@ -287,7 +287,7 @@ class Tree(Namespace):
         if inode.kind == "symlink":
             return  # chmod(2) would follow it; btrfs send never sends one
         self._touch(inode)
-        inode.mode = stat.S_IFMT(inode.mode) | stat.S_IMODE(rec.mode)
+        inode.mode = stat.S_IFMT(inode.mode) | stat.S_IMODE(_mode(rec.mode))
 
     def _chown(self, rec: r.Chown) -> None:
         inode = self._at(rec.path)
@@ -303,6 +303,14 @@ class Tree(Namespace):
         inode = self._at(rec.path)
         self._touch(inode)
         inode.fileattr = rec.attr
+
+
+def _mode(mode: int) -> int:
+    """``mode`` if it is one an inode can have (the stream's attribute is a u64, but ``stat``'s
+    functions take a ``mode_t`` and overflow on more)."""
+    if mode > 0o177777:
+        raise Refused(f"mode {mode:o} is not a file mode")
+    return mode
 
 
 def _name(record: r.Record) -> str:

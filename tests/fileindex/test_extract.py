@@ -12,6 +12,7 @@ import io
 import os
 import random
 import stat
+import subprocess
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from btrsendd.errors import OperationalError
 from btrsendd.fileindex.entries import Entry, Piece
-from btrsendd.fileindex.extract import BLOCK, Extractor, components
+from btrsendd.fileindex.extract import BLOCK, Extractor, check_entries, components
 from btrsendd.fileindex.fetch import VolumeWants, Wanted, fetch, needed_volumes, wanted
 from btrsendd.fileindex.records import FileIndexError
 from btrsendd.layout import Located
@@ -291,3 +292,51 @@ def test_a_restored_symlink_never_redirects_a_later_write(tmp_path: Path) -> Non
     with pytest.raises(OperationalError, match="cannot create 'evil/f'"):
         restore(tmp_path, into, entries)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        # A time's nanoseconds are a u32: seconds at the i64 limit carry past time_t.
+        ({"mtime_ns": (2**63 - 1) * 10**9 + 4_294_967_295}, "the times"),
+        ({"uid": 2**32}, "the owner"),
+        ({"size": 2**64 + 1}, "a size of"),
+        ({"pieces": (piece(2**63 - 10, 20, 0),)}, "a size of"),
+        ({"xattrs": ((b"user." + b"x" * 251, b"v"),)}, "an xattr named"),
+    ],
+)
+def test_entries_no_system_call_takes_are_refused_before_anything_is_made(
+    tmp_path: Path, bad: dict[str, object], problem: str
+) -> None:
+    hostile = entry("f", "file", stat.S_IFREG | 0o644, **bad)
+    with pytest.raises(FileIndexError, match=f"gives 'f' {problem}.*damaged or forged"):
+        check_entries([entry("", "dir", stat.S_IFDIR | 0o755), hostile])
+    with pytest.raises(FileIndexError, match="a symlink with no target"):
+        check_entries([entry("s", "symlink", stat.S_IFLNK | 0o777, target="")])
+    with pytest.raises(FileIndexError, match="a name of 256 bytes"):
+        check_entries([entry("d/" + "é" * 128, "dir", stat.S_IFDIR | 0o755)])
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_recreated(tmp_path: Path) -> None:
+    # 2,000 levels of one-letter names: a 3,999-byte path, which btrfs holds and sends.
+    depth = 2000
+    paths = ["/".join("d" * depth)[: 2 * n + 1] for n in range(depth)]
+    entries = [entry("", "dir", stat.S_IFDIR | 0o755)]
+    entries += [entry(p, "dir", stat.S_IFDIR | 0o755, mtime_ns=T0 + n) for n, p in enumerate(paths)]
+    entries.append(entry(paths[-1] + "/f", "file", stat.S_IFREG | 0o600, size=3))
+    into = tmp_path / "into"
+    into.mkdir()
+    try:
+        restore(tmp_path, into, entries)
+        fd = os.open(into, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(depth):
+                fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+                os.close(parent)
+            assert os.stat("f", dir_fd=fd).st_size == 3
+        finally:
+            os.close(fd)
+        assert (into / "d").stat().st_mtime_ns == T0
+    finally:
+        # Too deep for shutil.rmtree (recursive, as pytest's own clean-up of tmp_path is).
+        subprocess.run(["rm", "-rf", "--", str(into)], check=True)

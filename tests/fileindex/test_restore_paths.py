@@ -14,6 +14,7 @@ import os
 import random
 import re
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -263,3 +264,55 @@ def test_the_final_rename_never_replaces_what_appeared_meanwhile(tmp_path: Path)
     finally:
         os.close(fd)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2000-01-21", "2000-01-22"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "path"),
+    [("docs/", "docs"), ("/docs//a.txt", "docs/a.txt"), ("./docs", "docs"), ("docs/./a", "docs/a"),
+     (".", ""), ("/", "")],
+)  # fmt: skip
+def test_a_path_is_read_as_people_type_it(typed: str, path: str) -> None:
+    from btrsendd.fileindex.restore_paths import wanted_path
+
+    assert wanted_path(typed) == path
+
+
+@pytest.mark.parametrize("typed", ["..", "docs/../../etc", "../etc"])
+def test_a_path_leaving_the_subvolume_is_a_usage_error(typed: str) -> None:
+    from btrsendd.errors import UsageError
+    from btrsendd.fileindex.restore_paths import wanted_path
+
+    with pytest.raises(UsageError, match="must name a path inside the backed-up subvolume"):
+        wanted_path(typed)
+
+
+def test_a_failed_restore_removes_a_tree_of_any_depth_and_nothing_outside(tmp_path: Path) -> None:
+    """What a failed restore leaves is removed through descriptors, without recursion (a
+    day's tree can be 2,048 levels deep) and without following a symlink."""
+    from btrsendd.fileindex.restore_paths import remove_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("mine")
+    target = tmp_path / "target"
+    work = target / ".btrsendd-paths-0"
+    deep = work / "/".join(["d"] * 1500)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        subprocess.run(["mkdir", "-p", "--", str(deep)], check=True)  # pathlib's recurses
+        for where in (work, work / "d", deep):
+            (where / "0").mkdir()  # names the removal may want for what it moves
+            (where / "f").write_text("x")
+            (where / "link").symlink_to(outside)
+            os.mkfifo(where / "fifo")
+        (work / "d" / "d" / "dirlink").symlink_to(outside, target_is_directory=True)
+        os.close(fd)
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        remove_tree(fd, work.name)
+        remove_tree(fd, "never-there")
+        assert list(target.iterdir()) == []
+        assert [p.name for p in outside.iterdir()] == ["keep"]
+    finally:
+        os.close(fd)
+        # Whatever is left is too deep for pytest's own clean-up (shutil.rmtree recurses).
+        subprocess.run(["rm", "-rf", "--", str(target)], check=True)

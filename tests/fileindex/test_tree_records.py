@@ -180,6 +180,8 @@ def test_metadata_records() -> None:
         ((r.Mkfile("f"), r.Clone("f", 0, 1, "f", 5, "u0", 1)), "past the end"),
         ((r.Mkfile("f"), r.Fallocate("f", 8, 0, 1)), "not one btrfs supports"),
         ((r.Mknod("n", stat.S_IFREG, 0),), "not a fifo"),
+        ((r.Mknod("n", 2**64 - 1, 0),), "is not a file mode"),
+        ((r.Mkfile("f"), r.Chmod("f", 2**63)), "is not a file mode"),
     ],
 )
 def test_hostile_records_are_refused_with_one_line(
