@@ -38,6 +38,8 @@ def backup_json(row: Backup) -> dict[str, Any]:
         "encrypted": bool(row.recipients),
         "snapshot": row.snapshot,
         "completed_at": row.completed_at,
+        # Whether find, diff and restore --path can see into the backup.
+        "file_index": row.file_index is not None,
     }
 
 

@@ -15,3 +15,4 @@ def test_list_json_contract(world: World) -> None:
         "data", "2000-01-01", "full", None, "complete",
     )  # fmt: skip
     assert b["chain"] == b["id"] and b["volumes"] >= 1
+    assert b["file_index"] is True  # a backup made now can be searched with find
