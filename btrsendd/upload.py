@@ -16,7 +16,6 @@ Ordering is what makes a crash harmless:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -25,7 +24,7 @@ from functools import partial
 
 from btrsendd import planner, snapshots
 from btrsendd.config import SourceConfig
-from btrsendd.errors import OperationalError, StorageError
+from btrsendd.errors import StorageError
 from btrsendd.fileindex.stored import IndexBuilder, index_builder, index_problem, store_index
 from btrsendd.interruptions import unfinished_upload
 from btrsendd.layout import new_backup_id, volume_name
@@ -36,10 +35,10 @@ from btrsendd.object_lock import ObjectLock
 from btrsendd.pipeline.btrfs import run_send, send_command
 from btrsendd.pipeline.codec import Codec, encode_volumes
 from btrsendd.pipeline.expected_stream import expected_stream
-from btrsendd.pipeline.readers import CHUNK
 from btrsendd.pipeline.sendstream import StreamChecker, StreamError, checked
 from btrsendd.progress import Progress, Total
 from btrsendd.repository import Repository
+from btrsendd.resume_check import ResumeMismatch, hash_prefix, resume_plan
 from btrsendd.storage.base import Lock, Readable, Stored
 from btrsendd.stream_estimate import estimate_stream
 
@@ -279,7 +278,7 @@ class Uploader:
             repo.abort_leftover_uploads(row)
             # Never resume what a clock gone ahead started: that backup is the mistake.
             ahead = row.date > dt.date.today() + dt.timedelta(days=1)
-            plan = None if src is None or ahead else self._resume_plan(src, row)
+            plan = None if src is None or ahead else resume_plan(repo, self.codec, src, row)
             log = get_logger(source=source, backup_id=row.id)
             if plan is None:
                 log.warning(
@@ -291,7 +290,7 @@ class Uploader:
                 continue
             try:
                 self._resume(row, *plan)
-            except _ResumeMismatch as exc:
+            except ResumeMismatch as exc:
                 log.warning("backup.discarded", reason=str(exc), date=row.date.isoformat())
                 repo.discard(row)
         expiring = repo.catalog.backups(source, states=("expiring",))
@@ -303,25 +302,6 @@ class Uploader:
             )
         # Deletions an Object Lock deferred, whose lock may have ended since.
         repo.finish_deferred(source)
-
-    def _resume_plan(
-        self, src: SourceConfig, row: Backup
-    ) -> tuple[snapshots.Snapshot, snapshots.Snapshot | None] | None:
-        """The snapshots to replay ``row``'s send from, if all are present and unchanged."""
-        codec = self.codec
-        if (row.compression, row.recipients) != (codec.compression, codec.recipients):
-            return None  # the configuration changed: the stored volumes no longer fit
-        local = {s.name: s for s in snapshots.list_snapshots(src.snapshot_dir)}
-        snap = local.get(row.snapshot or "")
-        if snap is None or snap.uuid != row.snapshot_uuid:
-            return None
-        if row.parent_id is None:
-            return snap, None
-        parent = self.repo.catalog.backup(row.parent_id)
-        parent_snap = None if parent is None else snapshots.snapshot_of(src.snapshot_dir, parent)
-        if parent_snap is None or parent_snap.uuid != row.parent_uuid:
-            return None
-        return snap, parent_snap
 
     def _resume(
         self, row: Backup, snap: snapshots.Snapshot, parent_snap: snapshots.Snapshot | None
@@ -345,7 +325,7 @@ class Uploader:
         gone = self._gone(row, listed)
         if gone:
             # Skipping it would complete a backup that cannot be restored.
-            raise _ResumeMismatch(
+            raise ResumeMismatch(
                 f"stored volume {gone[0].index} is missing from storage, or changed; "
                 "starting the backup afresh"
             )
@@ -366,14 +346,14 @@ class Uploader:
             stream = _read_through(raw, checker, index)
             for vol in done:
                 try:
-                    digest = _hash_prefix(stream, vol.raw_length, checking.advance)
+                    digest = hash_prefix(stream, vol.raw_length, checking.advance)
                 except StreamError as exc:
-                    raise _ResumeMismatch(
+                    raise ResumeMismatch(
                         f"the replayed send stream fails its check ({exc}); starting the "
                         "backup afresh"
                     ) from None
                 if digest != vol.raw_sha256:
-                    raise _ResumeMismatch(
+                    raise ResumeMismatch(
                         f"the send stream differs from stored volume {vol.index}; "
                         "starting the backup afresh"
                     )
@@ -392,21 +372,3 @@ def _read_through(stream: Readable, checker: StreamChecker, index: IndexBuilder 
     checker has accepted."""
     passed = checked(stream, checker)
     return passed if index is None else index.tap(passed)
-
-
-class _ResumeMismatch(OperationalError):
-    """The replayed send stream does not match what was stored: resume is impossible."""
-
-
-def _hash_prefix(stream: Readable, length: int, read: Callable[[int], None]) -> str:
-    """SHA-256 of the next ``length`` bytes of ``stream`` (fewer if it ends early); ``read``
-    is told how many bytes each read brought."""
-    digest = hashlib.sha256()
-    while length > 0:
-        data = stream.read(min(CHUNK, length))
-        if not data:
-            break
-        digest.update(data)
-        read(len(data))
-        length -= len(data)
-    return digest.hexdigest() if length == 0 else "short stream"

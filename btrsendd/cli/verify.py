@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from btrsendd.lock import backup_running
     from btrsendd.pricing import Prices
     from btrsendd.repository import open_repository
-    from btrsendd.verify import check_source, clean, deep_check
+    from btrsendd.verify import check_source, clean
+    from btrsendd.verify_deep import deep_check
 
     config = load_config(args)
     sources = config.selected_sources(args.source)
